@@ -1,0 +1,269 @@
+"""Axis A: trajectory (greedy-decode agreement) scoring, engine-independent.
+
+The engine produces, per prompt, the token ids greedily decoded by the reference and by the
+candidate (as sampled, including the end-of-generation token that stopped decoding). This
+module turns them into the axis score and refract-llm's ``gtm`` diagnostics (SPEC §3A), and
+analyses the first divergence step from the reference's top-k distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = [
+    "DEFAULT_NEAR_TIE_THRESHOLD",
+    "analyze_divergences",
+    "common_prefix_length",
+    "score_trajectories",
+]
+
+#: A divergence whose reference margin p(ref) - p(cand) is below this is a near tie.
+DEFAULT_NEAR_TIE_THRESHOLD = 0.05
+
+
+class PromptLike(Protocol):
+    """Anything with the fields of :class:`refract.promptset.Prompt`."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading positions where ``a`` and ``b`` hold equal ids."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _as_ids(seq: Sequence[int], what: str, index: int) -> list[int]:
+    try:
+        return [int(t) for t in seq]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}[{index}] is not a sequence of token ids: {exc}") from None
+
+
+def score_trajectories(
+    prompts: Sequence[PromptLike],
+    ref_ids: list[Sequence[int]],
+    cand_ids: list[Sequence[int]],
+    n_predict: int,
+) -> dict[str, Any]:
+    """Score greedy trajectories (SPEC §3A) and return refract-llm's ``gtm`` fields.
+
+    Per prompt, prefix = number of leading equal ids; score =
+    100 * sum(prefix) / sum(max(len_ref, len_cand)), clipped to [0, 100]. A candidate that keeps
+    generating after the reference stopped (or stops early) is penalized by the max().
+
+    Raises ValueError when the three lists differ in length, a trajectory is longer than
+    ``n_predict``, or every trajectory is empty (nothing was decoded: an engine failure, not
+    a score).
+    """
+    if isinstance(n_predict, bool) or not isinstance(n_predict, int) or n_predict < 1:
+        raise ValueError(f"n_predict must be a positive integer, got {n_predict!r}")
+    n = len(prompts)
+    if len(ref_ids) != n or len(cand_ids) != n:
+        raise ValueError(
+            f"got {n} prompts but {len(ref_ids)} reference and {len(cand_ids)} candidate "
+            "trajectories"
+        )
+    if n == 0:
+        raise ValueError("no prompts to score")
+
+    per_prompt: list[dict[str, Any]] = []
+    total_prefix = 0
+    total_len = 0
+    for i, (p, r_raw, c_raw) in enumerate(zip(prompts, ref_ids, cand_ids, strict=True)):
+        ref = _as_ids(r_raw, "ref_ids", i)
+        cand = _as_ids(c_raw, "cand_ids", i)
+        for side, ids in (("reference", ref), ("candidate", cand)):
+            if len(ids) > n_predict:
+                raise ValueError(
+                    f"prompt {p.id!r}: {side} trajectory has {len(ids)} tokens, more than "
+                    f"n_predict={n_predict}"
+                )
+        prefix = common_prefix_length(ref, cand)
+        matched = ref == cand
+        total_prefix += prefix
+        total_len += max(len(ref), len(cand))
+        per_prompt.append(
+            {
+                "id": p.id,
+                "category": p.category,
+                "prompt": p.prompt,
+                "ref_token_ids": ref,
+                "cand_token_ids": cand,
+                "first_divergence": None if matched else prefix,
+                "prefix_agreement_length": prefix,
+                "cand_length": len(cand),
+                "ref_length": len(ref),
+                "matched": matched,
+            }
+        )
+
+    if total_len == 0:
+        raise ValueError(
+            "every reference and candidate trajectory is empty: nothing was decoded, so the "
+            "trajectory axis cannot be scored"
+        )
+    score = min(100.0, max(0.0, 100.0 * total_prefix / total_len))
+
+    divergences = [pp["first_divergence"] for pp in per_prompt if not pp["matched"]]
+    n_matched = n - len(divergences)
+    early = sum(1 for pp in per_prompt if pp["cand_length"] < n_predict)
+    notes: list[str] = []
+    if early:
+        notes.append(
+            f"{early}/{n} candidates stopped before n_predict={n_predict} (end of generation "
+            "or another stop condition); per_prompt cand_length is the decoded length."
+        )
+
+    return {
+        "score": score,
+        "full_match_rate": n_matched / n,
+        "median_first_divergence": statistics.median(divergences) if divergences else None,
+        "mean_prefix_agreement_length": total_prefix / n,
+        "mean_cand_length": sum(pp["cand_length"] for pp in per_prompt) / n,
+        "mean_ref_length": sum(pp["ref_length"] for pp in per_prompt) / n,
+        "n_prompts": n,
+        "n_tokens_each": n_predict,
+        "per_prompt": per_prompt,
+        "notes": notes,
+    }
+
+
+def analyze_divergences(
+    ref_top_ids: Sequence[Sequence[int]],
+    ref_top_logprobs: Sequence[Sequence[float]],
+    cand_tokens: Sequence[int],
+    *,
+    ref_tokens: Sequence[int] | None = None,
+    cand_kl: Sequence[float | None] | None = None,
+    ids: Sequence[str] | None = None,
+    near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
+) -> dict[str, Any]:
+    """Analyse the first divergence step of each diverging prompt.
+
+    Inputs are parallel per-prompt arrays (one entry per prompt that diverged):
+
+    - ``ref_top_ids[i]`` / ``ref_top_logprobs[i]``: the reference's top-k token ids (k = 16
+      in the engine) and their log-probabilities (natural log, normalized over the full
+      vocabulary) at the first-divergence step, in any order;
+    - ``cand_tokens[i]``: the token the candidate chose at that step;
+    - ``ref_tokens[i]`` (optional): the token the reference chose; defaults to the top-k
+      entry with the highest log-probability (what greedy decoding picks);
+    - ``cand_kl[i]`` (optional, may hold None): KL(p_ref ‖ p_cand) at that step;
+    - ``ids[i]`` (optional): the prompt id, copied to the output.
+
+    Per prompt it returns ``ref_token``, ``cand_token``, ``p_ref_of_ref_token``,
+    ``p_ref_of_cand_token``, ``cand_token_rank`` (1-based rank in the reference's top-k;
+    None when the candidate token is not in it), ``margin`` = p(ref token) - p(cand token),
+    ``kl_at_divergence``, and ``cand_below_top_k``. When the candidate token is below the
+    top-k its probability is unknown: ``p_ref_of_cand_token`` is then the k-th (smallest)
+    top-k probability, an upper bound, and ``margin`` is a lower bound on the true margin;
+    ``cand_below_top_k`` says so. Summaries: ``near_tie_fraction`` (share of divergences
+    with margin < ``near_tie_threshold``, bounds taken at face value) and ``median_margin``
+    (None when there are no divergences).
+    """
+    n = len(cand_tokens)
+    if len(ref_top_ids) != n or len(ref_top_logprobs) != n:
+        raise ValueError(
+            f"got {len(ref_top_ids)} top-k id lists, {len(ref_top_logprobs)} top-k logprob "
+            f"lists and {n} candidate tokens; they must be parallel"
+        )
+    for name, arr in (("ref_tokens", ref_tokens), ("cand_kl", cand_kl), ("ids", ids)):
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"{name} has {len(arr)} entries, expected {n}")
+    thr = float(near_tie_threshold)
+    if not math.isfinite(thr) or thr < 0:
+        raise ValueError(f"near_tie_threshold must be a finite number >= 0, got {thr!r}")
+
+    per_prompt: list[dict[str, Any]] = []
+    for i in range(n):
+        top_ids = [int(t) for t in ref_top_ids[i]]
+        top_lp = [float(x) for x in ref_top_logprobs[i]]
+        label = repr(ids[i]) if ids is not None else f"#{i}"
+        if not top_ids or len(top_ids) != len(top_lp):
+            raise ValueError(
+                f"divergence {label}: top-k ids ({len(top_ids)}) and logprobs "
+                f"({len(top_lp)}) must be non-empty and of equal length"
+            )
+        if any(math.isnan(x) or x > 1e-6 for x in top_lp):
+            raise ValueError(f"divergence {label}: top-k logprobs must be <= 0 and not NaN")
+        # rank by probability, highest first; ties keep the given order
+        order = sorted(range(len(top_ids)), key=lambda j: -top_lp[j])
+        ranked_ids = [top_ids[j] for j in order]
+        ranked_p = [math.exp(min(top_lp[j], 0.0)) for j in order]
+        prob: dict[int, float] = {}
+        for tok, pr in zip(ranked_ids, ranked_p, strict=True):
+            prob.setdefault(tok, pr)  # a repeated id keeps its highest probability
+
+        ref_tok = int(ref_tokens[i]) if ref_tokens is not None else ranked_ids[0]
+        cand_tok = int(cand_tokens[i])
+        if ref_tok == cand_tok:
+            raise ValueError(
+                f"divergence {label}: reference and candidate token are both {ref_tok}"
+            )
+        if ref_tok not in prob:
+            raise ValueError(
+                f"divergence {label}: reference token {ref_tok} is not in its own top-k"
+            )
+        p_ref = prob[ref_tok]
+        below = cand_tok not in prob
+        if below:
+            rank: int | None = None
+            p_cand = ranked_p[-1]
+        else:
+            rank = ranked_ids.index(cand_tok) + 1
+            p_cand = prob[cand_tok]
+        kl = None
+        if cand_kl is not None and cand_kl[i] is not None:
+            kl = float(cand_kl[i])  # type: ignore[arg-type]
+        entry: dict[str, Any] = {}
+        if ids is not None:
+            entry["id"] = ids[i]
+        entry.update(
+            {
+                "ref_token": ref_tok,
+                "cand_token": cand_tok,
+                "p_ref_of_ref_token": p_ref,
+                "p_ref_of_cand_token": p_cand,
+                "cand_token_rank": rank,
+                "cand_below_top_k": below,
+                "margin": p_ref - p_cand,
+                "kl_at_divergence": kl,
+            }
+        )
+        per_prompt.append(entry)
+
+    margins = [e["margin"] for e in per_prompt]
+    kls = [e["kl_at_divergence"] for e in per_prompt if e["kl_at_divergence"] is not None]
+    n_below = sum(1 for e in per_prompt if e["cand_below_top_k"])
+    notes: list[str] = []
+    if n_below:
+        notes.append(
+            f"{n_below}/{n} candidate tokens were below the reference's top-k; their "
+            "p_ref_of_cand_token is the k-th top-k probability (an upper bound) and their "
+            "margin a lower bound."
+        )
+    return {
+        "n_divergences": n,
+        "near_tie_threshold": thr,
+        "near_tie_fraction": (sum(1 for m in margins if m < thr) / n) if n else None,
+        "median_margin": statistics.median(margins) if margins else None,
+        "median_kl_at_divergence": statistics.median(kls) if kls else None,
+        "n_cand_below_top_k": n_below,
+        "per_prompt": per_prompt,
+        "notes": notes,
+    }
