@@ -1,0 +1,404 @@
+"""Axis C -- R-NIAH: long-context needle retrieval (SPEC section 3C).
+
+Engine-independent part: the needle and question, the cell plan (haystack slicing and needle
+placement) and the axis scorer. The engine wrapper drives it like this::
+
+    plan = plan_rniah(haystack_text, tokenize, up_to=16384, n_ctx_train=model.n_ctx_train)
+    for cell in plan.cells:                       # one (length, position) each
+        prompt = chat.render(cell.user, cell.system)   # generation prompt on, thinking off
+        for seed in plan.trial_seeds:             # trial t uses seed + t
+            ref_text, cand_text = greedy(prompt, n_predict=plan.n_predict, seed=seed)
+    axis = score_rniah(plan, ref_texts, cand_texts, logprobs=...)  # ``axes.rniah`` dict
+
+``ref_texts[c][t]`` is the detokenized output of cell ``c``, trial ``t``. The optional
+``logprobs[c]`` is a :class:`NeedleLogprob` with the teacher-forced log-probability of
+``plan.keyword`` after the rendered prompt of cell ``c`` (ours; refract-llm has none).
+The context for a cell needs the rendered prompt's token count plus ``n_predict``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence, Sized
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BASE_LENGTH",
+    "CPT_HEAD_CHARS",
+    "DEFAULT_N_PREDICT",
+    "DEFAULT_N_TRIALS",
+    "DEFAULT_POSITIONS",
+    "DEFAULT_SEED",
+    "DEFAULT_UP_TO",
+    "LOW_CONFIDENCE_BASE_ACC",
+    "NEEDLE",
+    "QUESTION",
+    "SNAP_WINDOW",
+    "NeedleLogprob",
+    "RniahCell",
+    "RniahPlan",
+    "estimate_chars_per_token",
+    "estimate_tokens",
+    "extract_keyword",
+    "insert_needle",
+    "is_hit",
+    "plan_lengths",
+    "plan_rniah",
+    "rniah_axis",
+    "score_rniah",
+    "snap_to_sentence_end",
+]
+
+NEEDLE = "Note: APRICOT-7-BLUE is the rare paint color featured in this article."
+QUESTION = "Q: What is the rare paint color featured in this article?\nA:"
+BASE_LENGTH = 4096
+DEFAULT_UP_TO = 16384
+DEFAULT_POSITIONS: tuple[float, ...] = (0.10, 0.50, 0.90)
+DEFAULT_N_TRIALS = 1
+DEFAULT_SEED = 42
+DEFAULT_N_PREDICT = 256
+#: Haystack prefix tokenized to measure chars per token.
+CPT_HEAD_CHARS = 32_768
+#: Search radius (chars) when snapping the insertion point to a sentence end.
+SNAP_WINDOW = 200
+#: Extra tokens reserved per cell beyond needle + question + n_predict.
+OVERHEAD_MARGIN = 16
+#: base_acc_avg below this makes the axis low-confidence (excluded from the composite).
+LOW_CONFIDENCE_BASE_ACC = 0.2
+DESCRIPTION = "Long-context retrieval quality vs the reference."
+
+_KEYWORD_RE = re.compile(r"[A-Z][A-Z0-9\-]{2,}")
+
+
+def extract_keyword(needle: str) -> str:
+    """Longest run of an upper-case letter followed by >= 2 of [A-Z0-9-] (first on ties).
+
+    Falls back to the needle's last word without a trailing '.' when there is no such run.
+    """
+    runs: list[str] = _KEYWORD_RE.findall(needle)
+    if runs:
+        return max(runs, key=len)
+    words = needle.split()
+    if not words:
+        raise ValueError("R-NIAH: the needle is empty")
+    return words[-1].rstrip(".")
+
+
+def is_hit(output: str, keyword: str) -> bool:
+    """True when ``keyword`` occurs anywhere in ``output``, ignoring case."""
+    return keyword.lower() in output.lower()
+
+
+def estimate_chars_per_token(haystack: str, tokenize: Callable[[str], Sized]) -> float:
+    """Characters per token over the first :data:`CPT_HEAD_CHARS` haystack characters.
+
+    ``tokenize(text)`` returns the token ids (list or array). 4.0 when nothing to measure.
+    """
+    head = haystack[:CPT_HEAD_CHARS]
+    if not head:
+        return 4.0
+    n_tokens = len(tokenize(head))
+    return len(head) / n_tokens if n_tokens else 4.0
+
+
+def estimate_tokens(text: str, chars_per_token: float) -> int:
+    """est(text) = int(chars / chars-per-token), at least 1 (refract-llm's estimate)."""
+    return max(1, int(len(text) / max(chars_per_token, 1.0)))
+
+
+def plan_lengths(
+    up_to: int = DEFAULT_UP_TO, n_ctx_train: int | None = None, base: int = BASE_LENGTH
+) -> tuple[list[int], list[int], str | None]:
+    """Lengths ``base, 2*base, ...`` up to ``up_to``, never above ``n_ctx_train``.
+
+    Returns ``(lengths, capped_lengths, note)``: the lengths dropped by the cap and a note
+    saying so (None when nothing was capped).
+    """
+    wanted: list[int] = []
+    length = base
+    while length <= up_to:
+        wanted.append(length)
+        length *= 2
+    if n_ctx_train is None or n_ctx_train <= 0:
+        return wanted, [], None
+    kept = [n for n in wanted if n <= n_ctx_train]
+    capped = [n for n in wanted if n > n_ctx_train]
+    note = None
+    if capped:
+        note = (
+            f"R-NIAH lengths capped at the model's n_ctx_train ({n_ctx_train}): "
+            f"{', '.join(map(str, capped))} not run (asked for up to {up_to})."
+        )
+    return kept, capped, note
+
+
+def snap_to_sentence_end(text: str, target: int, window: int = SNAP_WINDOW) -> int:
+    """Index just after the sentence end ('.' then space or newline) nearest ``target``.
+
+    Scans distances 0..window-1, the left candidate before the right one at each distance,
+    inside ``[target - window, target + window)`` (the character after the '.' must be inside
+    too, so the right side reaches ``window - 2``, as in refract-llm); returns ``target`` when
+    none is found, 0 / ``len(text)`` when ``target`` is at or beyond an end.
+    """
+    if target <= 0:
+        return 0
+    if target >= len(text):
+        return len(text)
+    lo = max(0, target - window)
+    hi = min(len(text), target + window)
+    for delta in range(window):
+        for cand in (target - delta, target + delta):
+            if cand < lo or cand + 1 >= hi:
+                continue
+            if text[cand] == "." and text[cand + 1] in (" ", "\n"):
+                return cand + 2
+    return target
+
+
+def insert_needle(chunk: str, needle: str, position: float) -> tuple[str, int]:
+    """System message ``before + " " + needle + " " + after`` and the split index."""
+    at = snap_to_sentence_end(chunk, int(len(chunk) * position))
+    return f"{chunk[:at]} {needle} {chunk[at:]}", at
+
+
+@dataclass(frozen=True)
+class RniahCell:
+    """One (length, position) cell: the chat messages to generate from."""
+
+    length: int
+    position: float
+    system: str
+    user: str
+    insert_at: int
+    haystack_chars: int
+
+
+@dataclass
+class RniahPlan:
+    cells: list[RniahCell]
+    skipped_cells: list[dict[str, Any]]
+    notes: list[str]
+    needle: str
+    question: str
+    keyword: str
+    lengths: list[int]
+    positions: tuple[float, ...]
+    n_trials: int
+    seed: int
+    n_predict: int
+    chars_per_token: float
+    overhead_tokens: int
+    trial_seeds: list[int] = field(default_factory=list)
+
+
+def plan_rniah(
+    haystack: str,
+    tokenize: Callable[[str], Sized],
+    *,
+    up_to: int = DEFAULT_UP_TO,
+    n_ctx_train: int | None = None,
+    positions: Sequence[float] = DEFAULT_POSITIONS,
+    n_trials: int = DEFAULT_N_TRIALS,
+    seed: int = DEFAULT_SEED,
+    n_predict: int = DEFAULT_N_PREDICT,
+    needle: str = NEEDLE,
+    question: str = QUESTION,
+    keyword: str | None = None,
+    chars_per_token: float | None = None,
+) -> RniahPlan:
+    """Plan every cell. A cell whose haystack would be too short is skipped with a note,
+    never shortened; lengths above ``n_ctx_train`` are not planned (noted and listed)."""
+    if n_trials < 1:
+        raise ValueError("R-NIAH: n_trials must be at least 1")
+    if any(not 0.0 <= p <= 1.0 for p in positions):
+        raise ValueError("R-NIAH: positions must be fractions in [0, 1]")
+    kw = keyword if keyword is not None else extract_keyword(needle)
+    if kw.lower() not in needle.lower():
+        raise ValueError(f"R-NIAH: keyword {kw!r} does not occur in the needle")
+    cpt = chars_per_token if chars_per_token else estimate_chars_per_token(haystack, tokenize)
+    overhead = (
+        estimate_tokens(needle, cpt) + estimate_tokens(question, cpt) + n_predict + OVERHEAD_MARGIN
+    )
+    lengths, capped, cap_note = plan_lengths(up_to, n_ctx_train)
+    notes: list[str] = [cap_note] if cap_note else []
+    skipped: list[dict[str, Any]] = [
+        {"length": n, "position": p, "reason": "length above n_ctx_train"}
+        for n in capped
+        for p in positions
+    ]
+    if not lengths and not capped:
+        notes.append(f"No R-NIAH length: --rniah-up-to {up_to} is below {BASE_LENGTH}.")
+    cells: list[RniahCell] = []
+    for length in lengths:
+        usable_tokens = length - overhead
+        reason = None
+        if usable_tokens <= 0:
+            reason = f"no room for haystack after {overhead} tokens of overhead"
+        else:
+            usable_chars = int(usable_tokens * cpt)
+            if usable_chars > len(haystack):
+                reason = (
+                    f"haystack has {len(haystack)} characters, the cell needs {usable_chars}"
+                )
+        if reason is not None:
+            notes.append(f"Skipped length={length}: {reason}.")
+            skipped.extend({"length": length, "position": p, "reason": reason} for p in positions)
+            continue
+        chunk = haystack[:usable_chars]
+        for pos in positions:
+            system, at = insert_needle(chunk, needle, pos)
+            cells.append(RniahCell(length, float(pos), system, question, at, usable_chars))
+    return RniahPlan(
+        cells=cells,
+        skipped_cells=skipped,
+        notes=notes,
+        needle=needle,
+        question=question,
+        keyword=kw,
+        lengths=lengths,
+        positions=tuple(float(p) for p in positions),
+        n_trials=n_trials,
+        seed=seed,
+        n_predict=n_predict,
+        chars_per_token=cpt,
+        overhead_tokens=overhead,
+        trial_seeds=[seed + t for t in range(n_trials)],
+    )
+
+
+@dataclass(frozen=True)
+class NeedleLogprob:
+    """Teacher-forced log-probability (nats, summed over the keyword's tokens) of the keyword
+    after the question, and the rank (0 = argmax) of its first token, on each side."""
+
+    ref_logprob: float
+    cand_logprob: float
+    ref_rank: int | None = None
+    cand_rank: int | None = None
+    n_tokens: int | None = None
+
+
+def rniah_axis(
+    cell_hits: Sequence[tuple[int, float, Sequence[bool], Sequence[bool]]],
+    *,
+    needle: str = NEEDLE,
+    keyword: str | None = None,
+    skipped_cells: Sequence[dict[str, Any]] = (),
+    notes: Sequence[str] = (),
+    logprobs: Sequence[NeedleLogprob | None] | None = None,
+) -> dict[str, Any]:
+    """The ``axes.rniah`` dict from per-cell ``(length, position, ref_hits, cand_hits)``.
+
+    ``logprobs`` (optional, aligned with ``cell_hits``) adds the needle log-probability
+    fields to each cell and their mean difference to the axis.
+    """
+    kw = keyword if keyword is not None else extract_keyword(needle)
+    if logprobs is not None and len(logprobs) != len(cell_hits):
+        raise ValueError("R-NIAH: one logprob entry (or None) per cell is required")
+    cells: list[dict[str, Any]] = []
+    diffs: list[float] = []
+    for k, (length, position, ref_hits, cand_hits) in enumerate(cell_hits):
+        if len(ref_hits) != len(cand_hits) or not ref_hits:
+            raise ValueError("R-NIAH: each cell needs the same, non-zero number of trials")
+        n = len(ref_hits)
+        base_hits, cand_n = sum(map(bool, ref_hits)), sum(map(bool, cand_hits))
+        base_acc, cand_acc = base_hits / n, cand_n / n
+        cell: dict[str, Any] = {
+            "length": length,
+            "position": position,
+            "n_trials": n,
+            "base_acc": base_acc,
+            "cand_acc": cand_acc,
+            "degradation": max(0.0, base_acc - cand_acc),
+            "base_hits": base_hits,
+            "cand_hits": cand_n,
+        }
+        lp = logprobs[k] if logprobs is not None else None
+        if lp is not None:
+            diff = lp.cand_logprob - lp.ref_logprob
+            diffs.append(diff)
+            cell.update(
+                needle_logprob_ref=lp.ref_logprob,
+                needle_logprob_cand=lp.cand_logprob,
+                needle_logprob_diff=diff,
+                needle_rank_ref=lp.ref_rank,
+                needle_rank_cand=lp.cand_rank,
+                needle_n_tokens=lp.n_tokens,
+            )
+        cells.append(cell)
+    out_notes = list(notes)
+    if cells:
+        score = 100.0 * (1.0 - sum(c["degradation"] for c in cells) / len(cells))
+        base_avg = sum(c["base_acc"] for c in cells) / len(cells)
+        cand_avg: float | None = sum(c["cand_acc"] for c in cells) / len(cells)
+    else:
+        score, base_avg, cand_avg = 0.0, 0.0, None
+        out_notes.append("No R-NIAH cell ran; every (length, position) pair was skipped.")
+    low = base_avg < LOW_CONFIDENCE_BASE_ACC
+    if low and cells:
+        out_notes.append(
+            f"The reference found the needle in {base_avg:.0%} of trials (< "
+            f"{LOW_CONFIDENCE_BASE_ACC:.0%}): low confidence, excluded from the composite."
+        )
+    axis: dict[str, Any] = {
+        "score": score,
+        "n_cells": len(cells),
+        "cells": cells,
+        "skipped_cells": [dict(s) for s in skipped_cells],
+        "needle": needle,
+        "password_keyword": kw,
+        "notes": out_notes,
+        "confidence": "low" if low else "ok",
+        "base_acc_avg": base_avg,
+        "cand_acc_avg": cand_avg,
+        "description": DESCRIPTION,
+    }
+    if diffs:
+        axis["needle_logprob_mean_diff"] = sum(diffs) / len(diffs)
+    return axis
+
+
+def score_rniah(
+    plan: RniahPlan,
+    ref_texts: Sequence[Sequence[str]],
+    cand_texts: Sequence[Sequence[str]],
+    *,
+    logprobs: Sequence[NeedleLogprob | None] | None = None,
+) -> dict[str, Any]:
+    """Score ``plan`` from output texts ``[cell][trial]`` for reference and candidate."""
+    if len(ref_texts) != len(plan.cells) or len(cand_texts) != len(plan.cells):
+        raise ValueError(
+            f"R-NIAH: expected outputs for {len(plan.cells)} cells, got "
+            f"{len(ref_texts)} reference and {len(cand_texts)} candidate"
+        )
+    hits = []
+    for cell, ref, cand in zip(plan.cells, ref_texts, cand_texts, strict=True):
+        if len(ref) != plan.n_trials or len(cand) != plan.n_trials:
+            raise ValueError(f"R-NIAH: expected {plan.n_trials} trials per cell")
+        hits.append(
+            (
+                cell.length,
+                cell.position,
+                [is_hit(t, plan.keyword) for t in ref],
+                [is_hit(t, plan.keyword) for t in cand],
+            )
+        )
+    axis = rniah_axis(
+        hits,
+        needle=plan.needle,
+        keyword=plan.keyword,
+        skipped_cells=plan.skipped_cells,
+        notes=plan.notes,
+        logprobs=logprobs,
+    )
+    axis.update(
+        lengths=list(plan.lengths),
+        positions=list(plan.positions),
+        n_trials=plan.n_trials,
+        seed=plan.seed,
+        n_predict=plan.n_predict,
+        chars_per_token=plan.chars_per_token,
+        overhead_tokens=plan.overhead_tokens,
+    )
+    return axis
