@@ -1,0 +1,185 @@
+"""Terminal report card (rich). Honours ``NO_COLOR``."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
+from refract.report.fields import (
+    as_float,
+    axes_of,
+    axis_score,
+    diagnosis_of,
+    fmt,
+    fmt_kld,
+    model_name,
+    report_band,
+    report_composite,
+)
+
+BAND_STYLES: dict[str, str] = {
+    "EXCELLENT": "bold green",
+    "PASS": "bold cyan",
+    "DEGRADED": "bold yellow",
+    "FAIL": "bold red",
+}
+
+_BAR_WIDTH = 20
+
+
+def _bar(score: float | None) -> Text:
+    if score is None or math.isnan(score):
+        return Text("·" * _BAR_WIDTH, style="dim")
+    filled = max(0, min(_BAR_WIDTH, round(score / 100 * _BAR_WIDTH)))
+    text = Text("█" * filled, style=BAND_STYLES[band(score)].replace("bold ", ""))
+    text.append("░" * (_BAR_WIDTH - filled), style="dim")
+    return text
+
+
+def _axis_detail(key: str, axis: Mapping[str, Any]) -> str:
+    """A compact, axis-specific hint shown next to the score."""
+    if key == "gtm":
+        rate = as_float(axis.get("full_match_rate"))
+        div = as_float(axis.get("median_first_divergence"))
+        parts = []
+        if rate is not None:
+            parts.append(f"full match {rate * 100:.0f}%")
+        if div is not None:
+            parts.append(f"median 1st div. {div:g}")
+        return " · ".join(parts)
+    if key == "kld":
+        return f"mean KLD {fmt_kld(axis.get('mean_kld'))} nats"
+    if key == "rniah":
+        parts = [f"{axis.get('n_cells', '?')} cells"]
+        if axis.get("confidence"):
+            parts.append(f"confidence {axis['confidence']}")
+        return " · ".join(parts)
+    if key == "plad":
+        per = axis.get("per_perturbation_score")
+        if isinstance(per, Mapping):
+            return " · ".join(f"{k} {fmt(v, 0)}" for k, v in per.items() if v is not None)
+    return ""
+
+
+def report_renderable(report: Mapping[str, Any]) -> RenderableType:
+    """The report card as a rich renderable."""
+    comp = report_composite(report)
+    comp_band = report_band(report)
+    style = BAND_STYLES.get(comp_band, "bold")
+
+    head = Text()
+    head.append(f"{fmt(comp)}", style=style)
+    head.append("  ")
+    head.append(comp_band, style=style)
+    summary = report.get("summary")
+    if summary:
+        head.append(f"   {summary}")
+
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="dim")
+    meta.add_column()
+    meta.add_row("model", Text(model_name(report)))
+    meta.add_row("reference", Text(str(report.get("reference") or "—")))
+    meta.add_row("candidate", Text(str(report.get("candidate") or "—")))
+
+    axes = axes_of(report)
+    table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    table.add_column("axis")
+    table.add_column("score", justify="right")
+    table.add_column("band")
+    table.add_column("", no_wrap=True)
+    table.add_column("detail", style="dim")
+    for key in AXES:
+        axis = axes.get(key, {})
+        title = f"{AXIS_LETTERS[key]}  {AXIS_TITLES[key]}"
+        score = axis_score(report, key)
+        if score is None:
+            table.add_row(title, "—", Text("skipped", style="dim"), _bar(None), "")
+            continue
+        axis_band = str(axis.get("band") or band(score))
+        label = Text(axis_band, style=BAND_STYLES.get(axis_band, ""))
+        if axis.get("in_composite") is False:
+            label.append(" (excluded)", style="dim")
+        table.add_row(title, fmt(score), label, _bar(score), Text(_axis_detail(key, axis)))
+
+    parts: list[RenderableType] = [head, Text(), meta, table]
+    diagnosis = diagnosis_of(report)
+    if diagnosis:
+        parts.append(Text("Diagnosis", style="bold"))
+        parts.append(_bullets(diagnosis, ""))
+    notes = _all_notes(report)
+    if notes:
+        parts.append(Text())
+        parts.append(Text("Notes", style="bold"))
+        parts.append(_bullets(notes, "dim"))
+    return Panel(
+        Group(*parts),
+        title="[bold]REFRACT report card[/bold]",
+        title_align="left",
+        border_style=style.replace("bold ", ""),
+        box=box.ROUNDED,
+    )
+
+
+def _bullets(lines: list[str], style: str) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=2, justify="right")
+    grid.add_column(style=style)
+    for line in lines:
+        grid.add_row("•", Text(line))
+    return grid
+
+
+def _all_notes(report: Mapping[str, Any]) -> list[str]:
+    notes: list[str] = []
+    top = report.get("notes")
+    if isinstance(top, list):
+        notes.extend(str(n) for n in top)
+    detail = report.get("composite_detail")
+    if isinstance(detail, Mapping) and isinstance(detail.get("notes"), list):
+        notes.extend(str(n) for n in detail["notes"])
+    for key, axis in axes_of(report).items():
+        axis_notes = axis.get("notes")
+        if isinstance(axis_notes, list):
+            notes.extend(f"{key}: {n}" for n in axis_notes)
+    return notes
+
+
+def _no_color_env() -> bool:
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def print_report(report: Mapping[str, Any], console: Console | None = None) -> None:
+    """Print the report card to ``console`` (a fresh stdout console by default)."""
+    console = console or Console()  # rich reads NO_COLOR itself
+    console.print(report_renderable(report))
+
+
+def render_text(report: Mapping[str, Any], *, color: bool | None = None, width: int = 100) -> str:
+    """The report card as a string. ``color=None`` → colour unless ``NO_COLOR`` is set."""
+    use_color = (not _no_color_env()) if color is None else color
+    buf = io.StringIO()
+    console = Console(
+        file=buf,
+        width=width,
+        force_terminal=use_color,
+        no_color=not use_color,
+        color_system="truecolor" if use_color else None,
+        highlight=False,
+        legacy_windows=False,
+    )
+    console.print(report_renderable(report))
+    return buf.getvalue()
+
+
+__all__ = ["BAND_STYLES", "print_report", "render_text", "report_renderable"]

@@ -1,0 +1,595 @@
+"""Report assembly, JSON I/O, renderers, compare and leaderboard (SPEC §5)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from rich.console import Console
+
+from refract.composite import (
+    DIAG_BRITTLE,
+    DIAG_DECODE_DRIFT,
+    DIAG_INTACT,
+    DIAG_MILD_DRIFT,
+    FLOOR_MIN,
+    check_floor,
+    composite_score,
+)
+from refract.report.build import SCHEMA, build_report
+from refract.report.compare import compare_markdown, compare_rows
+from refract.report.html import kld_percentiles, render_html, write_html
+from refract.report.io import (
+    ReportError,
+    atomic_write_bytes,
+    dumps_report,
+    load_report,
+    write_report,
+)
+from refract.report.leaderboard import (
+    DISCLAIMERS,
+    build_leaderboard,
+    leaderboard_markdown,
+    write_leaderboard,
+)
+from refract.report.text import print_report, render_text
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EXAMPLES = SHARED / "data" / "refract-examples"
+
+# file stem → (composite, band, (A, B, C, D)) as published by refract-llm
+PUBLISHED = {
+    "catastrophic-symturbo": (11.03, "FAIL", (3.93, 11.84, 100.0, 72.21)),
+    "clean-q8q8-mistral24b": (90.86, "EXCELLENT", (76.65, 99.71, 100.0, 91.34)),
+    "degraded-qwen7b": (77.98, "DEGRADED", (55.13, 98.75, 100.0, 76.73)),
+    "distribution-broken-gemma26b": (29.12, "FAIL", (17.32, 17.59, 100.0, 78.40)),
+}
+
+TOP_LEVEL = [
+    "schema",
+    "framework_version",
+    "environment",
+    "repro_command",
+    "timestamp",
+    "score_direction",
+    "score_range",
+    "model",
+    "reference",
+    "candidate",
+    "composite",
+    "band",
+    "summary",
+    "diagnosis",
+    "composite_detail",
+    "axes",
+    "extras",
+]
+
+
+@pytest.fixture
+def examples() -> Path:
+    if not EXAMPLES.is_dir() or not list(EXAMPLES.glob("*.json")):
+        pytest.skip(f"shared example reports not available at {EXAMPLES}")
+    return EXAMPLES
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+def make_axes(
+    gtm: float | None = 76.65,
+    kld: float | None = 99.71,
+    rniah: float | None = 100.0,
+    plad: float | None = 91.34,
+    rniah_confidence: str = "ok",
+) -> dict[str, dict[str, Any] | None]:
+    rng = np.random.default_rng(0)
+    per_prompt = []
+    for i in range(12):
+        ref = list(range(100 + i, 140 + i))
+        div = 40 if i % 3 == 0 else 5 + 3 * i
+        cand = ref[:div] + [7] * (40 - div)
+        per_prompt.append(
+            {
+                "id": f"p-{i:03d}",
+                "category": "factual",
+                "prompt": f"Prompt number {i}",
+                "ref_token_ids": ref,
+                "cand_token_ids": cand,
+                "first_divergence": div if div < 40 else None,
+                "prefix_agreement_length": div,
+                "cand_length": len(cand),
+                "ref_length": len(ref),
+                "matched": div >= 40,
+            }
+        )
+    cells = [
+        {
+            "length": length,
+            "position": pos,
+            "n_trials": 1,
+            "base_acc": 1.0,
+            "cand_acc": 0.0 if (length == 16384 and pos == 0.9) else 1.0,
+            "degradation": 1.0 if (length == 16384 and pos == 0.9) else 0.0,
+            "needle_logprob_ref": -0.125,
+            "needle_logprob_cand": -2.5,
+        }
+        for length in (4096, 8192, 16384)
+        for pos in (0.1, 0.5, 0.9)
+    ]
+    per_token = rng.lognormal(mean=-6.0, sigma=1.5, size=2000).astype(np.float32)
+    return {
+        "gtm": None
+        if gtm is None
+        else {
+            "score": gtm,
+            "full_match_rate": 4 / 12,
+            "median_first_divergence": 17.0,
+            "mean_prefix_agreement_length": 20.0,
+            "mean_cand_length": 40.0,
+            "mean_ref_length": 40.0,
+            "n_prompts": 12,
+            "n_tokens_each": 40,
+            "per_prompt": per_prompt,
+        },
+        "kld": None
+        if kld is None
+        else {
+            "score": kld,
+            "mean_kld": float(-math.log(kld / 100)),
+            "kld_se": np.float64(0.0001),
+            "kld_ci95": [0.0027, 0.0031],
+            "kld_percentiles": {
+                "max": 0.9,
+                "99.9": 0.2,
+                "99": 0.05,
+                "95": 0.01,
+                "90": 0.006,
+                "median": 0.0012,
+                "10": 1e-4,
+                "5": 5e-5,
+                "1": 1e-5,
+                "0.1": 1e-6,
+                "min": 0.0,
+            },
+            "per_token_kld": per_token,
+            "ppl_ref": 6.1,
+            "ppl_cand": 6.12,
+            "chunks": 32,
+            "ctx": 512,
+        },
+        "rniah": None
+        if rniah is None
+        else {
+            "score": rniah,
+            "n_cells": 9,
+            "cells": cells,
+            "base_acc_avg": 1.0 if rniah_confidence == "ok" else 0.1,
+            "confidence": rniah_confidence,
+            "password_keyword": "APRICOT-7-BLUE",
+        },
+        "plad": None
+        if plad is None
+        else {
+            "score": plad,
+            "per_perturbation_score": {"typo": 90.0, "case": 95.0, "punct": 89.0, "paraphrase": 91},
+            "per_prompt": [
+                {
+                    "prompt_id": "p-001",
+                    "perturbation": "typo",
+                    "perturbed_prompt": "Prmopt number 1",
+                    "ref_drift": 0.1,
+                    "cand_drift": 0.3,
+                    "excess_drift": 0.2,
+                    "plad_pp": 100 * math.exp(-1.0),
+                }
+            ],
+            "n_prompts": 12,
+            "confidence": "ok",
+        },
+    }
+
+
+def make_report(**kw: Any) -> dict[str, Any]:
+    model = kw.pop("model", "/models/demo-Q8_0.gguf")
+    return build_report(
+        model=model,
+        reference="ctk=f16,ctv=f16",
+        candidate=kw.pop("candidate", "ctk=q8_0,ctv=q4_0"),
+        axes=kw.pop("axes", make_axes()),
+        model_info={"n_params": 123, "n_ctx_train": 32768},
+        environment={"llama_cpp_commit": "abc1234", "device": "CPU"},
+        timings={"total_s": 12.5, "kld_s": 3.25},
+        repro_command=["refract", "score", "--model", model],
+        notes=["a run note"],
+        **kw,
+    )
+
+
+# ------------------------------------------------------------------------------ build
+
+
+def test_build_report_layout_and_values():
+    rep = make_report()
+    assert list(rep)[: len(TOP_LEVEL)] == TOP_LEVEL
+    assert rep["schema"] == SCHEMA == "refract.report.v0.3.3"
+    assert rep["score_direction"] == "higher_is_better"
+    assert rep["score_range"] == [0, 100]
+    assert round(rep["composite"], 2) == 90.86
+    assert rep["band"] == "EXCELLENT"
+    assert rep["summary"]
+    assert rep["diagnosis"] and "drift" in rep["diagnosis"][0].lower()
+    assert rep["environment"]["model"] == "/models/demo-Q8_0.gguf"
+    assert rep["environment"]["llama_cpp_commit"] == "abc1234"
+    assert rep["environment"]["backend"]
+    assert rep["repro_command"] == "refract score --model /models/demo-Q8_0.gguf"
+    cd = rep["composite_detail"]
+    for key in ("gtm_score", "kld_score", "rniah_score", "plad_score"):
+        assert isinstance(cd[key], float)
+    assert cd["floor_score"] is None and cd["floor_ok"] is None and cd["floor_min"] == FLOOR_MIN
+    assert cd["notes"] == []
+    for key, expected_band in (
+        ("gtm", "DEGRADED"),
+        ("kld", "EXCELLENT"),
+        ("rniah", "EXCELLENT"),
+        ("plad", "EXCELLENT"),
+    ):
+        axis = rep["axes"][key]
+        assert axis["band"] == expected_band
+        assert axis["skipped"] is False
+        assert axis["description"]
+    assert rep["axes"]["gtm"]["per_prompt"][0]["id"] == "p-000"  # diagnostics kept
+    assert rep["model_info"]["n_ctx_train"] == 32768
+    assert rep["timings"]["total_s"] == 12.5
+    assert rep["notes"] == ["a run note"]
+
+
+def test_build_report_skipped_axes():
+    rep = make_report(axes=make_axes(rniah=None, plad=None))
+    assert rep["axes"]["rniah"]["skipped"] is True
+    assert rep["axes"]["rniah"]["score"] is None
+    assert rep["axes"]["plad"]["skipped"] is True
+    assert rep["composite"] == pytest.approx(composite_score([76.65, 99.71]))
+    assert rep["composite_detail"]["rniah_score"] is None
+    assert rep["composite_detail"]["axes_in_composite"] == ["gtm", "kld"]
+    # an axis key that is absent altogether is also a skipped entry
+    rep2 = make_report(axes={"kld": make_axes()["kld"]})
+    assert set(rep2["axes"]) == {"gtm", "kld", "rniah", "plad"}
+    assert rep2["axes"]["gtm"]["skipped"] is True
+    assert rep2["composite"] == pytest.approx(99.71)
+
+
+def test_build_report_low_confidence_rniah_excluded():
+    rep = make_report(axes=make_axes(rniah=10.0, rniah_confidence="low"))
+    assert rep["composite"] == pytest.approx(composite_score([76.65, 99.71, 91.34]))
+    assert rep["axes"]["rniah"]["score"] == 10.0  # still reported
+    assert rep["axes"]["rniah"]["in_composite"] is False
+    assert rep["composite_detail"]["excluded_axes"] == ["rniah"]
+    assert rep["composite_detail"]["rniah_score"] is None
+    assert any("rniah" in n and "excluded" in n for n in rep["composite_detail"]["notes"])
+    # and the excluded axis must not drive the diagnosis
+    assert rep["diagnosis"] == [DIAG_MILD_DRIFT]
+
+
+def test_build_report_diagnosis_matches_axes():
+    rep = make_report(axes=make_axes(55.13, 98.75, 100.0, 76.73))
+    assert rep["diagnosis"] == [DIAG_DECODE_DRIFT, DIAG_BRITTLE]
+    assert rep["band"] == "DEGRADED"
+    rep = make_report(axes=make_axes(99.0, 99.9, 100.0, 98.0))
+    assert rep["diagnosis"] == [DIAG_INTACT]
+
+
+def test_build_report_nan_axis_zeroes_composite_and_serialises_null():
+    rep = make_report(axes=make_axes(kld=float("nan")))
+    assert rep["composite"] == 0.0
+    assert rep["band"] == "FAIL"
+    assert rep["axes"]["kld"]["band"] == "FAIL"
+    loaded = orjson.loads(dumps_report(rep))
+    assert loaded["axes"]["kld"]["score"] is None
+    assert loaded["composite_detail"]["kld_score"] is None
+
+
+def test_build_report_with_floor():
+    floor = check_floor({"gtm": 100.0, "kld": 99.0})
+    rep = make_report(floor=floor)
+    cd = rep["composite_detail"]
+    assert cd["floor_ok"] is False
+    assert cd["floor_score"] == pytest.approx(floor.score)
+    assert any("Noise floor" in n for n in cd["notes"])
+
+
+# ----------------------------------------------------------------------------- JSON I/O
+
+
+def test_dumps_nan_inf_numpy():
+    data = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "ninf": -math.inf,
+        "np_f": np.float64(1.5),
+        "np_i": np.int64(7),
+        "np_f32_nan": np.float32("nan"),
+        "arr": np.array([1.0, np.nan, np.inf], dtype=np.float64),
+        "arr16": np.array([0.5, np.nan], dtype=np.float16),
+        "strided": np.arange(10, dtype=np.float32)[::2],
+        "int_keys": {1: "a"},
+    }
+    out = orjson.loads(dumps_report(data))
+    assert out["nan"] is None and out["inf"] is None and out["ninf"] is None
+    assert out["np_f"] == 1.5 and out["np_i"] == 7 and out["np_f32_nan"] is None
+    assert out["arr"] == [1.0, None, None]
+    assert out["arr16"] == [0.5, None]
+    assert out["strided"] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert out["int_keys"] == {"1": "a"}
+
+
+def test_dumps_unserialisable_raises_report_error():
+    with pytest.raises(ReportError):
+        dumps_report({"x": object()})
+
+
+def test_write_report_round_trip_and_no_temp_files(tmp_path: Path):
+    rep = make_report()
+    path = write_report(rep, tmp_path / "r.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    loaded = load_report(path)
+    assert loaded["composite"] == pytest.approx(rep["composite"])
+    assert loaded["axes"]["kld"]["per_token_kld"][:3] == pytest.approx(
+        rep["axes"]["kld"]["per_token_kld"][:3].tolist()
+    )
+    mode = path.stat().st_mode & 0o777
+    assert mode & 0o044  # readable by others under a normal umask, not mkstemp's 0600
+
+
+def test_atomic_write_does_not_clobber_on_serialisation_failure(tmp_path: Path):
+    target = tmp_path / "r.json"
+    target.write_bytes(b'{"old": true}')
+    with pytest.raises(ReportError):
+        write_report({"bad": object()}, target)
+    assert target.read_bytes() == b'{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_does_not_clobber_on_replace_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    target = tmp_path / "r.json"
+    target.write_bytes(b"original")
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"original"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_load_report_errors_name_the_file(tmp_path: Path):
+    cases = {
+        "notjson.json": b"this is { not json",
+        "array.json": b"[1, 2, 3]",
+        "noschema.json": b'{"axes": {}}',
+        "foreign.json": b'{"schema": "something.else.v1", "axes": {}}',
+        "future.json": b'{"schema": "refract.report.v9.0.0", "axes": {}}',
+        "noaxes.json": b'{"schema": "refract.report.v0.3.3"}',
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ReportError, match=re.escape(str(path))):
+            load_report(path)
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ReportError, match="missing.json"):
+        load_report(missing)
+
+
+def test_load_example_reports(examples: Path):
+    for stem, (composite, band_name, _axes) in PUBLISHED.items():
+        rep = load_report(examples / f"{stem}.json")
+        assert round(rep["composite"], 2) == composite
+        assert rep["band"] == band_name
+        assert rep["schema"].startswith("refract.report.v0.")
+        assert "framework_version" in rep  # filled in for v0.2.x
+        assert isinstance(rep["environment"], dict)
+        assert set(rep["axes"]) == {"gtm", "kld", "rniah", "plad"}
+
+
+# ------------------------------------------------------------------------ compare/board
+
+
+def test_compare_rows_on_examples(examples: Path):
+    paths = sorted(examples.glob("*.json"))
+    rows = compare_rows(paths)
+    assert [r.name for r in rows] == [p.stem for p in paths]
+    for row in rows:
+        composite, band_name, axes = PUBLISHED[row.name]
+        assert round(row.composite, 2) == composite
+        assert row.band == band_name
+        got = tuple(round(row.scores[k] or 0.0, 2) for k in ("gtm", "kld", "rniah", "plad"))
+        assert got == axes
+    by_name = {r.name: r for r in rows}
+    assert by_name["catastrophic-symturbo"].candidate == "ctk=turbo4,ctv=turbo4"
+    assert by_name["catastrophic-symturbo"].model == "gemma-4-26B-A4B-it-Q8_0"
+    assert by_name["catastrophic-symturbo"].mean_kld == pytest.approx(2.133356)
+    md = compare_markdown(rows)
+    assert md.count("\n") == len(rows) + 2
+    assert "| 90.86 | EXCELLENT |" in md
+    sorted_rows = compare_rows(paths, sort=True)
+    assert [round(r.composite, 2) for r in sorted_rows] == [90.86, 77.98, 29.12, 11.03]
+
+
+def test_compare_mixes_dicts_and_recomputes_missing_composite(examples: Path):
+    ours = make_report()
+    ours_no_comp = dict(ours, composite=None)
+    rows = compare_rows([ours, ours_no_comp, examples / "degraded-qwen7b.json"])
+    assert rows[0].composite == pytest.approx(ours["composite"])
+    assert rows[1].composite == pytest.approx(ours["composite"])
+    assert round(rows[2].composite, 2) == 77.98
+
+
+def test_leaderboard_on_examples(examples: Path, tmp_path: Path):
+    board = build_leaderboard(examples)
+    assert not board.skipped
+    groups = {(g.candidate, g.framework): g for g in board.groups}
+    assert len(groups) == 2
+    q8 = next(g for g in board.groups if g.candidate == "ctk=q8_0,ctv=turbo4")
+    assert [e.rank for e in q8.entries] == [1, 2, 3]
+    assert [round(e.row.composite, 2) for e in q8.entries] == [90.86, 77.98, 29.12]
+    assert q8.entries[0].row.model.startswith("Mistral-Small-24B")
+    assert q8.entries[0].notes == "Mild short-context drift"
+    assert "Brittleness" in q8.entries[1].notes
+    turbo = next(g for g in board.groups if g.candidate == "ctk=turbo4,ctv=turbo4")
+    assert turbo.framework == "refract-llm 0.3.2"
+    assert round(turbo.entries[0].row.composite, 2) == 11.03
+    assert turbo.entries[0].row.mean_kld == pytest.approx(2.133356)
+
+    md = leaderboard_markdown(board)
+    assert "ranks KV-cache quantizations, not models" in md
+    assert "| 1 | Mistral-Small-24B-Instruct-2501-Q4_K_M | 90.86 | EXCELLENT |" in md
+    assert "2.1334" in md
+
+    out_md = write_leaderboard(examples, tmp_path / "board.md")
+    assert out_md.read_text(encoding="utf-8") == md
+    out_html = write_leaderboard(board, tmp_path / "board.html")
+    html_text = out_html.read_text(encoding="utf-8")
+    assert html_text.startswith("<!DOCTYPE html>")
+    assert "90.86" in html_text and "11.03" in html_text
+    assert DISCLAIMERS[0].split(":")[0] in html_text
+    with pytest.raises(ValueError, match="extension"):
+        write_leaderboard(board, tmp_path / "board.txt")
+
+
+def test_leaderboard_ranks_ties_and_skips_non_reports(tmp_path: Path):
+    a = make_report(model="/m/a.gguf")
+    b = make_report(model="/m/b.gguf")
+    c = make_report(model="/m/c.gguf", axes=make_axes(50, 60, 70, 80))
+    other = make_report(model="/m/d.gguf", candidate="ctk=q4_0,ctv=q4_0")
+    for name, rep in (("a", a), ("b", b), ("c", c), ("d", other)):
+        write_report(rep, tmp_path / f"{name}.json")
+    (tmp_path / "junk.json").write_text("not json at all")
+    board = build_leaderboard(tmp_path)
+    assert len(board.skipped) == 1 and "junk.json" in board.skipped[0]
+    main = next(g for g in board.groups if g.candidate == "ctk=q8_0,ctv=q4_0")
+    assert [e.rank for e in main.entries] == [1, 1, 3]
+    assert [e.row.model for e in main.entries] == ["a", "b", "c"]
+    assert any(g.candidate == "ctk=q4_0,ctv=q4_0" for g in board.groups)
+
+
+# ----------------------------------------------------------------------------- renderers
+
+MALICIOUS = '/m/<script>alert("x")</script>"><img src=x onerror=alert(1)>.gguf'
+
+
+def _assert_self_contained(html_text: str) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html_text, re.I)
+    assert "<script" not in html_text.lower()
+    assert "<link" not in html_text.lower()
+    assert "@import" not in html_text
+    assert "url(" not in html_text
+
+
+def test_html_self_contained_with_charts(tmp_path: Path):
+    rep = make_report()
+    html_text = render_html(rep)
+    _assert_self_contained(html_text)
+    assert html_text.startswith("<!DOCTYPE html>")
+    assert html_text.count("<svg") >= 5  # scores, trajectory, histogram, percentiles, heatmap
+    assert "prefers-color-scheme: dark" in html_text
+    assert "per-token KLD histogram" in html_text
+    assert "per-token KLD percentiles" in html_text
+    assert "R-NIAH accuracy heatmap" in html_text
+    assert "trajectory first divergence" in html_text
+    assert "Prmopt number 1" in html_text  # PLAD per-cell table
+    assert "<details>" in html_text and "Raw JSON" in html_text
+    assert "abc1234" in html_text  # environment
+    assert "-2.375" in html_text  # needle log-prob difference (cand − ref)
+    assert "0.0027 – 0.0031" in html_text  # bootstrap interval
+    assert "90.86" in html_text
+    out = write_html(rep, tmp_path / "r.html")
+    assert out.read_text(encoding="utf-8") == html_text
+
+
+def test_html_escapes_malicious_strings():
+    axes = make_axes()
+    assert axes["gtm"] is not None
+    axes["gtm"]["per_prompt"][0]["id"] = "<b>evil-id</b>"
+    rep = make_report(model=MALICIOUS, candidate="ctk=<i>q8_0</i>", axes=axes)
+    html_text = render_html(rep)
+    _assert_self_contained(html_text)
+    assert "<img" not in html_text
+    assert "<b>evil" not in html_text and "<i>q8_0" not in html_text
+    assert "&lt;script&gt;" in html_text
+    assert "&lt;b&gt;evil-id&lt;/b&gt;" in html_text
+
+
+def test_html_on_examples(examples: Path):
+    for path in sorted(examples.glob("*.json")):
+        rep = load_report(path)
+        html_text = render_html(rep)
+        _assert_self_contained(html_text)
+        assert "<svg" in html_text
+        assert f"{rep['composite']:.2f}" in html_text
+        assert "R-NIAH accuracy heatmap" in html_text
+        assert "trajectory first divergence" in html_text
+        assert "only the mean" in html_text  # no KLD distribution in refract-llm reports
+
+
+def test_kld_percentile_parsing():
+    pts = kld_percentiles({"kld_percentiles": {"max": 3.0, "p99.9": 2.0, "median": 0.5, "min": 0}})
+    assert [(p, v) for p, _, v in pts] == [(0.0, 0.0), (50.0, 0.5), (99.9, 2.0), (100.0, 3.0)]
+    assert kld_percentiles({}) == []
+
+
+def _colour_codes(text: str) -> list[str]:
+    """SGR parameters that set a foreground/background colour."""
+    found = []
+    for m in re.finditer(r"\x1b\[([0-9;]*)m", text):
+        found += [p for p in m.group(1).split(";") if p and 30 <= int(p) <= 49]
+    return found
+
+
+def test_text_card(monkeypatch: pytest.MonkeyPatch):
+    rep = make_report(model="/m/[red]tricky[blink].gguf")
+    plain = render_text(rep, color=False)
+    assert "\x1b[" not in plain
+    assert "90.86" in plain and "EXCELLENT" in plain
+    for title in ("Trajectory", "KLD@D", "R-NIAH", "PLAD"):
+        assert title in plain
+    assert "76.65" in plain and "DEGRADED" in plain
+    assert "[red]tricky[blink]" in plain  # report strings are never parsed as markup
+    assert rep["diagnosis"][0][:30] in plain
+    assert "a run note" in plain
+    coloured = render_text(rep, color=True)
+    assert "\x1b[" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in render_text(rep)
+    buf = io.StringIO()
+    print_report(rep, Console(file=buf, width=100, force_terminal=True))
+    printed = buf.getvalue()
+    assert "90.86" in printed
+    assert not _colour_codes(printed)  # rich honours NO_COLOR (bold may remain)
+    assert _colour_codes(coloured)
+
+
+def test_text_card_skipped_and_excluded():
+    rep = make_report(axes=make_axes(plad=None, rniah=5.0, rniah_confidence="low"))
+    plain = render_text(rep, color=False)
+    assert "skipped" in plain
+    assert "excluded" in plain
+
+
+def test_text_card_on_examples(examples: Path):
+    for path in sorted(examples.glob("*.json")):
+        rep = load_report(path)
+        plain = render_text(rep, color=False)
+        assert f"{rep['composite']:.2f}" in plain
+        assert rep["band"] in plain
