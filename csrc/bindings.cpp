@@ -1,0 +1,365 @@
+// The one Python module, refract._core: per-area init functions (pyopencl style). Every call
+// that does real work releases the GIL; Python objects are touched only while holding it.
+#include "corpus.hpp"
+#include "decode.hpp"
+#include "kld.hpp"
+#include "logcap.hpp"
+#include "model.hpp"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using refract::KVRequest;
+using refract::Model;
+
+namespace {
+
+// A Python exception raised inside a callback while the GIL was released elsewhere.
+struct CallbackFailed {};
+
+template <typename T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> && v, std::initializer_list<size_t> shape) {
+    auto * heap = new std::vector<T>(std::move(v));
+    nb::capsule owner(heap, [](void * p) noexcept { delete static_cast<std::vector<T> *>(p); });
+    return nb::ndarray<nb::numpy, T>(heap->data(), shape, owner);
+}
+template <typename T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T> && v) {
+    const size_t n = v.size();
+    return to_numpy(std::move(v), {n});
+}
+
+using Tokens = refract::decode::Tokens;
+using IdArray = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+Tokens to_tokens(const IdArray & a) { return Tokens(a.data(), a.data() + a.shape(0)); }
+
+// Wraps an optional Python progress callable: called with the GIL held; Ctrl-C and exceptions
+// inside it stop the C++ loop and re-raise in Python.
+refract::decode::Progress wrap_progress(nb::object cb) {
+    return [cb](int64_t done, int64_t total) {
+        nb::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) throw CallbackFailed{};
+        if (cb.is_none()) return;
+        try {
+            cb(done, total);
+        } catch (nb::python_error & e) {
+            e.restore();
+            throw CallbackFailed{};
+        }
+    };
+}
+
+// Runs `fn` without the GIL, holding the model's lock; maps a failed callback back to Python.
+template <typename F>
+auto run_unlocked(Model & m, F && fn) -> decltype(fn()) {
+    try {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(m.mutex());
+        return fn();
+    } catch (CallbackFailed &) {
+        throw nb::python_error();
+    }
+}
+
+nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
+    const size_t n = rows.size();
+    std::vector<double> kl(n), dp(n), lr(n), lc(n);
+    std::vector<int32_t> ar(n), ac(n), rr(n), rc(n);
+    std::vector<uint8_t> same(n);
+    for (size_t i = 0; i < n; ++i) {
+        kl[i] = rows[i].kld;
+        dp[i] = rows[i].dp;
+        lr[i] = rows[i].logp_ref;
+        lc[i] = rows[i].logp_cand;
+        ar[i] = rows[i].argmax_ref;
+        ac[i] = rows[i].argmax_cand;
+        rr[i] = rows[i].rank_ref;
+        rc[i] = rows[i].rank_cand;
+        same[i] = rows[i].argmax_ref == rows[i].argmax_cand;
+    }
+    nb::dict d;
+    d["kld"] = to_numpy(std::move(kl));
+    d["dp"] = to_numpy(std::move(dp));
+    d["logp_ref"] = to_numpy(std::move(lr));
+    d["logp_cand"] = to_numpy(std::move(lc));
+    d["argmax_ref"] = to_numpy(std::move(ar));
+    d["argmax_cand"] = to_numpy(std::move(ac));
+    d["rank_ref"] = to_numpy(std::move(rr));
+    d["rank_cand"] = to_numpy(std::move(rc));
+    d["same_top1"] = to_numpy(std::move(same));
+    return d;
+}
+
+nb::list allocations_to_list(const std::vector<refract::kv::Allocation> & v) {
+    nb::list out;
+    for (const auto & a : v) {
+        nb::dict d;
+        d["layers"] = a.layers;
+        d["type_k"] = a.type_k;
+        d["type_v"] = a.type_v;
+        d["cells"] = a.cells;
+        out.append(d);
+    }
+    return out;
+}
+
+// ------------------------------------------------------------------ areas
+
+void init_build(nb::module_ & m) {
+    m.def("llama_cpp_commit", &refract::build_commit, "llama.cpp commit the extension was built from");
+    m.def("llama_cpp_source", &refract::build_source, "where that llama.cpp tree came from");
+    m.def("backends", &refract::backends, "ggml backends compiled in");
+    m.def("system_info", &refract::system_info, "llama.cpp's system info line");
+    m.def("kv_types", [] { refract::backend_init(); return refract::kv::type_names(); },
+          "KV cache type names the linked build supports");
+    m.def("ggml_types", [] { return refract::kv::all_ggml_type_names(); }, "every ggml type name");
+    m.def("pin_fork_switches", &refract::kv::pin_fork_switches,
+          "set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force");
+}
+
+void init_log(nb::module_ & m) {
+    m.def("drain_log", [] { return refract::logcap::drain(); },
+          "llama.cpp log lines (ggml level, text) captured since the last call");
+}
+
+void init_kld(nb::module_ & m) {
+    m.def(
+        "kld_rows",
+        [](nb::ndarray<> ref, nb::ndarray<> cand, nb::object next_tokens, int n_threads) {
+            auto check = [](const nb::ndarray<> & a, const char * name) {
+                if (a.dtype() != nb::dtype<float>())
+                    throw nb::value_error((std::string(name) + " must be float32").c_str());
+                if (a.ndim() != 2) throw nb::value_error((std::string(name) + " must be 2-D [rows, vocab]").c_str());
+                if (a.device_type() != nb::device::cpu::value)
+                    throw nb::value_error((std::string(name) + " must live in CPU memory").c_str());
+                if (a.stride(1) != 1 || a.stride(0) != (int64_t) a.shape(1))
+                    throw nb::value_error((std::string(name) + " must be C-contiguous").c_str());
+            };
+            check(ref, "ref_logits");
+            check(cand, "cand_logits");
+            if (ref.shape(0) != cand.shape(0) || ref.shape(1) != cand.shape(1))
+                throw nb::value_error("ref_logits and cand_logits must have the same shape");
+            const int64_t n = (int64_t) ref.shape(0), v = (int64_t) ref.shape(1);
+            if (v < 1) throw nb::value_error("vocab dimension must be >= 1");
+            std::vector<int32_t> next;
+            if (!next_tokens.is_none()) {
+                auto nt = nb::cast<nb::ndarray<>>(next_tokens);
+                if (nt.ndim() != 1 || (int64_t) nt.shape(0) != n)
+                    throw nb::value_error("next_tokens must be 1-D with one id per row");
+                if (nt.dtype() != nb::dtype<int32_t>() || nt.stride(0) != 1)
+                    throw nb::value_error("next_tokens must be contiguous int32");
+                const int32_t * p = static_cast<const int32_t *>(nt.data());
+                next.assign(p, p + n);
+                for (int32_t t : next)
+                    if (t < 0 || t >= v) throw nb::value_error(("next token id " + std::to_string(t) + " out of range").c_str());
+            }
+            const float * rb = static_cast<const float *>(ref.data());
+            const float * cb = static_cast<const float *>(cand.data());
+            std::vector<const float *> rr(n), cr(n);
+            for (int64_t i = 0; i < n; ++i) {
+                rr[i] = rb + i * v;
+                cr[i] = cb + i * v;
+            }
+            std::vector<refract::kld::RowStats> out(n);
+            {
+                nb::gil_scoped_release nogil;
+                refract::kld::rows(rr.data(), cr.data(), n, v, next.empty() ? nullptr : next.data(), out.data(),
+                                   n_threads > 0 ? n_threads : 1);
+            }
+            return rows_to_dict(std::move(out));
+        },
+        "ref_logits"_a, "cand_logits"_a, "next_tokens"_a = nb::none(), "n_threads"_a = 0,
+        "Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1.");
+}
+
+void init_model(nb::module_ & m) {
+    nb::class_<KVRequest>(m, "KV")
+        .def(nb::init<>())
+        .def("__init__",
+             [](KVRequest * self, std::string k, std::string v, std::map<std::string, std::string> env,
+                std::string label, int slot) {
+                 new (self) KVRequest{std::move(k), std::move(v), std::move(env), std::move(label), slot};
+             },
+             "type_k"_a, "type_v"_a, "env"_a, "label"_a, "slot"_a = 0)
+        .def_rw("type_k", &KVRequest::type_k)
+        .def_rw("type_v", &KVRequest::type_v)
+        .def_rw("env", &KVRequest::env)
+        .def_rw("label", &KVRequest::label)
+        .def_rw("slot", &KVRequest::slot);
+
+    nb::class_<Model>(m, "Model")
+        .def("__init__",
+             [](Model * self, const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn) {
+                 nb::gil_scoped_release nogil;
+                 new (self) Model(path, n_gpu_layers, n_threads, flash_attn);
+             },
+             "path"_a, "n_gpu_layers"_a = -1, "n_threads"_a = 0, "flash_attn"_a = true)
+        .def_prop_ro("info",
+                     [](const Model & self) {
+                         const auto & i = self.info();
+                         nb::dict d;
+                         d["architecture"] = i.architecture;
+                         d["description"] = i.description;
+                         d["n_params"] = i.n_params;
+                         d["model_size"] = i.model_size;
+                         d["file_size"] = i.file_size;
+                         d["n_vocab"] = i.n_vocab;
+                         d["n_ctx_train"] = i.n_ctx_train;
+                         d["n_layer"] = i.n_layer;
+                         d["n_head"] = i.n_head;
+                         d["n_head_kv"] = i.n_head_kv;
+                         d["n_embd"] = i.n_embd;
+                         d["head_dim_k"] = i.head_dim_k;
+                         d["head_dim_v"] = i.head_dim_v;
+                         d["add_bos"] = i.add_bos;
+                         d["bos"] = i.bos;
+                         d["eos"] = i.eos;
+                         d["bos_text"] = i.bos_text;
+                         d["eos_text"] = i.eos_text;
+                         d["has_chat_template"] = i.has_chat_template;
+                         d["chat_template"] = i.has_chat_template ? nb::object(nb::str(i.chat_template.c_str()))
+                                                                  : nb::none();
+                         return d;
+                     })
+        .def_prop_ro("n_threads", &Model::n_threads)
+        .def("metadata", &Model::metadata)
+        .def("is_eog", &Model::is_eog, "token"_a)
+        .def(
+            "tokenize",
+            [](Model & self, const std::string & text, bool add_special, bool parse_special) {
+                auto v = run_unlocked(self, [&] { return self.tokenize(text, add_special, parse_special); });
+                return to_numpy(std::move(v));
+            },
+            "text"_a, "add_special"_a = true, "parse_special"_a = false)
+        .def(
+            "detokenize",
+            [](Model & self, IdArray ids, bool special) {
+                Tokens t = to_tokens(ids);
+                return run_unlocked(self, [&] { return self.detokenize(t, special); });
+            },
+            "ids"_a, "special"_a = false)
+        .def(
+            "validate",
+            [](Model & self, const KVRequest & kv) { run_unlocked(self, [&] { self.validate(kv); }); }, "kv"_a)
+        .def(
+            "greedy",
+            [](Model & self, const KVRequest & kv, std::vector<IdArray> prompts, int n_predict, int n_ctx_seq,
+               int group, int topk, nb::object progress) {
+                std::vector<Tokens> ps;
+                for (auto & p : prompts) ps.push_back(to_tokens(p));
+                auto prog = wrap_progress(progress);
+                auto r = run_unlocked(self, [&] {
+                    return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog);
+                });
+                nb::list toks, ids, lps;
+                for (size_t i = 0; i < r.tokens.size(); ++i) {
+                    const size_t steps = r.tokens[i].size();
+                    toks.append(to_numpy(std::move(r.tokens[i])));
+                    if (topk > 0) {
+                        ids.append(to_numpy(std::move(r.topk_ids[i]), {steps, (size_t) topk}));
+                        lps.append(to_numpy(std::move(r.topk_logprobs[i]), {steps, (size_t) topk}));
+                    }
+                }
+                return nb::make_tuple(toks, ids, lps);
+            },
+            "kv"_a, "prompts"_a, "n_predict"_a, "n_ctx_seq"_a, "group"_a = 64, "topk"_a = 0,
+            "progress"_a = nb::none())
+        .def(
+            "generate_one",
+            [](Model & self, const KVRequest & kv, IdArray prompt, IdArray probe, int n_predict, int n_ctx_seq) {
+                if (PyErr_CheckSignals() != 0) throw nb::python_error();
+                Tokens p = to_tokens(prompt), q = to_tokens(probe);
+                auto r = run_unlocked(
+                    self, [&] { return refract::decode::generate_one(self, kv, p, q, n_predict, n_ctx_seq); });
+                nb::dict d;
+                d["tokens"] = to_numpy(std::move(r.tokens));
+                d["probe_logprobs"] = to_numpy(std::move(r.probe_logprobs));
+                d["probe_ranks"] = to_numpy(std::move(r.probe_ranks));
+                d["reused_prefix"] = r.reused_prefix;
+                return d;
+            },
+            "kv"_a, "prompt"_a, "probe"_a, "n_predict"_a, "n_ctx_seq"_a)
+        .def(
+            "compare",
+            [](Model & self, const KVRequest & ref, const std::vector<KVRequest> & cands, IdArray tokens, int first,
+               int last, int n_ctx_seq) {
+                Tokens t = to_tokens(tokens);
+                auto r = run_unlocked(self, [&] {
+                    return refract::decode::compare(self, ref, cands, t, first, last, n_ctx_seq);
+                });
+                nb::list out;
+                for (auto & rows : r) out.append(rows_to_dict(std::move(rows)));
+                return out;
+            },
+            "ref"_a, "cands"_a, "tokens"_a, "first"_a, "last"_a, "n_ctx_seq"_a)
+        .def(
+            "kld_corpus",
+            [](Model & self, const KVRequest & ref, const std::vector<KVRequest> & cands, IdArray tokens, int ctx,
+               int chunks, nb::object progress) {
+                Tokens t = to_tokens(tokens);
+                auto prog = wrap_progress(progress);
+                auto r = run_unlocked(self, [&] { return refract::corpus::kld(self, ref, cands, t, ctx, chunks, prog); });
+                nb::dict d;
+                d["n_tokens"] = r.plan.n_tokens;
+                d["n_chunks"] = r.plan.n_chunks;
+                d["ctx"] = r.plan.ctx;
+                d["first"] = r.plan.first;
+                d["last"] = r.plan.last;
+                d["scored_per_chunk"] = r.plan.scored_per_chunk();
+                nb::list cl;
+                for (auto & rows : r.rows) cl.append(rows_to_dict(std::move(rows)));
+                d["candidates"] = cl;
+                return d;
+            },
+            "ref"_a, "cands"_a, "tokens"_a, "ctx"_a, "chunks"_a, "progress"_a = nb::none())
+        .def("allocations",
+             [](Model & self) {
+                 nb::dict d;
+                 for (const auto & [label, v] : self.allocations()) d[label.c_str()] = allocations_to_list(v);
+                 return d;
+             })
+        .def("release_contexts", [](Model & self) { run_unlocked(self, [&] { self.release_contexts(); }); });
+}
+
+void init_corpus(nb::module_ & m) {
+    m.def(
+        "chunk_plan",
+        [](int64_t n_tokens, int ctx, int chunks) {
+            auto p = refract::corpus::plan(n_tokens, ctx, chunks);
+            return nb::make_tuple(p.n_chunks, p.first, p.last);
+        },
+        "n_tokens"_a, "ctx"_a, "chunks"_a,
+        "llama-perplexity's chunking: (n_chunks, first scored position, last scored position)");
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+    m.doc() = "refract's native engine: llama.cpp in-process, metrics on its logit buffers";
+    nb::register_exception_translator([](const std::exception_ptr & p, void *) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const refract::UsageError & e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        } catch (const refract::EngineError & e) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+        }
+    });
+    init_build(m);
+    init_log(m);
+    init_kld(m);
+    init_model(m);
+    init_corpus(m);
+}

@@ -1,0 +1,57 @@
+// Shared types of the refract engine: errors and RAII owners for llama.cpp handles.
+#pragma once
+
+#include <llama.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace refract {
+
+// A user mistake (bad value, bad file, unsupported type): surfaces as Python ValueError.
+struct UsageError : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+// Something failed inside llama.cpp: surfaces as Python RuntimeError.
+struct EngineError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct ModelDeleter {
+    void operator()(llama_model * m) const { llama_model_free(m); }
+};
+struct ContextDeleter {
+    void operator()(llama_context * c) const { llama_free(c); }
+};
+using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
+using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
+
+// An owned llama_batch, freed on scope exit.
+class Batch {
+public:
+    Batch(int32_t capacity, int32_t n_seq_max) : b_(llama_batch_init(capacity, 0, n_seq_max)), cap_(capacity) {}
+    ~Batch() { llama_batch_free(b_); }
+    Batch(const Batch &) = delete;
+    Batch & operator=(const Batch &) = delete;
+
+    void clear() { b_.n_tokens = 0; }
+    void add(llama_token tok, llama_pos pos, llama_seq_id seq, bool logits) {
+        if (b_.n_tokens >= cap_) throw EngineError("internal: batch overflow");
+        const int i = b_.n_tokens++;
+        b_.token[i] = tok;
+        b_.pos[i] = pos;
+        b_.n_seq_id[i] = 1;
+        b_.seq_id[i][0] = seq;
+        b_.logits[i] = logits;
+    }
+    int32_t size() const { return b_.n_tokens; }
+    int32_t capacity() const { return cap_; }
+    llama_batch & get() { return b_; }
+
+private:
+    llama_batch b_;
+    int32_t cap_;
+};
+
+}  // namespace refract

@@ -1,0 +1,260 @@
+#include "decode.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace refract::decode {
+namespace {
+
+void check_decode(int32_t rc, const Context & ctx) {
+    if (rc == 0) return;
+    if (rc == 1)
+        throw EngineError("llama.cpp found no KV cache slot for the batch (" + ctx.request().label +
+                          "); reduce the context or the number of prompts");
+    if (rc == 2) throw EngineError("decoding was aborted");
+    throw EngineError("llama_decode failed with code " + std::to_string(rc) + " for " + ctx.request().label);
+}
+
+const float * logits_at(const Context & ctx, int32_t i) {
+    const float * p = llama_get_logits_ith(ctx.get(), i);
+    if (!p) throw EngineError("llama.cpp returned no logits for batch row " + std::to_string(i));
+    return p;
+}
+
+void check_tokens(const Model & model, const Tokens & toks, const char * what) {
+    const int nv = model.info().n_vocab;
+    for (llama_token t : toks)
+        if (t < 0 || t >= nv)
+            throw UsageError(std::string(what) + " contains token id " + std::to_string(t) +
+                             " outside the vocabulary (0.." + std::to_string(nv - 1) + ")");
+}
+
+}  // namespace
+
+GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
+                    int n_ctx_seq, int group, int topk, const Progress & progress) {
+    if (n_predict < 1) throw UsageError("n_predict must be >= 1, got " + std::to_string(n_predict));
+    if (group < 1) group = 1;
+    const int n = (int) prompts.size();
+    for (int i = 0; i < n; ++i) {
+        if (prompts[i].empty()) throw UsageError("prompt " + std::to_string(i) + " is empty after tokenization");
+        check_tokens(model, prompts[i], "a prompt");
+        if ((int) prompts[i].size() >= n_ctx_seq)
+            throw UsageError("prompt " + std::to_string(i) + " has " + std::to_string(prompts[i].size()) +
+                             " tokens, which leaves no room in a context of " + std::to_string(n_ctx_seq));
+    }
+    GreedyResult res;
+    res.tokens.resize(n);
+    res.topk_ids.resize(n);
+    res.topk_logprobs.resize(n);
+    const int n_seq_ctx = std::min(group, std::max(n, 1));
+    if (n == 0) return res;
+    auto ctx = model.context(kv, n_ctx_seq, n_seq_ctx);
+    const int64_t n_vocab = model.info().n_vocab;
+    int64_t total_steps = 0;
+    for (int i = 0; i < n; ++i) total_steps += std::min<int64_t>(n_predict, n_ctx_seq - (int64_t) prompts[i].size());
+    int64_t done_tokens = 0;
+
+    for (int g0 = 0; g0 < n; g0 += n_seq_ctx) {
+        const int m = std::min(n_seq_ctx, n - g0);
+        ctx->clear();
+        std::vector<int> limit(m), len(m);
+        std::vector<llama_token> next(m);
+        std::vector<bool> finished(m, false);
+        int max_limit = 0;
+        for (int s = 0; s < m; ++s) {
+            len[s] = (int) prompts[g0 + s].size();
+            limit[s] = std::min(n_predict, n_ctx_seq - len[s]);
+            max_limit = std::max(max_limit, limit[s]);
+        }
+        auto take = [&](int s, const float * row) {
+            const llama_token t = kld::argmax(row, n_vocab);
+            next[s] = t;
+            if (finished[s]) return;  // computed and discarded
+            const int gi = g0 + s;
+            res.tokens[gi].push_back(t);
+            if (topk > 0) {
+                auto & ids = res.topk_ids[gi];
+                auto & lps = res.topk_logprobs[gi];
+                ids.resize(ids.size() + topk);
+                lps.resize(lps.size() + topk);
+                kld::topk_logprobs(row, n_vocab, topk, ids.data() + ids.size() - topk, lps.data() + lps.size() - topk);
+            }
+            ++done_tokens;
+            if (model.is_eog(t) || (int) res.tokens[gi].size() >= limit[s]) finished[s] = true;
+        };
+
+        // Prefill: all prompts of the group, packed in order; logits only at each prompt's end.
+        Batch batch(ctx->n_batch(), 1);
+        std::vector<std::pair<int, int>> owners;  // (seq, batch row) of rows with logits
+        auto flush = [&]() {
+            if (batch.size() == 0) return;
+            check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
+            for (auto [s, row] : owners) take(s, logits_at(*ctx, row));
+            owners.clear();
+            batch.clear();
+        };
+        for (int s = 0; s < m; ++s) {
+            const Tokens & p = prompts[g0 + s];
+            for (int j = 0; j < (int) p.size(); ++j) {
+                if (batch.size() == batch.capacity()) flush();
+                const bool last = j + 1 == (int) p.size();
+                if (last) owners.emplace_back(s, batch.size());
+                batch.add(p[j], j, s, last);
+            }
+        }
+        flush();
+        if (progress) progress(done_tokens, total_steps);
+
+        // Generation: step k feeds generated token k of every sequence with k + 1 < limit.
+        for (int k = 0; k + 1 < max_limit; ++k) {
+            if (std::all_of(finished.begin(), finished.end(), [](bool f) { return f; })) break;
+            batch.clear();
+            owners.clear();
+            for (int s = 0; s < m; ++s) {
+                if (k + 1 >= limit[s]) continue;  // depends on the prompt length only
+                owners.emplace_back(s, batch.size());
+                batch.add(next[s], len[s] + k, s, true);
+            }
+            if (batch.size() == 0) break;
+            flush();
+            if (progress) progress(done_tokens, total_steps);
+        }
+    }
+    return res;
+}
+
+ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & prompt, const Tokens & probe,
+                         int n_predict, int n_ctx_seq) {
+    if (prompt.empty()) throw UsageError("prompt is empty after tokenization");
+    check_tokens(model, prompt, "the prompt");
+    check_tokens(model, probe, "the probe");
+    const int64_t need = (int64_t) prompt.size() + std::max<int64_t>((int64_t) probe.size(), n_predict);
+    if (need > n_ctx_seq)
+        throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens plus " + std::to_string(n_predict) +
+                         " generated does not fit a context of " + std::to_string(n_ctx_seq));
+    auto ctx = model.context(kv, n_ctx_seq, 1);
+    const int64_t n_vocab = model.info().n_vocab;
+    llama_memory_t mem = ctx->memory();
+    ProbeResult res;
+
+    // Longest common prefix with what the cache holds; keep at least the last prompt token to
+    // recompute (its logits are needed).
+    size_t lcp = 0;
+    while (lcp < ctx->seq0.size() && lcp < prompt.size() && ctx->seq0[lcp] == prompt[lcp]) ++lcp;
+    lcp = std::min(lcp, prompt.size() - 1);
+    if (lcp == 0 || !llama_memory_seq_rm(mem, 0, (llama_pos) lcp, -1) || llama_memory_seq_pos_min(mem, 0) > 0) {
+        ctx->clear();
+        lcp = 0;
+    }
+    ctx->seq0.assign(prompt.begin(), prompt.begin() + (long) lcp);
+    res.reused_prefix = (int64_t) lcp;
+
+    Batch batch(ctx->n_batch(), 1);
+    std::vector<float> last_row;
+    for (size_t j = lcp; j < prompt.size();) {
+        batch.clear();
+        for (; j < prompt.size() && batch.size() < batch.capacity(); ++j)
+            batch.add(prompt[j], (llama_pos) j, 0, j + 1 == prompt.size());
+        check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
+        if (j == prompt.size()) {
+            const float * row = logits_at(*ctx, batch.size() - 1);
+            last_row.assign(row, row + n_vocab);
+        }
+    }
+    ctx->seq0 = prompt;
+    const llama_pos P = (llama_pos) prompt.size();
+
+    if (!probe.empty()) {
+        kld::RowStats st;
+        kld::row(last_row.data(), last_row.data(), n_vocab, probe[0], st);
+        res.probe_logprobs.push_back(st.logp_ref);
+        res.probe_ranks.push_back(st.rank_ref);
+        if (probe.size() > 1) {
+            batch.clear();
+            for (size_t j = 0; j + 1 < probe.size(); ++j) batch.add(probe[j], P + (llama_pos) j, 0, true);
+            check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
+            for (size_t j = 1; j < probe.size(); ++j) {
+                const float * row = logits_at(*ctx, (int32_t) j - 1);
+                kld::row(row, row, n_vocab, probe[j], st);
+                res.probe_logprobs.push_back(st.logp_ref);
+                res.probe_ranks.push_back(st.rank_ref);
+            }
+            llama_memory_seq_rm(mem, 0, P, -1);
+        }
+    }
+
+    llama_token t = kld::argmax(last_row.data(), n_vocab);
+    for (int k = 0;; ++k) {
+        res.tokens.push_back(t);
+        if (model.is_eog(t) || (int) res.tokens.size() >= n_predict) break;
+        batch.clear();
+        batch.add(t, P + k, 0, true);
+        check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
+        t = kld::argmax(logits_at(*ctx, 0), n_vocab);
+    }
+    llama_memory_seq_rm(mem, 0, P, -1);
+    return res;
+}
+
+std::vector<std::vector<kld::RowStats>> compare(Model & model, const KVRequest & ref,
+                                                const std::vector<KVRequest> & cands, const Tokens & tokens,
+                                                int first, int last, int n_ctx_seq) {
+    check_tokens(model, tokens, "the token sequence");
+    if ((int64_t) tokens.size() > n_ctx_seq)
+        throw UsageError("sequence of " + std::to_string(tokens.size()) + " tokens exceeds the context of " +
+                         std::to_string(n_ctx_seq));
+    first = std::max(first, 0);
+    last = std::min(last, (int) tokens.size() - 2);
+    std::vector<std::vector<kld::RowStats>> out(cands.size());
+    if (last < first) return out;
+
+    auto rctx = model.context(ref, n_ctx_seq, 1);
+    std::vector<std::shared_ptr<Context>> cctx;
+    for (const auto & c : cands) cctx.push_back(model.context(c, n_ctx_seq, 1));
+    rctx->clear();
+    for (auto & c : cctx) c->clear();
+    const int64_t n_vocab = model.info().n_vocab;
+    const int nb = rctx->n_batch();
+    Batch batch(nb, 1);
+    std::vector<const float *> rrows, crows;
+    std::vector<int32_t> next;
+
+    // Lockstep over batches so that each context's buffer holds the same positions' logits.
+    for (int s = 0; s < (int) tokens.size(); s += nb) {
+        const int e = std::min((int) tokens.size(), s + nb);
+        batch.clear();
+        std::vector<int32_t> rows_pos;
+        for (int j = s; j < e; ++j) {
+            const bool want = j >= first && j <= last;
+            if (want) rows_pos.push_back(j);
+            batch.add(tokens[j], j, 0, want);
+        }
+        check_decode(llama_decode(rctx->get(), batch.get()), *rctx);
+        if (rows_pos.empty()) {
+            for (auto & c : cctx) check_decode(llama_decode(c->get(), batch.get()), *c);
+            continue;
+        }
+        rrows.clear();
+        next.clear();
+        for (int32_t j : rows_pos) {
+            rrows.push_back(logits_at(*rctx, j - s));
+            next.push_back(tokens[j + 1]);
+        }
+        for (size_t ci = 0; ci < cctx.size(); ++ci) {
+            check_decode(llama_decode(cctx[ci]->get(), batch.get()), *cctx[ci]);
+            crows.clear();
+            for (int32_t j : rows_pos) crows.push_back(logits_at(*cctx[ci], j - s));
+            auto & dst = out[ci];
+            const size_t off = dst.size();
+            dst.resize(off + rows_pos.size());
+            kld::rows(rrows.data(), crows.data(), (int64_t) rrows.size(), n_vocab, next.data(), dst.data() + off,
+                      model.n_threads());
+        }
+    }
+    rctx->seq0.clear();
+    for (auto & c : cctx) c->seq0.clear();
+    return out;
+}
+
+}  // namespace refract::decode

@@ -1,0 +1,50 @@
+// Decoding on llama.cpp contexts: batched greedy generation with decode-time token capture,
+// single-sequence generation with prefix reuse and a teacher-forced probe, and lockstep
+// teacher-forced comparison of a reference against candidates on their logit buffers.
+#pragma once
+
+#include "kld.hpp"
+#include "model.hpp"
+
+#include <functional>
+#include <vector>
+
+namespace refract::decode {
+
+using Progress = std::function<void(int64_t done, int64_t total)>;
+using Tokens = std::vector<llama_token>;
+
+struct GreedyResult {
+    std::vector<Tokens> tokens;               // generated ids per prompt, EOG included
+    std::vector<std::vector<int32_t>> topk_ids;  // per prompt: steps x k (if k > 0)
+    std::vector<std::vector<float>> topk_logprobs;
+};
+
+// Greedy (argmax, lowest id on ties) continuation of every prompt. Prompts decode as parallel
+// sequences, `group` at a time, in one context of n_ctx_seq cells per sequence. The batch
+// composition depends only on the prompt lengths: a sequence that stopped on an EOG token keeps
+// its slot (its further tokens are computed and discarded) until the group is done.
+GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
+                    int n_ctx_seq, int group, int topk, const Progress & progress);
+
+struct ProbeResult {
+    Tokens tokens;                  // generated ids (stops at EOG or n_predict)
+    std::vector<double> probe_logprobs;  // log p(probe[j] | prompt + probe[:j])
+    std::vector<int32_t> probe_ranks;    // ids with a larger logit (0 = top-1)
+    int64_t reused_prefix = 0;           // prompt tokens whose KV came from the previous call
+};
+
+// One prompt in a single-sequence context, reusing the KV of the longest common prefix with
+// the previous prompt decoded in that context. `probe` tokens are scored teacher-forced right
+// after the prompt (then removed again) before greedy generation.
+ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & prompt, const Tokens & probe,
+                         int n_predict, int n_ctx_seq);
+
+// Teacher-forced: reference and each candidate decode `tokens` (one sequence each); for every
+// position j in [first, last] the kernel compares the two contexts' logits predicting
+// tokens[j + 1] in place. Returns one row list per candidate.
+std::vector<std::vector<kld::RowStats>> compare(Model & model, const KVRequest & ref,
+                                                const std::vector<KVRequest> & cands, const Tokens & tokens,
+                                                int first, int last, int n_ctx_seq);
+
+}  // namespace refract::decode

@@ -1,0 +1,232 @@
+#include "model.hpp"
+
+#include "logcap.hpp"
+
+#include <ggml-backend.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#ifndef REFRACT_LLAMA_COMMIT
+#define REFRACT_LLAMA_COMMIT "unknown"
+#endif
+#ifndef REFRACT_LLAMA_SOURCE
+#define REFRACT_LLAMA_SOURCE "unknown"
+#endif
+
+namespace refract {
+namespace {
+
+constexpr size_t kMaxContexts = 6;
+
+int meta_int(const Model & m, const std::string & key, int fallback) {
+    const std::string v = m.meta(key);
+    if (v.empty()) return fallback;
+    try {
+        return std::stoi(v);
+    } catch (...) {
+        return fallback;
+    }
+}
+
+}  // namespace
+
+void backend_init() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        logcap::install();
+        llama_backend_init();
+    });
+}
+
+std::string build_commit() { return REFRACT_LLAMA_COMMIT; }
+std::string build_source() { return REFRACT_LLAMA_SOURCE; }
+
+std::vector<std::string> backends() {
+    backend_init();
+    std::vector<std::string> out;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) out.emplace_back(ggml_backend_reg_name(ggml_backend_reg_get(i)));
+    return out;
+}
+
+std::string system_info() {
+    backend_init();
+    return llama_print_system_info();
+}
+
+// ---------------------------------------------------------------- Context
+
+Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
+    : req_(req), n_ctx_seq_(n_ctx_seq), n_seq_(n_seq) {
+    type_k_ = kv::resolve(req.type_k, "K");
+    type_v_ = kv::resolve(req.type_v, "V");
+    if (ggml_is_quantized(type_v_) && !model.flash_attn())
+        throw UsageError("a quantized V cache (" + req.type_v + ") needs flash attention; it is switched off");
+
+    llama_context_params p = llama_context_default_params();
+    p.n_ctx = (uint32_t) n_ctx_seq * (uint32_t) n_seq;
+    n_batch_ = std::min(std::max(n_ctx_seq, n_seq), 2048);
+    n_batch_ = std::max(n_batch_, 1);
+    p.n_batch = (uint32_t) n_batch_;
+    p.n_ubatch = (uint32_t) std::min(n_batch_, 512);
+    p.n_seq_max = (uint32_t) n_seq;
+    p.n_threads = model.n_threads();
+    p.n_threads_batch = model.n_threads();
+    p.flash_attn_type = model.flash_attn() ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    p.type_k = type_k_;
+    p.type_v = type_v_;
+    p.kv_unified = false;
+    p.swa_full = true;  // full-size SWA cache: prefix reuse and identical numerics across shapes
+    p.no_perf = true;
+
+    const size_t mark = logcap::mark();
+    {
+        kv::ScopedEnv env(req.env);
+        ctx_.reset(llama_init_from_model(model.get(), p));
+    }
+    if (!ctx_)
+        throw EngineError("llama.cpp could not create a context for " + req.label + " (n_ctx " +
+                          std::to_string(p.n_ctx) + ", " + std::to_string(n_seq) + " sequences); see the llama.cpp log");
+    alloc_ = kv::parse_allocations(logcap::lines_since(mark));
+}
+
+void Context::clear() {
+    llama_memory_clear(memory(), true);
+    seq0.clear();
+}
+
+// ---------------------------------------------------------------- Model
+
+Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn)
+    : n_threads_(n_threads > 0 ? n_threads : (int) std::max(1u, std::thread::hardware_concurrency())),
+      flash_attn_(flash_attn) {
+    backend_init();
+    kv::pin_fork_switches();
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = n_gpu_layers;
+    model_.reset(llama_model_load_from_file(path.c_str(), mp));
+    if (!model_) throw UsageError("llama.cpp could not load '" + path + "' as a GGUF model (corrupt, truncated or unsupported)");
+    vocab_ = llama_model_get_vocab(model_.get());
+
+    ModelInfo & i = info_;
+    char buf[512];
+    i.architecture = meta("general.architecture");
+    if (llama_model_desc(model_.get(), buf, sizeof buf) > 0) i.description = buf;
+    i.n_params = llama_model_n_params(model_.get());
+    i.model_size = llama_model_size(model_.get());
+    {
+        std::ifstream f(path, std::ios::binary | std::ios::ate);
+        i.file_size = f ? (uint64_t) f.tellg() : 0;
+    }
+    i.n_vocab = llama_vocab_n_tokens(vocab_);
+    i.n_ctx_train = llama_model_n_ctx_train(model_.get());
+    i.n_layer = llama_model_n_layer(model_.get());
+    i.n_head = llama_model_n_head(model_.get());
+    i.n_head_kv = llama_model_n_head_kv(model_.get());
+    i.n_embd = llama_model_n_embd(model_.get());
+    const int head_default = i.n_head > 0 ? i.n_embd / i.n_head : 0;
+    i.head_dim_k = meta_int(*this, i.architecture + ".attention.key_length", head_default);
+    i.head_dim_v = meta_int(*this, i.architecture + ".attention.value_length", head_default);
+    i.add_bos = llama_vocab_get_add_bos(vocab_);
+    i.bos = llama_vocab_bos(vocab_);
+    i.eos = llama_vocab_eos(vocab_);
+    if (i.bos >= 0) i.bos_text = llama_vocab_get_text(vocab_, i.bos);
+    if (i.eos >= 0) i.eos_text = llama_vocab_get_text(vocab_, i.eos);
+    const char * tmpl = llama_model_chat_template(model_.get(), nullptr);
+    i.has_chat_template = tmpl != nullptr;
+    if (tmpl) i.chat_template = tmpl;
+}
+
+Model::~Model() {
+    contexts_.clear();  // contexts before the model they belong to
+}
+
+std::string Model::meta(const std::string & key) const {
+    std::vector<char> buf(256);
+    int32_t n = llama_model_meta_val_str(model_.get(), key.c_str(), buf.data(), buf.size());
+    if (n < 0) return {};
+    if ((size_t) n >= buf.size()) {
+        buf.resize((size_t) n + 1);
+        llama_model_meta_val_str(model_.get(), key.c_str(), buf.data(), buf.size());
+    }
+    return std::string(buf.data());
+}
+
+std::map<std::string, std::string> Model::metadata() const {
+    std::map<std::string, std::string> out;
+    const int n = llama_model_meta_count(model_.get());
+    std::vector<char> kbuf(512), vbuf(4096);
+    for (int i = 0; i < n; ++i) {
+        if (llama_model_meta_key_by_index(model_.get(), i, kbuf.data(), kbuf.size()) < 0) continue;
+        int32_t len = llama_model_meta_val_str_by_index(model_.get(), i, vbuf.data(), vbuf.size());
+        if (len < 0) continue;
+        out[kbuf.data()] = std::string(vbuf.data());
+    }
+    return out;
+}
+
+std::vector<llama_token> Model::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+    if (text.size() > (size_t) INT32_MAX / 2) throw UsageError("text too long to tokenize");
+    std::vector<llama_token> out(text.size() + 8);
+    int32_t n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
+                               add_special, parse_special);
+    if (n < 0) {
+        out.resize((size_t) -n);
+        n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
+                           add_special, parse_special);
+    }
+    if (n < 0) throw EngineError("tokenization failed");
+    out.resize((size_t) n);
+    return out;
+}
+
+std::string Model::detokenize(const std::vector<llama_token> & ids, bool special) const {
+    for (llama_token t : ids)
+        if (t < 0 || t >= info_.n_vocab)
+            throw UsageError("token id " + std::to_string(t) + " is outside the vocabulary (0.." +
+                             std::to_string(info_.n_vocab - 1) + ")");
+    std::string out(ids.size() * 8 + 16, '\0');
+    int32_t n = llama_detokenize(vocab_, ids.data(), (int32_t) ids.size(), out.data(), (int32_t) out.size(),
+                                 false, special);
+    if (n < 0) {
+        out.resize((size_t) -n);
+        n = llama_detokenize(vocab_, ids.data(), (int32_t) ids.size(), out.data(), (int32_t) out.size(), false,
+                             special);
+    }
+    if (n < 0) throw EngineError("detokenization failed");
+    out.resize((size_t) n);
+    return out;
+}
+
+void Model::validate(const KVRequest & req) const {
+    const ggml_type k = kv::resolve(req.type_k, "K");
+    const ggml_type v = kv::resolve(req.type_v, "V");
+    kv::check_head_dim(k, info_.head_dim_k, "K");
+    kv::check_head_dim(v, info_.head_dim_v, "V");
+    if (ggml_is_quantized(v) && !flash_attn_)
+        throw UsageError("a quantized V cache (" + req.type_v + ") needs flash attention; it is switched off");
+}
+
+std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, int n_seq) {
+    for (auto it = contexts_.begin(); it != contexts_.end(); ++it) {
+        const Context & c = **it;
+        if (c.request().label == req.label && c.request().slot == req.slot && c.n_ctx_seq() == n_ctx_seq && c.n_seq() == n_seq) {
+            contexts_.splice(contexts_.begin(), contexts_, it);
+            return contexts_.front();
+        }
+    }
+    validate(req);
+    while (contexts_.size() >= kMaxContexts) contexts_.pop_back();
+    auto c = std::make_shared<Context>(*this, req, n_ctx_seq, n_seq);
+    contexts_.push_front(c);
+    alloc_seen_[req.label] = c->allocations();
+    return c;
+}
+
+std::map<std::string, std::vector<kv::Allocation>> Model::allocations() const { return alloc_seen_; }
+
+void Model::release_contexts() { contexts_.clear(); }
+
+}  // namespace refract

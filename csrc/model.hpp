@@ -1,0 +1,104 @@
+// The model (loaded once) and its llama.cpp contexts, one per KV config and shape.
+#pragma once
+
+#include "common.hpp"
+#include "kv.hpp"
+
+#include <list>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace refract {
+
+struct KVRequest {
+    std::string type_k = "f16";
+    std::string type_v = "f16";
+    std::map<std::string, std::string> env;  // attn-rot switches, set around creation only
+    std::string label;                       // canonical label, the cache key
+    int slot = 0;                            // 0 = reference, 1 = candidate: ref-vs-ref gets two contexts
+};
+
+class Model;
+
+// One llama_context for one KV config and shape (n_ctx cells per sequence, n_seq sequences).
+class Context {
+public:
+    Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq);
+    llama_context * get() const { return ctx_.get(); }
+    llama_memory_t memory() const { return llama_get_memory(ctx_.get()); }
+    const KVRequest & request() const { return req_; }
+    int n_ctx_seq() const { return n_ctx_seq_; }
+    int n_seq() const { return n_seq_; }
+    int n_batch() const { return n_batch_; }
+    const std::vector<kv::Allocation> & allocations() const { return alloc_; }
+    ggml_type type_k() const { return type_k_; }
+    ggml_type type_v() const { return type_v_; }
+
+    // Tokens currently held in sequence 0's cache (single-sequence contexts reuse a prefix).
+    std::vector<llama_token> seq0;
+    void clear();  // empties the KV cache
+
+private:
+    KVRequest req_;
+    ggml_type type_k_, type_v_;
+    int n_ctx_seq_, n_seq_, n_batch_;
+    std::vector<kv::Allocation> alloc_;
+    ContextPtr ctx_;
+};
+
+struct ModelInfo {
+    std::string architecture, description, chat_template, bos_text, eos_text;
+    uint64_t n_params = 0, model_size = 0, file_size = 0;
+    int n_vocab = 0, n_ctx_train = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_embd = 0;
+    int head_dim_k = 0, head_dim_v = 0;
+    bool add_bos = false, has_chat_template = false;
+    int32_t bos = -1, eos = -1;
+};
+
+class Model {
+public:
+    Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn);
+    ~Model();
+
+    llama_model * get() const { return model_.get(); }
+    const llama_vocab * vocab() const { return vocab_; }
+    const ModelInfo & info() const { return info_; }
+    int n_threads() const { return n_threads_; }
+    bool flash_attn() const { return flash_attn_; }
+    std::mutex & mutex() { return mu_; }
+
+    std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
+    std::string detokenize(const std::vector<llama_token> & ids, bool special) const;
+    std::string meta(const std::string & key) const;
+    std::map<std::string, std::string> metadata() const;
+    bool is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t); }
+
+    // Validates a KV request against this model (types exist, block size divides head dim).
+    void validate(const KVRequest & req) const;
+    // The context for (req, n_ctx_seq, n_seq), created on first use and reused. The cache keeps
+    // the most recent few; a caller's shared_ptr keeps an evicted one alive while in use.
+    std::shared_ptr<Context> context(const KVRequest & req, int n_ctx_seq, int n_seq);
+    // K/V types llama.cpp allocated, by KV label (from every context created so far).
+    std::map<std::string, std::vector<kv::Allocation>> allocations() const;
+    void release_contexts();
+
+private:
+    ModelPtr model_;
+    const llama_vocab * vocab_ = nullptr;
+    ModelInfo info_;
+    int n_threads_;
+    bool flash_attn_;
+    std::mutex mu_;
+    std::map<std::string, std::vector<kv::Allocation>> alloc_seen_;
+    std::list<std::shared_ptr<Context>> contexts_;  // most recently used first
+};
+
+void backend_init();
+std::string build_commit();
+std::string build_source();
+std::vector<std::string> backends();
+std::string system_info();
+
+}  // namespace refract

@@ -1,0 +1,26 @@
+"""refract: does a quantized KV cache change what an LLM does?
+
+The engine (``refract.Engine``) lives in the native extension ``refract._core``; it is
+imported lazily so that the pure-Python parts (configs, composite, reports) import without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from refract.kvconfig import KVConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["Engine", "KVConfig", "__version__"]
+
+if TYPE_CHECKING:
+    from refract.engine import Engine
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Engine":
+        from refract.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'refract' has no attribute {name!r}")

@@ -1,0 +1,334 @@
+"""The Engine facade: one model load, one llama.cpp context per KV config, metrics in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refract import _core
+from refract.chat import ChatTemplate
+from refract.kldstats import KLDResult, summarize_kld
+from refract.kvconfig import KVConfig, KVConfigError
+
+log = logging.getLogger("refract")
+llama_log = logging.getLogger("refract.llama")
+log.addHandler(logging.NullHandler())
+
+Progress = Callable[[int, int], None]
+DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
+# ggml log levels → logging levels (NONE, DEBUG, INFO, WARN, ERROR, CONT)
+_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+
+class ModelError(ValueError):
+    """The model file cannot be used."""
+
+
+def _check_model_path(model_path: str | os.PathLike[str]) -> Path:
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise ModelError(f"model file not found: {str(path)!r}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not a GGUF file: {str(path)!r}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"model file is empty: {str(path)!r}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"not a GGUF file (magic {magic!r}, expected b'GGUF'): {str(path)!r}")
+    return path
+
+
+def _ids(a: Sequence[int] | np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(a), dtype=np.int32)
+    if arr.ndim != 1:
+        raise ValueError(f"token ids must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+class Engine:
+    """A GGUF model loaded once in-process, with one llama.cpp context per KV config.
+
+    >>> eng = Engine("model.gguf")
+    >>> [res] = eng.kld(text, candidates=["ctk=q8_0,ctv=q8_0"], chunks=4)
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_threads: int | None = None,
+        n_gpu_layers: int = -1,
+        flash_attn: bool = True,
+        seed: int = 42,
+    ) -> None:
+        path = _check_model_path(model_path)
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self.model_path = path
+        self.seed = seed
+        self.flash_attn = flash_attn
+        self.fork_switches = _core.pin_fork_switches()
+        try:
+            self._m: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
+        finally:
+            self._drain_log()
+        self.n_threads: int = self._m.n_threads
+        self._chat: ChatTemplate | None = None
+
+    # ------------------------------------------------------------------ info
+    @property
+    def model_info(self) -> dict[str, Any]:
+        info = dict(self._m.info)
+        info.pop("chat_template", None)
+        info["path"] = str(self.model_path)
+        return info
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._m.info["chat_template"]
+
+    @property
+    def build_info(self) -> dict[str, Any]:
+        return build_info()
+
+    def kv_types(self) -> list[str]:
+        return list(_core.kv_types())
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._m.metadata())
+
+    def kv_allocations(self) -> dict[str, list[dict[str, Any]]]:
+        """K/V types llama.cpp actually allocated, per KV label, per layer group."""
+        return {k: list(v) for k, v in self._m.allocations().items()}
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return self._call(self._m.tokenize, text, add_special, parse_special)
+
+    def detokenize(self, ids: Sequence[int] | np.ndarray, special: bool = False) -> str:
+        return self._call(self._m.detokenize, _ids(ids), special)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._m.is_eog(int(token)))
+
+    # ------------------------------------------------------------------ KV configs
+    def kv(self, config: str | KVConfig, *, slot: int = 0) -> Any:
+        """Parse and validate a KV config against this model; returns the native request."""
+        cfg = KVConfig.parse(config)
+        req = _core.KV(cfg.ctk, cfg.ctv, cfg.env(), cfg.label, slot)
+        self._call(self._m.validate, req)
+        return req
+
+    # ------------------------------------------------------------------ Axis B
+    def kld(
+        self,
+        corpus: str | Sequence[int] | np.ndarray,
+        reference: str | KVConfig = DEFAULT_REFERENCE,
+        candidates: Sequence[str | KVConfig] = ("ctk=q8_0,ctv=q8_0",),
+        *,
+        ctx: int = 512,
+        chunks: int = 32,
+        progress: Progress | None = None,
+    ) -> list[KLDResult]:
+        """Teacher-forced KL divergence of each candidate against the reference on a corpus.
+
+        ``corpus`` is text (tokenized once with BOS, as llama-perplexity does) or token ids.
+        The reference decodes each window once; every candidate is compared against its logits.
+        """
+        self._check_ctx(ctx)
+        if chunks < 1:
+            raise ValueError(f"chunks must be >= 1, got {chunks}")
+        if isinstance(candidates, (str, KVConfig)):
+            candidates = [candidates]
+        if not candidates:
+            raise ValueError("at least one candidate KV config is needed")
+        ref_req = self.kv(reference, slot=0)
+        cand_cfgs = [KVConfig.parse(c) for c in candidates]
+        labels = [c.label for c in cand_cfgs]
+        if len(set(labels)) != len(labels):
+            raise KVConfigError(f"duplicate candidate KV configs: {labels}")
+        cand_reqs = [self.kv(c, slot=1) for c in cand_cfgs]
+        tokens = self.tokenize(corpus) if isinstance(corpus, str) else _ids(corpus)
+        raw = self._call(
+            self._m.kld_corpus, ref_req, cand_reqs, tokens, ctx, chunks, progress or _noop
+        )
+        ref_label = KVConfig.parse(reference).label
+        return [
+            summarize_kld(
+                rows,
+                reference=ref_label,
+                candidate=label,
+                n_chunks=raw["n_chunks"],
+                ctx=raw["ctx"],
+                scored_per_chunk=raw["scored_per_chunk"],
+                n_corpus_tokens=raw["n_tokens"],
+                seed=self.seed,
+            )
+            for label, rows in zip(labels, raw["candidates"])
+        ]
+
+    def compare_sequence(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        reference: str | KVConfig,
+        candidates: Sequence[str | KVConfig],
+        *,
+        first: int,
+        last: int | None = None,
+        ctx: int | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Teacher-forced comparison along one token sequence (per-position KLD, Δp, ranks)."""
+        ids = _ids(tokens)
+        n_ctx = ctx or max(64, int(ids.size))
+        self._check_ctx(n_ctx)
+        ref_req = self.kv(reference, slot=0)
+        cand_reqs = [self.kv(c, slot=1) for c in candidates]
+        stop = ids.size - 2 if last is None else last
+        return self._call(self._m.compare, ref_req, cand_reqs, ids, first, stop, n_ctx)
+
+    # ------------------------------------------------------------------ generation
+    def greedy(
+        self,
+        prompts: Sequence[str | Sequence[int] | np.ndarray],
+        kv: str | KVConfig = DEFAULT_REFERENCE,
+        n_predict: int = 128,
+        ctx: int = 512,
+        chat_template: bool = False,
+        *,
+        sequential: bool = False,
+        group: int = 64,
+        topk: int = 0,
+        progress: Progress | None = None,
+        _slot: int = 0,
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Greedy continuation of every prompt; returns one int32 id array per prompt.
+
+        Prompts decode together as parallel sequences of one context (``sequential=True``
+        decodes one at a time). The end-of-generation token that stopped a sequence is
+        included. With ``topk > 0`` also returns, per prompt, [steps, topk] ids and
+        log-probabilities of each step's distribution.
+        """
+        if n_predict < 1:
+            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
+        self._check_ctx(ctx)
+        req = self.kv(kv, slot=_slot)
+        ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
+        toks, top_ids, top_lps = self._call(
+            self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
+            progress or _noop,
+        )
+        if topk > 0:
+            return list(toks), list(top_ids), list(top_lps)
+        return list(toks)
+
+    def generate_one(
+        self,
+        prompt: str | Sequence[int] | np.ndarray,
+        kv: str | KVConfig,
+        *,
+        n_predict: int,
+        ctx: int,
+        probe: Sequence[int] | np.ndarray = (),
+        chat_template: bool = False,
+        system: str | None = None,
+        _slot: int = 0,
+    ) -> dict[str, Any]:
+        """One prompt in a single-sequence context, reusing the KV of a shared prefix with the
+        previous prompt there; ``probe`` tokens get teacher-forced log-probs and ranks."""
+        self._check_ctx(ctx)
+        req = self.kv(kv, slot=_slot)
+        ids = self.prompt_ids(prompt, chat_template=chat_template, system=system)
+        return self._call(self._m.generate_one, req, ids, _ids(probe), n_predict, ctx)
+
+    def prompt_ids(
+        self,
+        prompt: str | Sequence[int] | np.ndarray,
+        *,
+        chat_template: bool = False,
+        system: str | None = None,
+    ) -> np.ndarray:
+        """Token ids for a prompt: raw text with BOS, or the model's chat template rendered."""
+        if not isinstance(prompt, str):
+            return _ids(prompt)
+        if not chat_template:
+            return self.tokenize(prompt, add_special=True)
+        text = self.render_chat(prompt, system=system)
+        # as llama.cpp does: the template's own BOS text is stripped, the vocab adds BOS once
+        return self.tokenize(text, add_special=True, parse_special=True)
+
+    @property
+    def chat(self) -> ChatTemplate:
+        """The model's chat template (ChatML when the GGUF has none), rendered in a sandbox."""
+        if self._chat is None:
+            info = self._m.info
+            self._chat = ChatTemplate(
+                info["chat_template"],
+                model_name=self.model_path.name,
+                bos_token=info["bos_text"],
+                eos_token=info["eos_text"],
+            )
+        return self._chat
+
+    def render_chat(self, user: str, *, system: str | None = None) -> str:
+        return self.chat.render(user, system, strip_bos=bool(self._m.info["add_bos"]))
+
+    def release(self) -> None:
+        """Free every llama.cpp context (they are recreated on demand)."""
+        self._m.release_contexts()
+
+    def close(self) -> None:
+        if getattr(self, "_m", None) is not None:
+            self._m.release_contexts()
+            self._m = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _check_ctx(self, ctx: int) -> None:
+        n_train = int(self._m.info["n_ctx_train"])
+        if not isinstance(ctx, int) or ctx <= 0:
+            raise ValueError(f"ctx must be a positive integer, got {ctx!r}")
+        if n_train > 0 and ctx > n_train:
+            raise ValueError(f"ctx {ctx} exceeds the model's training context {n_train}")
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._m is None:
+            raise RuntimeError("the engine is closed")
+        try:
+            return fn(*args)
+        finally:
+            self._drain_log()
+
+    @staticmethod
+    def _drain_log() -> None:
+        for level, line in _core.drain_log():
+            if line.strip():
+                llama_log.log(_LEVELS.get(level, logging.DEBUG), "%s", line)
+
+
+def _noop(done: int, total: int) -> None:
+    return None
+
+
+def build_info() -> dict[str, Any]:
+    """What the extension was built from and what it can do."""
+    return {
+        "llama_cpp_commit": _core.llama_cpp_commit(),
+        "llama_cpp_source": _core.llama_cpp_source(),
+        "backends": list(_core.backends()),
+        "kv_types": list(_core.kv_types()),
+        "system_info": _core.system_info().strip(),
+    }
