@@ -436,3 +436,38 @@ def score_plad(
     )
     axis["seed"] = plan.seed
     return axis
+
+
+# --------------------------------------------------------------------------- engine run
+
+
+def run_plad(
+    engine: Any,
+    prompts: Sequence[Any],
+    *,
+    reference: str,
+    candidate: str,
+    n_predict: int = 128,
+    ctx: int = 512,
+    seed: int = DEFAULT_SEED,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Axis D on an :class:`refract.Engine`: anchors and fired perturbations decode together
+    (batched, chat template, greedy) once per KV config; the reference once per engine."""
+    plan = plan_plad(prompts, seed=seed)
+    if not plan.cells:
+        raise ValueError("no perturbation fired on this prompt set; PLAD cannot be scored")
+    texts = plan.texts()
+    cache: dict[Any, Any] = engine.__dict__.setdefault("_reference_cache", {})
+    key = ("plad", reference, tuple(texts), n_predict, ctx)
+    if key not in cache:
+        cache[key] = engine.greedy(texts, reference, n_predict, ctx, True, progress=progress)
+    ref_out = cache[key]
+    cand_out = engine.greedy(texts, candidate, n_predict, ctx, True, progress=progress, _slot=1)
+    result = score_plad(plan, ref_out, cand_out)
+    if engine.chat.used_fallback:
+        result.setdefault("notes", []).append(
+            "the model has no chat template; prompts were rendered with ChatML"
+        )
+    result["chat_template_fallback"] = bool(engine.chat.used_fallback)
+    return result

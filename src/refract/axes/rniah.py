@@ -402,3 +402,104 @@ def score_rniah(
         overhead_tokens=plan.overhead_tokens,
     )
     return axis
+
+
+# --------------------------------------------------------------------------- engine run
+
+
+def run_rniah(
+    engine: Any,
+    haystack: str,
+    *,
+    reference: str,
+    candidate: str,
+    up_to: int = DEFAULT_UP_TO,
+    lengths: Sequence[int] | None = None,
+    positions: Sequence[float] = DEFAULT_POSITIONS,
+    n_trials: int = DEFAULT_N_TRIALS,
+    seed: int = DEFAULT_SEED,
+    n_predict: int = DEFAULT_N_PREDICT,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Axis C on an :class:`refract.Engine`.
+
+    Each cell is rendered with the model's chat template and decoded greedily in a
+    single-sequence context per KV config. Cells run in an order that lets consecutive
+    prompts share the haystack before the earlier insertion point, whose KV cache is reused
+    instead of recomputed. The keyword's teacher-forced log-probability after the question is
+    scored on the logit buffers for both configs.
+    """
+    n_ctx_train = int(engine.model_info["n_ctx_train"]) or None
+    plan = plan_rniah(
+        haystack, lambda s: engine.tokenize(s, add_special=False),
+        up_to=up_to if lengths is None else max(lengths), n_ctx_train=n_ctx_train,
+        positions=positions, n_trials=n_trials, seed=seed, n_predict=n_predict,
+    )
+    if lengths is not None:
+        wanted = {int(x) for x in lengths}
+        plan.cells = [c for c in plan.cells if c.length in wanted]
+        plan.lengths = [x for x in plan.lengths if x in wanted]
+    prompts = [engine.prompt_ids(c.user, chat_template=True, system=c.system) for c in plan.cells]
+    probes = [_keyword_tokens(engine, p, plan.keyword) for p in prompts]
+    longest = max((int(p.size) for p in prompts), default=0)
+    ctx = _round_up(longest + max(n_predict, max((len(q) for q in probes), default=0)) + 8, 256)
+    if n_ctx_train and ctx > n_ctx_train:
+        ctx = n_ctx_train
+    # consecutive cells of one length share the haystack before the earlier insertion point
+    order = sorted(range(len(plan.cells)), key=lambda i: (plan.cells[i].length,
+                                                          -plan.cells[i].position))
+    outputs: dict[str, list[list[str]]] = {}
+    needle_lp: dict[str, list[tuple[float, int]]] = {}
+    prefill = {"tokens": 0, "reused": 0}
+    total = 2 * len(order) * plan.n_trials
+    done = 0
+    for side, kv, slot in (("ref", reference, 0), ("cand", candidate, 1)):
+        texts: list[list[str]] = [[] for _ in plan.cells]
+        lps: list[tuple[float, int]] = [(0.0, 0)] * len(plan.cells)
+        for i in order:
+            for _t in range(plan.n_trials):
+                r = engine.generate_one(prompts[i], kv, n_predict=n_predict, ctx=ctx,
+                                        probe=probes[i], _slot=slot)
+                prefill["tokens"] += int(prompts[i].size)
+                prefill["reused"] += int(r["reused_prefix"])
+                texts[i].append(engine.detokenize(r["tokens"]))
+                lps[i] = (float(r["probe_logprobs"].sum()), int(r["probe_ranks"][0]))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        outputs[side] = texts
+        needle_lp[side] = lps
+    logprobs = [
+        NeedleLogprob(ref_logprob=needle_lp["ref"][i][0], cand_logprob=needle_lp["cand"][i][0],
+                      ref_rank=needle_lp["ref"][i][1], cand_rank=needle_lp["cand"][i][1],
+                      n_tokens=len(probes[i]))
+        for i in range(len(plan.cells))
+    ]
+    result = score_rniah(plan, outputs["ref"], outputs["cand"], logprobs=logprobs)
+    result["prefill"] = {
+        "prompt_tokens": prefill["tokens"],
+        "reused_prefix_tokens": prefill["reused"],
+        "reused_fraction": prefill["reused"] / prefill["tokens"] if prefill["tokens"] else 0.0,
+    }
+    result["ctx"] = ctx
+    if engine.chat.used_fallback:
+        result["notes"].append("the model has no chat template; prompts were rendered with ChatML")
+    result["chat_template_fallback"] = bool(engine.chat.used_fallback)
+    return result
+
+
+def _keyword_tokens(engine: Any, prompt_ids: Any, keyword: str) -> list[int]:
+    """The keyword's tokens as they follow the prompt (tokenized in context when possible)."""
+    prompt_text = engine.detokenize(prompt_ids, special=True)
+    both = engine.tokenize(prompt_text + keyword, add_special=False, parse_special=True)
+    n = int(prompt_ids.size)
+    pre = prompt_ids[1:] if engine.model_info["add_bos"] else prompt_ids
+    k = int(pre.size)
+    if both.size > k and list(both[:k]) == list(pre):
+        return [int(t) for t in both[k:]]
+    del n
+    return [int(t) for t in engine.tokenize(keyword, add_special=False)]
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m

@@ -267,3 +267,127 @@ def analyze_divergences(
         "per_prompt": per_prompt,
         "notes": notes,
     }
+
+
+# --------------------------------------------------------------------------- engine run
+
+TOPK = 16
+
+
+def run_trajectory(
+    engine: Any,
+    prompts: Sequence[PromptLike],
+    *,
+    reference: str,
+    candidate: str,
+    n_predict: int = 128,
+    ctx: int = 512,
+    chat_template: bool = False,
+    sequential: bool = False,
+    near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Axis A on an :class:`refract.Engine`: decode, score, and explain the divergences.
+
+    The reference's trajectories (with their top-16 log-probabilities per step) are cached
+    on the engine per prompt set and settings, so several candidates share one reference
+    decode.
+    """
+    texts = [p.prompt for p in prompts]
+    ref_toks, ref_top_ids, ref_top_lps = reference_trajectories(
+        engine, texts, reference, n_predict=n_predict, ctx=ctx,
+        chat_template=chat_template, sequential=sequential, progress=progress,
+    )
+    cand_toks = engine.greedy(
+        texts, candidate, n_predict, ctx, chat_template, sequential=sequential,
+        progress=progress, _slot=1,
+    )
+    result = score_trajectories(prompts, list(ref_toks), list(cand_toks), n_predict)
+
+    # Teacher-forced along each reference trajectory: the distribution drift exactly where
+    # the model generates, and the candidate's KL at the first divergence step.
+    kls, top1 = [], []
+    div_rows: dict[str, list[Any]] = {"ids": [], "top_ids": [], "top_lps": [], "ref": [],
+                                      "cand": [], "kl": []}
+    for i, p in enumerate(prompts):
+        pid = engine.prompt_ids(p.prompt, chat_template=chat_template)
+        ref = ref_toks[i]
+        if ref.size == 0:
+            continue
+        seq = _concat(pid, ref)
+        first = int(pid.size) - 1
+        [rows] = engine.compare_sequence(
+            seq, reference, [candidate], first=first, last=first + int(ref.size) - 1,
+            ctx=max(ctx, int(seq.size)),
+        )
+        kls.append(rows["kld"])
+        top1.append(rows["same_top1"])
+        pp = result["per_prompt"][i]
+        j = pp["first_divergence"]
+        if j is None or j >= min(ref.size, cand_toks[i].size):
+            continue
+        div_rows["ids"].append(p.id)
+        div_rows["top_ids"].append(ref_top_ids[i][j])
+        div_rows["top_lps"].append(ref_top_lps[i][j])
+        div_rows["ref"].append(int(ref[j]))
+        div_rows["cand"].append(int(cand_toks[i][j]))
+        div_rows["kl"].append(float(rows["kld"][j]) if j < rows["kld"].size else None)
+
+    result["divergence"] = analyze_divergences(
+        div_rows["top_ids"], div_rows["top_lps"], div_rows["cand"],
+        ref_tokens=div_rows["ref"], cand_kl=div_rows["kl"], ids=div_rows["ids"],
+        near_tie_threshold=near_tie_threshold,
+    )
+    result["teacher_forced"] = _teacher_forced_summary(kls, top1)
+    result["decode_mode"] = "sequential" if sequential else "batched"
+    result["chat_template"] = chat_template
+    return result
+
+
+def reference_trajectories(
+    engine: Any,
+    texts: Sequence[str],
+    reference: str,
+    *,
+    n_predict: int,
+    ctx: int,
+    chat_template: bool,
+    sequential: bool,
+    progress: Any = None,
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The reference's greedy trajectories with top-16 log-probs, decoded once per engine."""
+    cache: dict[Any, Any] = engine.__dict__.setdefault("_reference_cache", {})
+    key = (reference, tuple(texts), n_predict, ctx, chat_template, sequential)
+    if key not in cache:
+        cache[key] = engine.greedy(
+            list(texts), reference, n_predict, ctx, chat_template,
+            sequential=sequential, topk=TOPK, progress=progress,
+        )
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def _concat(a: Any, b: Any) -> Any:
+    import numpy as np
+
+    return np.concatenate([np.asarray(a, dtype=np.int32), np.asarray(b, dtype=np.int32)])
+
+
+def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
+    import numpy as np
+
+    if not kls:
+        return {"n_positions": 0, "mean_kld": None, "kld_percentiles": {},
+                "same_top1_pct": None}
+    k = np.concatenate(kls)
+    t = np.concatenate(top1)
+    return {
+        "n_positions": int(k.size),
+        "mean_kld": float(k.mean()),
+        "kld_percentiles": {
+            name: float(np.percentile(k, q))
+            for name, q in (("max", 100), ("p99", 99), ("p90", 90), ("median", 50))
+        },
+        "same_top1_pct": 100.0 * float(t.mean()),
+        "description": "KL(ref||cand) teacher-forced along the reference's own trajectories; "
+        "beside the axis, not part of the composite.",
+    }
