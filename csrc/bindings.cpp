@@ -247,7 +247,8 @@ void init_model(nb::module_ & m) {
             "detokenize",
             [](Model & self, IdArray ids, bool special) {
                 Tokens t = to_tokens(ids);
-                return run_unlocked(self, [&] { return self.detokenize(t, special); });
+                std::string text = run_unlocked(self, [&] { return self.detokenize(t, special); });
+                return nb::bytes(text.data(), text.size());  // may end inside a UTF-8 sequence
             },
             "ids"_a, "special"_a = false)
         .def(

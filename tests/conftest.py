@@ -29,7 +29,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(
-        tmp_path_factory.mktemp("models") / "tiny-chatml.gguf", chat_template=CHATML, seed=1
+        tmp_path_factory.mktemp("models") / "tiny-chatml.gguf", chat_template=CHATML, seed=1,
+        n_ctx_train=8192,
     )
 
 

@@ -115,7 +115,8 @@ class Engine:
         return self._call(self._m.tokenize, text, add_special, parse_special)
 
     def detokenize(self, ids: Sequence[int] | np.ndarray, special: bool = False) -> str:
-        return self._call(self._m.detokenize, _ids(ids), special)
+        raw: bytes = self._call(self._m.detokenize, _ids(ids), special)
+        return raw.decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
         return bool(self._m.is_eog(int(token)))

@@ -441,10 +441,25 @@ def run_rniah(
         plan.lengths = [x for x in plan.lengths if x in wanted]
     prompts = [engine.prompt_ids(c.user, chat_template=True, system=c.system) for c in plan.cells]
     probes = [_keyword_tokens(engine, p, plan.keyword) for p in prompts]
-    longest = max((int(p.size) for p in prompts), default=0)
-    ctx = _round_up(longest + max(n_predict, max((len(q) for q in probes), default=0)) + 8, 256)
-    if n_ctx_train and ctx > n_ctx_train:
-        ctx = n_ctx_train
+    needs = [int(p.size) + max(n_predict, len(q)) + 8 for p, q in zip(prompts, probes)]
+    if n_ctx_train:
+        # the length estimate is from characters per token; a cell whose real prompt does not
+        # fit the model's training context is skipped, never silently shortened
+        keep = [i for i, need in enumerate(needs) if need <= n_ctx_train]
+        for i in sorted(set(range(len(needs))) - set(keep)):
+            c = plan.cells[i]
+            reason = (f"needs {needs[i]} tokens (prompt {int(prompts[i].size)} + generation), "
+                      f"more than the model's n_ctx_train {n_ctx_train}")
+            plan.skipped_cells.append({"length": c.length, "position": c.position,
+                                       "reason": reason})
+            plan.notes.append(f"cell {c.length}@{c.position:g} skipped: {reason}")
+        plan.cells = [plan.cells[i] for i in keep]
+        prompts = [prompts[i] for i in keep]
+        probes = [probes[i] for i in keep]
+        needs = [needs[i] for i in keep]
+    ctx = _round_up(max(needs, default=256), 256)
+    if n_ctx_train:
+        ctx = min(ctx, n_ctx_train)
     # consecutive cells of one length share the haystack before the earlier insertion point
     order = sorted(range(len(plan.cells)), key=lambda i: (plan.cells[i].length,
                                                           -plan.cells[i].position))
