@@ -180,3 +180,36 @@ def test_demo_model_kld_on_wikitext(demo_engine: Engine) -> None:
     assert 0 < q8.mean_kld < q4.mean_kld
     assert q8.score > 95 and q8.same_top_p_pct > 90
     assert 1 < q8.ppl_ref < 200 and q8.ppl_ref == pytest.approx(q4.ppl_ref)
+
+
+def test_attn_rot_switches_apply_to_their_context_only(
+    tiny_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert "LLAMA_ATTN_ROT_DISABLE" not in os.environ
+    with caplog.at_level("DEBUG", logger="refract.llama"):
+        [rot_off] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0,attn_rot_disable=1"],
+                                    ctx=128, chunks=1)
+    assert rot_off.candidate == "ctk=q8_0,ctv=q8_0,attn_rot_disable=1"
+    lines = [r.getMessage() for r in caplog.records]
+    # llama.cpp saw the switch while creating that context ...
+    assert any("attention rotation force disabled" in m for m in lines)
+    assert any("attn_rot_k = 0" in m for m in lines)
+    # ... and it is gone again afterwards
+    assert "LLAMA_ATTN_ROT_DISABLE" not in os.environ
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="refract.llama"):
+        [rot_on] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=1)
+    assert any("attn_rot_k = 1" in r.getMessage() for r in caplog.records)
+    assert rot_on.mean_kld != rot_off.mean_kld  # rotation changes what q8_0 does
+
+
+def test_fork_switches_pinned_unless_user_set(tiny_engine: Engine) -> None:
+    assert tiny_engine.fork_switches == {"TURBO_AUTO_ASYMMETRIC": "0", "TURBO_LAYER_ADAPTIVE": "0"}
+    assert os.environ["TURBO_LAYER_ADAPTIVE"] == "0"
+
+
+def test_fork_switch_set_by_user_is_kept(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURBO_LAYER_ADAPTIVE", "1")
+    with Engine(tiny_model) as eng:
+        assert eng.fork_switches["TURBO_LAYER_ADAPTIVE"] == "1"
+        assert eng.fork_switches["TURBO_AUTO_ASYMMETRIC"] == "0"

@@ -21,6 +21,7 @@ log.addHandler(logging.NullHandler())
 
 Progress = Callable[[int, int], None]
 DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
+FORK_SWITCHES = ("TURBO_AUTO_ASYMMETRIC", "TURBO_LAYER_ADAPTIVE")
 # ggml log levels → logging levels (NONE, DEBUG, INFO, WARN, ERROR, CONT)
 _LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 
@@ -74,7 +75,11 @@ class Engine:
         self.model_path = path
         self.seed = seed
         self.flash_attn = flash_attn
-        self.fork_switches = _core.pin_fork_switches()
+        # The TurboQuant fork silently rewrites requested types unless these are off (SPEC §2);
+        # the user's own setting wins. Set through os.environ so Python and llama.cpp agree.
+        for key in FORK_SWITCHES:
+            os.environ.setdefault(key, "0")
+        self.fork_switches = {key: os.environ[key] for key in FORK_SWITCHES}
         try:
             self._m: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
         finally:
