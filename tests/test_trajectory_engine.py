@@ -96,3 +96,19 @@ def test_v01_prompt_file_decodes(tiny_engine: Engine) -> None:
     prompts = load_prompts(shared_file("refract-prompts-v0.1.jsonl"))
     out = tiny_engine.greedy([p.prompt for p in prompts], F16, n_predict=4, ctx=128)
     assert len(out) == 30 and all(o.size == 4 for o in out)
+
+
+def test_reference_decoded_once_for_several_candidates(tiny_model: Path) -> None:
+    prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
+    with Engine(tiny_model, n_threads=2) as eng:
+        calls: list[str] = []
+        real = eng.greedy
+
+        def counting(texts, kv, *args, **kw):  # type: ignore[no-untyped-def]
+            calls.append(str(kv))
+            return real(texts, kv, *args, **kw)
+
+        eng.greedy = counting  # type: ignore[method-assign]
+        for cand in ("ctk=q8_0,ctv=q8_0", Q4, "ctk=q4_1,ctv=q4_1"):
+            run_trajectory(eng, prompts, reference=F16, candidate=cand, n_predict=8, ctx=128)
+        assert calls.count(F16) == 1 and len(calls) == 4
