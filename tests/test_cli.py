@@ -334,7 +334,7 @@ def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None
     repro = rep["repro_command"]
     assert "--full" in repro and "--n-predict 16" in repro and "--rniah-positions 0.5" in repro
     assert rep["settings"]["axes"] == ["gtm", "kld", "rniah", "plad"]
-    assert rep["model_info"]["n_ctx_train"] == 4096
+    assert rep["model_info"]["n_ctx_train"] >= 4096  # the fixture sets it (4096 or more)
     # the report card went to stdout
     assert "ctk=q8_0,ctv=q4_0" in result.stdout and rep["band"] in result.stdout
     html = (d / "report.html").read_text()

@@ -38,7 +38,7 @@ class PhasedCounter:
 
     def __init__(self, phases: int = 1) -> None:
         self.expected = max(1, phases)
-        self.phase = 0  # index of the current phase; -1 before any report
+        self.phase = 0  # index of the current phase
         self.offset = 0  # items of the finished phases
         self.last_done: int | None = None
         self.last_total = 0
