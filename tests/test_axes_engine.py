@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import shared_file
-from tinymodel import CHATML, write_tiny_model
 
+from conftest import shared_file
 from refract import Engine
 from refract.axes.plad import run_plad
 from refract.axes.rniah import run_rniah
 from refract.chat import ChatTemplateError
 from refract.promptset import Prompt, load_prompts
+from tinymodel import CHATML, write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"
 

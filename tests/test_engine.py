@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_file
-from tinymodel import write_tiny_model
 
+from conftest import shared_file
 from refract import Engine, KVConfig, _core
 from refract.kvconfig import KVConfigError
+from tinymodel import write_tiny_model
 
 TEXT = (
     "The capital of France is Paris. The big ocean is blue and the small city is quick. "

@@ -82,6 +82,9 @@ def test_ties_break_to_lowest_id() -> None:
     assert got["argmax_ref"][0] == 3
 
 
+Z24 = np.zeros((2, 4), np.float32)
+
+
 @pytest.mark.parametrize(
     "ref,cand,nxt,msg",
     [
@@ -89,8 +92,8 @@ def test_ties_break_to_lowest_id() -> None:
         (np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32), None, "same shape"),
         (np.zeros(4, np.float32), np.zeros(4, np.float32), None, "2-D"),
         (np.zeros((4, 4), np.float32)[:, ::2], np.zeros((4, 2), np.float32), None, "contiguous"),
-        (np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), np.array([0], np.int32), "one id"),
-        (np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), np.array([0, 9], np.int32), "range"),
+        (Z24, Z24, np.array([0], np.int32), "one id"),
+        (Z24, Z24, np.array([0, 9], np.int32), "range"),
     ],
 )
 def test_bad_shapes_and_dtypes_raise_value_error(ref, cand, nxt, msg) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_file
-from tinymodel import write_tiny_model
 
+from conftest import shared_file
 from refract import Engine
 from refract.axes.trajectory import run_trajectory
 from refract.promptset import Prompt, load_prompts
+from tinymodel import write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"
 PROMPTS = ["The capital of France is", "Two plus two equals", "Write a function that", "Hello"]
@@ -21,7 +21,7 @@ def test_ref_vs_ref_token_identical(tiny_engine: Engine) -> None:
     a = tiny_engine.greedy(PROMPTS, F16, n_predict=24, ctx=128)
     b = tiny_engine.greedy(PROMPTS, F16, n_predict=24, ctx=128, _slot=1)  # its own context
     assert len(a) == len(PROMPTS)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert x.dtype == np.int32 and x.size == 24  # n_predict respected, no EOG here
         np.testing.assert_array_equal(x, y)
 

@@ -23,7 +23,9 @@ Progress = Callable[[int, int], None]
 DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
 FORK_SWITCHES = ("TURBO_AUTO_ASYMMETRIC", "TURBO_LAYER_ADAPTIVE")
 # ggml log levels → logging levels (NONE, DEBUG, INFO, WARN, ERROR, CONT)
-_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+_LEVELS = {
+    0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR
+}
 
 
 class ModelError(ValueError):
@@ -114,7 +116,9 @@ class Engine:
         return {k: list(v) for k, v in self._m.allocations().items()}
 
     # ------------------------------------------------------------------ tokens
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> np.ndarray:
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = False
+    ) -> np.ndarray:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         return self._call(self._m.tokenize, text, add_special, parse_special)
@@ -179,7 +183,7 @@ class Engine:
                 n_corpus_tokens=raw["n_tokens"],
                 seed=self.seed,
             )
-            for label, rows in zip(labels, raw["candidates"])
+            for label, rows in zip(labels, raw["candidates"], strict=False)
         ]
 
     def compare_sequence(

@@ -33,7 +33,9 @@ class KVConfig:
         if isinstance(text, KVConfig):
             return text
         if not isinstance(text, str):
-            raise KVConfigError(f"KV config must be a string like 'ctk=q8_0,ctv=q8_0', got {text!r}")
+            raise KVConfigError(
+                f"KV config must be a string like 'ctk=q8_0,ctv=q8_0', got {text!r}"
+            )
         values: dict[str, str | int] = {}
         for raw in text.split(","):
             frag = raw.strip()
@@ -59,7 +61,8 @@ class KVConfig:
                     ) from None
             else:
                 raise KVConfigError(
-                    f"unknown KV config key {key!r} in {text!r}: refract runs llama.cpp in-process, "
+                    f"unknown KV config key {key!r} in {text!r}: refract runs llama.cpp "
+                    "in-process, "
                     "so there is no command line to pass it to; known keys are ctk, ctv, "
                     + ", ".join(_ROT_KEYS)
                 )

@@ -441,7 +441,8 @@ def run_rniah(
         plan.lengths = [x for x in plan.lengths if x in wanted]
     prompts = [engine.prompt_ids(c.user, chat_template=True, system=c.system) for c in plan.cells]
     probes = [_keyword_tokens(engine, p, plan.keyword) for p in prompts]
-    needs = [int(p.size) + max(n_predict, len(q)) + 8 for p, q in zip(prompts, probes)]
+    needs = [int(p.size) + max(n_predict, len(q)) + 8
+             for p, q in zip(prompts, probes, strict=True)]
     if n_ctx_train:
         # the length estimate is from characters per token; a cell whose real prompt does not
         # fit the model's training context is skipped, never silently shortened
