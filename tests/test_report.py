@@ -593,3 +593,19 @@ def test_text_card_on_examples(examples: Path):
         plain = render_text(rep, color=False)
         assert f"{rep['composite']:.2f}" in plain
         assert rep["band"] in plain
+
+
+def test_divergence_analysis_is_shown() -> None:
+    axes = make_axes()
+    axes["gtm"]["divergence"] = {
+        "n_divergences": 25, "near_tie_threshold": 0.05, "near_tie_fraction": 0.84,
+        "median_margin": 0.021, "median_kl_at_divergence": 0.0123, "per_prompt": [],
+    }
+    axes["gtm"]["teacher_forced"] = {"n_positions": 4000, "mean_kld": 0.0042,
+                                     "same_top1_pct": 96.5}
+    rep = build_report(model="m.gguf", reference="ctk=f16,ctv=f16",
+                       candidate="ctk=q8_0,ctv=q8_0", axes=axes)
+    html = render_html(rep)
+    assert "near-tie divergences (margin &lt; 0.05)" in html and "84%" in html
+    assert "teacher-forced KLD along reference trajectories" in html and "0.0042" in html
+    assert "near ties 84%" in render_text(rep, color=False, width=160)

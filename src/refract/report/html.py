@@ -260,6 +260,7 @@ def _gtm(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
             ("mean agreed prefix (tokens)", axis.get("mean_prefix_agreement_length")),
             ("mean reference length", axis.get("mean_ref_length")),
             ("mean candidate length", axis.get("mean_cand_length")),
+            *_divergence_rows(axis),
         ]
     )
     per_prompt = axis.get("per_prompt")
@@ -273,6 +274,25 @@ def _gtm(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
         f"<section>{_axis_heading(report, 'gtm', axis)}{stats}{chart}"
         f"{_bullets([str(n) for n in axis.get('notes') or []], 'note')}</section>"
     )
+
+
+def _divergence_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What a divergence means: near-tie flips vs real shifts, and the teacher-forced drift."""
+    rows: list[tuple[str, Any]] = []
+    div = axis.get("divergence")
+    if isinstance(div, Mapping) and div.get("n_divergences"):
+        frac = as_float(div.get("near_tie_fraction"))
+        thr = as_float(div.get("near_tie_threshold"))
+        label = "near-tie divergences" + (f" (margin < {thr:g})" if thr is not None else "")
+        rows.append((label, None if frac is None else f"{frac * 100:.0f}%"))
+        rows.append(("median reference margin at divergence", fmt(div.get("median_margin"), 3)))
+        rows.append(("median KL at divergence (nats)", fmt_kld(div.get("median_kl_at_divergence"))))
+    tf = axis.get("teacher_forced")
+    if isinstance(tf, Mapping) and tf.get("n_positions"):
+        rows.append(("teacher-forced KLD along reference trajectories",
+                     f"{fmt_kld(tf.get('mean_kld'))} nats"))
+        rows.append(("teacher-forced same top-1", f"{fmt(tf.get('same_top1_pct'), 1)}%"))
+    return rows
 
 
 _PCT_NAMES = {"max": 100.0, "min": 0.0, "median": 50.0}

@@ -56,6 +56,11 @@ def _axis_detail(key: str, axis: Mapping[str, Any]) -> str:
             parts.append(f"full match {rate * 100:.0f}%")
         if div is not None:
             parts.append(f"median 1st div. {div:g}")
+        analysis = axis.get("divergence")
+        if isinstance(analysis, Mapping) and analysis.get("n_divergences"):
+            frac = as_float(analysis.get("near_tie_fraction"))
+            if frac is not None:
+                parts.append(f"near ties {frac * 100:.0f}%")
         return " · ".join(parts)
     if key == "kld":
         return f"mean KLD {fmt_kld(axis.get('mean_kld'))} nats"
