@@ -213,3 +213,9 @@ def test_fork_switch_set_by_user_is_kept(tiny_model: Path, monkeypatch: pytest.M
     with Engine(tiny_model) as eng:
         assert eng.fork_switches["TURBO_LAYER_ADAPTIVE"] == "1"
         assert eng.fork_switches["TURBO_AUTO_ASYMMETRIC"] == "0"
+
+
+def test_per_token_arrays_are_views_of_engine_buffers(tiny_engine: Engine) -> None:
+    [res] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=2)
+    for arr in (res.kld, res.dp, res.same_top1, res.logp_ref):
+        assert not arr.flags.owndata  # owned by the C++ result, not copied into Python

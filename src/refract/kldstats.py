@@ -141,7 +141,7 @@ def summarize_kld(
         n_corpus_tokens=n_corpus_tokens,
         kld=kld,
         dp=dp,
-        same_top1=same.astype(bool, copy=False),
+        same_top1=same.view(np.bool_) if same.dtype == np.uint8 else same.astype(bool),
         logp_ref=lr,
         logp_cand=lc,
     )
