@@ -140,7 +140,10 @@ def fetch_wikitext(
             return paths
     if len(failures) == 1:
         raise CorpusError(failures[0])
-    raise CorpusError("could not download WikiText-2:\n  " + "\n  ".join(failures))
+    raise CorpusError(
+        "could not download WikiText-2 (" + "; ".join(failures) + "). Offline? Pass any text "
+        "file with --corpus (and --rniah-haystack), or run `refract fetch` once when online."
+    )
 
 
 @contextlib.contextmanager
