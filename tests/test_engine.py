@@ -183,9 +183,10 @@ def test_demo_model_kld_on_wikitext(demo_engine: Engine) -> None:
 
 
 def test_attn_rot_switches_apply_to_their_context_only(
-    tiny_engine: Engine, caplog: pytest.LogCaptureFixture
+    tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert "LLAMA_ATTN_ROT_DISABLE" not in os.environ
+    tiny_engine = Engine(tiny_model, n_threads=2)  # fresh: its contexts are created here
     with caplog.at_level("DEBUG", logger="refract.llama"):
         [rot_off] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0,attn_rot_disable=1"],
                                     ctx=128, chunks=1)
@@ -201,6 +202,7 @@ def test_attn_rot_switches_apply_to_their_context_only(
         [rot_on] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=1)
     assert any("attn_rot_k = 1" in r.getMessage() for r in caplog.records)
     assert rot_on.mean_kld != rot_off.mean_kld  # rotation changes what q8_0 does
+    tiny_engine.close()
 
 
 def test_fork_switches_pinned_unless_user_set(tiny_engine: Engine) -> None:
