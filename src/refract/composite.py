@@ -85,7 +85,7 @@ DIAG_BRITTLE: Final[str] = (
 )
 
 
-def _as_float(value: Any) -> float | None:
+def as_score(value: Any) -> float | None:
     """``None`` stays ``None``; anything else becomes a float (NaN when unconvertible)."""
     if value is None:
         return None
@@ -98,9 +98,9 @@ def _as_float(value: Any) -> float | None:
 def _score_items(scores: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, float]]:
     """Axis name/score pairs that ran (``None`` = did not run / excluded)."""
     if isinstance(scores, Mapping):
-        pairs = [(str(k), _as_float(v)) for k, v in scores.items()]
+        pairs = [(str(k), as_score(v)) for k, v in scores.items()]
     else:
-        pairs = [(str(i), _as_float(v)) for i, v in enumerate(scores)]
+        pairs = [(str(i), as_score(v)) for i, v in enumerate(scores)]
     return [(k, v) for k, v in pairs if v is not None]
 
 
@@ -123,7 +123,7 @@ def composite_score(scores: Mapping[str, Any] | Iterable[Any]) -> float:
 
 def band(score: float | None) -> Band:
     """Band of a composite or axis score (lower bounds inclusive); NaN/None → FAIL."""
-    value = _as_float(score)
+    value = as_score(score)
     if value is None or math.isnan(value):
         return "FAIL"
     for name, lower in BAND_THRESHOLDS:
@@ -240,7 +240,7 @@ def check_floor(
     if isinstance(floor_scores, Mapping):
         score = composite_score(floor_scores)
     else:
-        value = _as_float(floor_scores)
+        value = as_score(floor_scores)
         score = math.nan if value is None else value
     reasons: list[str] = []
     if _is_below(score, floor_min):

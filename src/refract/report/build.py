@@ -19,6 +19,7 @@ from refract.composite import (
     AXES,
     FLOOR_MIN,
     FloorCheck,
+    as_score,
     band,
     band_summary,
     composite_score,
@@ -36,13 +37,6 @@ AXIS_DESCRIPTIONS: Final[dict[str, str]] = {
 }
 
 
-def _score(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
         entry.setdefault("reason", "not run" if result is None else "no score produced")
         return entry
     entry = dict(result)
-    score = _score(entry["score"])
+    score = as_score(entry["score"])
     entry["score"] = score
     entry["band"] = band(score)
     entry.setdefault("description", AXIS_DESCRIPTIONS.get(key, ""))
