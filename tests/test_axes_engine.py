@@ -12,7 +12,7 @@ from refract.axes.plad import run_plad
 from refract.axes.rniah import run_rniah
 from refract.chat import ChatTemplateError
 from refract.promptset import Prompt, load_prompts
-from tinymodel import CHATML, write_tiny_model
+from tinymodel import write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"
 
@@ -105,7 +105,3 @@ def test_demo_rniah_and_plad_ref_vs_ref(demo_engine: Engine, haystack: str) -> N
     p = run_plad(demo_engine, load_prompts(None), reference=F16, candidate=F16, n_predict=24)
     assert p["score"] == 100.0
     assert p["per_perturbation_score"]["paraphrase"] == 100.0  # our set fires paraphrase
-
-
-def test_chatml_template_constant_matches_helper() -> None:
-    assert "<|im_start|>" in CHATML

@@ -506,14 +506,13 @@ def run_rniah(
 
 def _keyword_tokens(engine: Any, prompt_ids: Any, keyword: str) -> list[int]:
     """The keyword's tokens as they follow the prompt (tokenized in context when possible)."""
-    prompt_text = engine.detokenize(prompt_ids, special=True)
-    both = engine.tokenize(prompt_text + keyword, add_special=False, parse_special=True)
-    n = int(prompt_ids.size)
+    # the prompt without the BOS the vocab adds (tokenize below adds none)
     pre = prompt_ids[1:] if engine.model_info["add_bos"] else prompt_ids
+    both = engine.tokenize(engine.detokenize(pre, special=True) + keyword, add_special=False,
+                           parse_special=True)
     k = int(pre.size)
     if both.size > k and list(both[:k]) == list(pre):
         return [int(t) for t in both[k:]]
-    del n
     return [int(t) for t in engine.tokenize(keyword, add_special=False)]
 
 
