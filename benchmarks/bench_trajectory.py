@@ -1,7 +1,7 @@
 """Greedy trajectories: refract batched vs sequential vs llama-completion one process per prompt.
 
     python benchmarks/bench_trajectory.py [--model PATH] [--n-predict 128] [--limit N]
-        [--threads 2] [--ctx 512]
+        [--threads 2] [--ctx 512] [--rounds 1]
 
 On the demo model and the bundled prompt set (raw text with BOS, no chat template), f16/f16 KV,
 ``-fa on``, greedy: times ``Engine.greedy`` with all prompts decoded together (batched) and
@@ -9,9 +9,11 @@ one at a time (``sequential=True``), counts the prompts whose trajectories diffe
 two (different batch shapes change floating-point summation order, which can flip a near-tie
 argmax; expected, reported as measured), and times llama.cpp's own ``llama-completion`` run
 once per prompt (model load per prompt, the refract-llm way). llama-completion's text is
-compared with the detokenized sequential trajectory. The tools are built once by
-kld_vs_llama_perplexity.py's helper into build/llama-tools. Not a test: every number in one
-table comes from the same run.
+compared with the detokenized sequential trajectory. With ``--rounds N`` the batched run and
+the llama-completion sweep alternate N times (the sequential run once) and the table shows
+each round and the median, so that drift on a shared machine hits both sides alike. The
+tools are built once by kld_vs_llama_perplexity.py's helper into build/llama-tools. Not a
+test: every number in one table comes from the same run.
 """
 
 from __future__ import annotations
@@ -91,7 +93,11 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, default=300.0,
                     help="seconds to wait for a 1-min load average below 1.5 before timing")
     ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate batched and llama-completion this many times (median)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit("--rounds must be >= 1")
 
     from refract import Engine
     from refract.engine import build_info
@@ -111,36 +117,60 @@ def main() -> int:
           "-fa on, greedy")
     print(f"  before timing: {wait_for_quiet(max_wait=args.max_wait)}")
 
-    t0 = time.perf_counter()
-    eng = Engine(model, n_threads=args.threads, flash_attn=True)
-    t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    batched = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx)
-    t_batched = time.perf_counter() - t0
-    load_b = load_now()
-    t0 = time.perf_counter()
-    seq = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx,
-                     sequential=True)
-    t_seq = time.perf_counter() - t0
-    load_s = load_now()
-    assert isinstance(batched, list) and isinstance(seq, list)
-    seq_text = []
-    for ids in seq:
-        body = ids[:-1] if ids.size and eng.is_eog(int(ids[-1])) else ids
-        seq_text.append(eng.detokenize(body))
-    eng.close()
+    def run_batched() -> tuple[list[np.ndarray], float, float]:
+        t0 = time.perf_counter()
+        eng = Engine(model, n_threads=args.threads, flash_attn=True)
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx)
+        t_run = time.perf_counter() - t0
+        eng.close()
+        assert isinstance(out, list)
+        return out, t_load, t_run
 
+    def run_completions() -> list[CompletionRun]:
+        runs = []
+        for i, text in enumerate(texts):
+            if sys.stderr.isatty():
+                print(f"  llama-completion {i + 1}/{len(texts)}", end="\r", file=sys.stderr)
+            runs.append(run_completion(tools["llama-completion"], model, text, args))
+        return runs
+
+    # Round 1 also times sequential=True; every round times batched, then llama-completion.
+    rounds: list[tuple[float, float, float]] = []  # (refract load, batched run, completion sum)
+    batched: list[np.ndarray] = []
     comp: list[CompletionRun] = []
-    for i, text in enumerate(texts):
-        if sys.stderr.isatty():
-            print(f"  llama-completion {i + 1}/{len(texts)}", end="\r", file=sys.stderr)
-        comp.append(run_completion(tools["llama-completion"], model, text, args))
+    for r in range(args.rounds):
+        out, t_load, t_batched = run_batched()
+        if r == 0:
+            batched = out
+            load_b = load_now()
+            eng = Engine(model, n_threads=args.threads, flash_attn=True)
+            t0 = time.perf_counter()
+            seq = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx,
+                             sequential=True)
+            t_seq = time.perf_counter() - t0
+            assert isinstance(seq, list)
+            seq_text = []
+            for ids in seq:
+                body = ids[:-1] if ids.size and eng.is_eog(int(ids[-1])) else ids
+                seq_text.append(eng.detokenize(body))
+            eng.close()
+            load_s = load_now()
+        elif not all(np.array_equal(x, y) for x, y in zip(out, batched, strict=True)):
+            sys.exit(f"round {r + 1}: batched trajectories differ from round 1 (not deterministic)")
+        runs = run_completions()
+        if r == 0:
+            comp = runs
+        rounds.append((t_load, t_batched, sum(c.wall_s for c in runs)))
     load_c = load_now()
+    t_load = float(np.median([x[0] for x in rounds]))
+    t_batched = float(np.median([x[1] for x in rounds]))
 
     n_b = sum(int(t.size) for t in batched)
     n_s = sum(int(t.size) for t in seq)
     n_c = sum(c.n_gen or 0 for c in comp)
-    t_comp = sum(c.wall_s for c in comp)
+    t_comp = float(np.median([x[2] for x in rounds]))
     pairs = list(zip(prompts, batched, seq, strict=True))
     differ = [p.id for p, a, b in pairs if not np.array_equal(a, b)]
     first_div = []
@@ -168,8 +198,16 @@ def main() -> int:
     c_prompt = sum(c.prompt_ms or 0.0 for c in comp) / 1e3
     c_eval = sum(c.eval_ms or 0.0 for c in comp) / 1e3
     c_runs = n_c - len(comp)  # decoded generation steps (the last sampled token is not decoded)
-    print(f"  refract model load {t_load:.2f} s (once). llama-completion's own timers, summed over "
-          f"its processes: load {c_load:.2f} s ({c_load / max(len(comp), 1):.2f} s each), "
+    if len(rounds) > 1:
+        for r, (tl, tb, tc) in enumerate(rounds):
+            print(f"  round {r + 1}: refract load {tl:.2f} s + batched {tb:.2f} s; "
+                  f"llama-completion {tc:.2f} s; ratio (tok/s) "
+                  f"{(n_b / (tl + tb)) / (n_c / tc) if n_c else float('nan'):.2f}x")
+        print(f"  the table shows the median of {len(rounds)} rounds; llama-completion's timers "
+              "below are round 1's")
+    print(f"  refract model load {t_load:.2f} s (once per run). llama-completion's own timers, "
+          f"summed over its processes: load {c_load:.2f} s "
+          f"({c_load / max(len(comp), 1):.2f} s each), "
           f"prompt eval {c_prompt:.2f} s, decode {c_eval:.2f} s "
           f"({c_runs / c_eval if c_eval else float('nan'):.1f} tok/s decode only); the other "
           f"{t_comp - c_load - c_prompt - c_eval:.2f} s is process start, warmup, sampling, exit")

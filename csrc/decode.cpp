@@ -67,21 +67,44 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
             limit[s] = std::min(n_predict, n_ctx_seq - len[s]);
             max_limit = std::max(max_limit, limit[s]);
         }
-        auto take = [&](int s, const float * row) {
-            const llama_token t = kld::argmax(row, n_vocab);
-            next[s] = t;
-            if (finished[s]) return;  // computed and discarded
-            const int gi = g0 + s;
-            res.tokens[gi].push_back(t);
+        // Per-row work (argmax over the vocabulary, top-k log-probabilities) runs in parallel over
+        // the rows of a step; the bookkeeping after it is serial and in row order.
+        std::vector<llama_token> row_best;
+        std::vector<int32_t> row_ids;
+        std::vector<float> row_lps;
+        auto take_rows = [&](const std::vector<std::pair<int, int>> & rows) {
+            const int nr = (int) rows.size();
+            std::vector<const float *> ptr(nr);
+            for (int i = 0; i < nr; ++i) ptr[i] = logits_at(*ctx, rows[i].second);
+            row_best.assign(nr, 0);
             if (topk > 0) {
-                auto & ids = res.topk_ids[gi];
-                auto & lps = res.topk_logprobs[gi];
-                ids.resize(ids.size() + topk);
-                lps.resize(lps.size() + topk);
-                kld::topk_logprobs(row, n_vocab, topk, ids.data() + ids.size() - topk, lps.data() + lps.size() - topk);
+                row_ids.assign((size_t) nr * topk, 0);
+                row_lps.assign((size_t) nr * topk, 0.0f);
             }
-            ++done_tokens;
-            if (model.is_eog(t) || (int) res.tokens[gi].size() >= limit[s]) finished[s] = true;
+            const int nt = model.n_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nr > 1 && nt > 1)
+            for (int i = 0; i < nr; ++i) {
+                row_best[i] = kld::argmax(ptr[i], n_vocab);
+                if (topk > 0 && !finished[rows[i].first])
+                    kld::topk_logprobs(ptr[i], n_vocab, topk, row_ids.data() + (size_t) i * topk,
+                                       row_lps.data() + (size_t) i * topk);
+            }
+            for (int i = 0; i < nr; ++i) {
+                const int s = rows[i].first;
+                const llama_token t = row_best[i];
+                next[s] = t;
+                if (finished[s]) continue;  // computed and discarded
+                const int gi = g0 + s;
+                res.tokens[gi].push_back(t);
+                if (topk > 0) {
+                    const auto * ids = row_ids.data() + (size_t) i * topk;
+                    const auto * lps = row_lps.data() + (size_t) i * topk;
+                    res.topk_ids[gi].insert(res.topk_ids[gi].end(), ids, ids + topk);
+                    res.topk_logprobs[gi].insert(res.topk_logprobs[gi].end(), lps, lps + topk);
+                }
+                ++done_tokens;
+                if (model.is_eog(t) || (int) res.tokens[gi].size() >= limit[s]) finished[s] = true;
+            }
         };
 
         // Prefill: all prompts of the group, packed in order; logits only at each prompt's end.
@@ -90,7 +113,7 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         auto flush = [&]() {
             if (batch.size() == 0) return;
             check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
-            for (auto [s, row] : owners) take(s, logits_at(*ctx, row));
+            take_rows(owners);
             owners.clear();
             batch.clear();
         };

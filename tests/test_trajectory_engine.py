@@ -112,3 +112,24 @@ def test_reference_decoded_once_for_several_candidates(tiny_model: Path) -> None
         for cand in ("ctk=q8_0,ctv=q8_0", Q4, "ctk=q4_1,ctv=q4_1"):
             run_trajectory(eng, prompts, reference=F16, candidate=cand, n_predict=8, ctx=128)
         assert calls.count(F16) == 1 and len(calls) == 4
+
+
+def test_topk_logprobs_describe_each_decode_step(tiny_engine: Engine) -> None:
+    plain = tiny_engine.greedy(PROMPTS, F16, n_predict=16, ctx=128)
+    out = tiny_engine.greedy(PROMPTS, F16, n_predict=16, ctx=128, topk=16)
+    assert isinstance(out, tuple)
+    toks, top_ids, top_lps = out
+    for i, prompt in enumerate(PROMPTS):
+        traj, ids, lps = toks[i], top_ids[i], top_lps[i]
+        np.testing.assert_array_equal(traj, plain[i])  # asking for top-k changes no token
+        assert ids.shape == lps.shape == (traj.size, 16)
+        np.testing.assert_array_equal(ids[:, 0], traj)  # greedy = the top-1 of its own step
+        assert np.all(np.diff(lps, axis=1) <= 0) and np.all(lps <= 0)
+        assert np.all(np.logaddexp.reduce(lps.astype(np.float64), axis=1) <= 1e-6)
+        assert all(len(set(row.tolist())) == 16 for row in ids)
+        # teacher-forced over prompt + trajectory: the log-prob of each generated token agrees
+        seq = np.concatenate([tiny_engine.prompt_ids(prompt), traj]).astype(np.int32)
+        p = seq.size - traj.size
+        [tf] = tiny_engine.compare_sequence(seq, F16, [F16], first=p - 1, ctx=128)
+        np.testing.assert_allclose(tf["logp_ref"], lps[:, 0], atol=2e-3)
+        np.testing.assert_array_equal(tf["rank_ref"], 0)
