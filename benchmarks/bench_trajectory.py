@@ -1,7 +1,7 @@
 """Greedy trajectories: refract batched vs sequential vs llama-completion one process per prompt.
 
     python benchmarks/bench_trajectory.py [--model PATH] [--n-predict 128] [--limit N]
-        [--threads 2] [--ctx 512] [--rounds 1]
+        [--threads 2] [--ctx 512] [--rounds 1] [--n-gpu-layers -1]
 
 On the demo model and the bundled prompt set (raw text with BOS, no chat template), f16/f16 KV,
 ``-fa on``, greedy: times ``Engine.greedy`` with all prompts decoded together (batched) and
@@ -59,6 +59,7 @@ def _num(pattern: str, text: str) -> float | None:
 def run_completion(exe: Path, model: Path, prompt: str, args: argparse.Namespace) -> CompletionRun:
     cmd = [str(exe), "-m", str(model), "-p", prompt, "-n", str(args.n_predict),
            "-c", str(args.ctx), "-t", str(args.threads), "-fa", "on",
+           *(["-ngl", str(args.n_gpu_layers)] if args.n_gpu_layers >= 0 else []),
            "-ctk", "f16", "-ctv", "f16", "--temp", "0", "--top-k", "1",
            "-no-cnv", "--no-display-prompt"]
     t0 = time.perf_counter()
@@ -93,6 +94,8 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, default=300.0,
                     help="seconds to wait for a 1-min load average below 1.5 before timing")
     ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--n-gpu-layers", type=int, default=-1,
+                    help="layers to offload (GPU builds), given to both sides; -1: defaults")
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate batched and llama-completion this many times (median)")
     args = ap.parse_args()
@@ -114,12 +117,16 @@ def main() -> int:
     print(f"  model      {model}")
     print(f"  prompts    bundled set, {len(prompts)} prompts; raw text + BOS, no chat template")
     print(f"  n_predict={args.n_predict} ctx={args.ctx} threads={args.threads} KV {REFERENCE} "
-          "-fa on, greedy")
+          f"-fa on, greedy, n_gpu_layers={args.n_gpu_layers}")
     print(f"  before timing: {wait_for_quiet(max_wait=args.max_wait)}")
+
+    def open_engine() -> Engine:
+        return Engine(model, n_threads=args.threads, flash_attn=True,
+                      n_gpu_layers=args.n_gpu_layers)
 
     def run_batched() -> tuple[list[np.ndarray], float, float]:
         t0 = time.perf_counter()
-        eng = Engine(model, n_threads=args.threads, flash_attn=True)
+        eng = open_engine()
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx)
@@ -145,7 +152,7 @@ def main() -> int:
         if r == 0:
             batched = out
             load_b = load_now()
-            eng = Engine(model, n_threads=args.threads, flash_attn=True)
+            eng = open_engine()
             t0 = time.perf_counter()
             seq = eng.greedy(texts, kv=REFERENCE, n_predict=args.n_predict, ctx=args.ctx,
                              sequential=True)

@@ -73,7 +73,19 @@ def _git_stub(build: Path, src: Path) -> list[str]:
 
 
 def ensure_llama_tools(jobs: int = 2) -> dict[str, Path]:
-    """Paths of llama-perplexity and llama-completion, building them once if missing."""
+    """Paths of llama-perplexity and llama-completion, building them once if missing.
+
+    ``REFRACT_LLAMA_TOOLS_DIR`` names a folder that already holds them instead, e.g. ``bin/``
+    of a refract build tree configured with ``-DREFRACT_LLAMA_TOOLS=ON`` (same ggml objects,
+    same flags, CUDA included).
+    """
+    given = os.environ.get("REFRACT_LLAMA_TOOLS_DIR")
+    if given:
+        paths = {t: Path(given).expanduser() / t for t in TOOLS}
+        missing = [str(p) for p in paths.values() if not (p.is_file() and os.access(p, os.X_OK))]
+        if missing:
+            sys.exit(f"REFRACT_LLAMA_TOOLS_DIR={given}: missing {', '.join(missing)}")
+        return paths
     src = llama_source_dir()
     if not (src / "include" / "llama.h").is_file():
         sys.exit(f"{src} is not a llama.cpp tree (no include/llama.h)")
