@@ -72,9 +72,10 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         std::vector<llama_token> row_best;
         std::vector<int32_t> row_ids;
         std::vector<float> row_lps;
+        std::vector<const float *> ptr;
         auto take_rows = [&](const std::vector<std::pair<int, int>> & rows) {
             const int nr = (int) rows.size();
-            std::vector<const float *> ptr(nr);
+            ptr.resize(nr);
             for (int i = 0; i < nr; ++i) ptr[i] = logits_at(*ctx, rows[i].second);
             row_best.assign(nr, 0);
             if (topk > 0) {

@@ -20,6 +20,17 @@ from tinymodel import CHATML, write_tiny_model  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def have_core() -> bool:
+    try:
+        import refract._core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_core = pytest.mark.skipif(not have_core(), reason="refract._core is not built")
+
+
 def shared_file(name: str) -> Path:
     p = SHARED_DATA / name
     if not p.exists():

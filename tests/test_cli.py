@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from conftest import have_core, needs_core
 from refract import corpus
 from refract.cli import app
 
@@ -43,17 +44,6 @@ SENTENCES = (
     "The first state to build a new city was also the most happy one. ",
     "Some water from the earth is blue, and some is not. ",
 )
-
-
-def _have_core() -> bool:
-    try:
-        import refract._core  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_core = pytest.mark.skipif(not _have_core(), reason="refract._core is not built")
 
 
 def text_corpus(n: int = 600) -> str:
@@ -274,7 +264,7 @@ def test_score_runtime_failure_is_exit_1(
 @pytest.fixture(scope="module")
 def full_run(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One `refract score --full` on the tiny chat model; its result and outputs."""
-    if not _have_core():
+    if not have_core():
         pytest.skip("refract._core is not built")
     d = tmp_path_factory.mktemp("full")
     (d / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in PROMPTS))

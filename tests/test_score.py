@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from conftest import needs_core
 from refract.environment import kv_allocation_warnings
 from refract.kvconfig import KVConfig
 from refract.progress import PhasedCounter, Reporter, RichReporter, make_reporter
@@ -29,17 +30,6 @@ PROMPTS = [
     {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
     {"id": "b", "category": "dialogue", "prompt": "Show the big answer about Gold."},
 ]
-
-
-def _have_core() -> bool:
-    try:
-        import refract._core  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_core = pytest.mark.skipif(not _have_core(), reason="refract._core is not built")
 
 
 @pytest.fixture

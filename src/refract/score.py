@@ -186,20 +186,28 @@ def _is_cached_wikitext(path: Path) -> bool:
 # --------------------------------------------------------------------------- validation
 
 
-def parse_int_list(text: str, what: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """``"4096,8192"`` → ``(4096, 8192)``; a bad item is a :class:`UsageError` naming it."""
+def _parse_list(
+    text: str, what: str, convert: type, one: str, many: str
+) -> list[tuple[str, Any]]:
+    """(item as written, converted value) for each comma-separated item; bad ones are errors."""
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
-        raise UsageError(f"{what}: expected a comma-separated list of integers, got {text!r}")
-    out: list[int] = []
+        raise UsageError(f"{what}: expected a comma-separated list of {many}, got {text!r}")
+    out = []
     for item in items:
         try:
-            value = int(item)
+            out.append((item, convert(item)))
         except ValueError:
-            raise UsageError(f"{what}: {item!r} is not an integer (in {text!r})") from None
+            raise UsageError(f"{what}: {item!r} is not {one} (in {text!r})") from None
+    return out
+
+
+def parse_int_list(text: str, what: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """``"4096,8192"`` → ``(4096, 8192)``; a bad item is a :class:`UsageError` naming it."""
+    out = [value for _, value in _parse_list(text, what, int, "an integer", "integers")]
+    for value in out:
         if value < minimum:
             raise UsageError(f"{what}: {value} is below the minimum {minimum} (in {text!r})")
-        out.append(value)
     return tuple(out)
 
 
@@ -207,19 +215,11 @@ def parse_float_list(
     text: str, what: str, *, low: float = 0.0, high: float = 1.0
 ) -> tuple[float, ...]:
     """``"0.1,0.5"`` → ``(0.1, 0.5)``; every item must lie in [low, high]."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise UsageError(f"{what}: expected a comma-separated list of numbers, got {text!r}")
-    out: list[float] = []
-    for item in items:
-        try:
-            value = float(item)
-        except ValueError:
-            raise UsageError(f"{what}: {item!r} is not a number (in {text!r})") from None
+    out = _parse_list(text, what, float, "a number", "numbers")
+    for item, value in out:
         if not (math.isfinite(value) and low <= value <= high):
             raise UsageError(f"{what}: {item!r} is outside [{low:g}, {high:g}] (in {text!r})")
-        out.append(value)
-    return tuple(out)
+    return tuple(value for _, value in out)
 
 
 def check_output_path(path: str | os.PathLike[str], what: str) -> Path:
