@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,66 @@ _LEVELS = {
 
 class ModelError(ValueError):
     """The model file cannot be used."""
+
+
+class NonFiniteLogits(RuntimeError):
+    """A KV config produced NaN or infinite logits (its numbers measure nothing).
+
+    ``label`` is the KV config's canonical label, ``n_rows`` how many logit rows (decode steps
+    or scored positions) held a non-finite value, ``n_total`` how many rows were checked and
+    ``where`` the engine call that saw them (``greedy``, ``generate``, ``compare``, ``kld``).
+    """
+
+    def __init__(self, label: str, n_rows: int, n_total: int, where: str) -> None:
+        super().__init__(
+            f"KV config {label} produced non-finite (NaN/inf) logits in {n_rows} of {n_total} "
+            f"rows ({where})"
+        )
+        self.label = label
+        self.n_rows = n_rows
+        self.n_total = n_total
+        self.where = where
+
+
+T = TypeVar("T")
+
+
+class ReferenceCache:
+    """Reference-side results computed once per engine and shared by every candidate.
+
+    Keys are tuples that start with the axis name, then the reference label, then every
+    setting the result depends on (prompt texts, n_predict, ctx, ...). Values are whatever the
+    axis computed (trajectories, answers, drifts). Thread-safe; the engine owns one.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.RLock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """The cached value for ``key``; ``compute()`` fills it on the first call."""
+        with self._lock:
+            if key in self._data:
+                self.hits += 1
+                return self._data[key]  # type: ignore[no-any-return]
+            self.misses += 1
+            value = compute()
+            self._data[key] = value
+            return value
+
+    def __contains__(self, key: tuple[Any, ...]) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def keys(self) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
 
 
 def _check_model_path(model_path: str | os.PathLike[str]) -> Path:
@@ -88,6 +149,8 @@ class Engine:
             self._drain_log()
         self.n_threads: int = self._m.n_threads
         self._chat: ChatTemplate | None = None
+        #: reference results shared by every candidate scored on this engine
+        self.reference_cache = ReferenceCache()
 
     # ------------------------------------------------------------------ info
     @property

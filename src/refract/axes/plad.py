@@ -458,11 +458,10 @@ def run_plad(
     if not plan.cells:
         raise ValueError("no perturbation fired on this prompt set; PLAD cannot be scored")
     texts = plan.texts()
-    cache: dict[Any, Any] = engine.__dict__.setdefault("_reference_cache", {})
     key = ("plad", reference, tuple(texts), n_predict, ctx)
-    if key not in cache:
-        cache[key] = engine.greedy(texts, reference, n_predict, ctx, True, progress=progress)
-    ref_out = cache[key]
+    ref_out = engine.reference_cache.get_or_compute(
+        key, lambda: engine.greedy(texts, reference, n_predict, ctx, True, progress=progress)
+    )
     cand_out = engine.greedy(texts, candidate, n_predict, ctx, True, progress=progress, _slot=1)
     result = score_plad(plan, ref_out, cand_out)
     if engine.chat.used_fallback:

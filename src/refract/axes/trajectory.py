@@ -356,14 +356,14 @@ def reference_trajectories(
     progress: Any = None,
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """The reference's greedy trajectories with top-16 log-probs, decoded once per engine."""
-    cache: dict[Any, Any] = engine.__dict__.setdefault("_reference_cache", {})
-    key = (reference, tuple(texts), n_predict, ctx, chat_template, sequential)
-    if key not in cache:
-        cache[key] = engine.greedy(
+    key = ("gtm", reference, tuple(texts), n_predict, ctx, chat_template, sequential)
+    return engine.reference_cache.get_or_compute(  # type: ignore[no-any-return]
+        key,
+        lambda: engine.greedy(
             list(texts), reference, n_predict, ctx, chat_template,
             sequential=sequential, topk=TOPK, progress=progress,
-        )
-    return cache[key]  # type: ignore[no-any-return]
+        ),
+    )
 
 
 def _concat(a: Any, b: Any) -> Any:
