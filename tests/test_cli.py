@@ -7,6 +7,7 @@ machine (parallel test jobs, a build) two threads on two cores can be 100x slowe
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import io
 import json
@@ -410,13 +411,20 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     root = tmp_path / "www"
     root.mkdir()
-    (root / "wt.zip").write_bytes(
-        _zip({"wikitext-2-raw/wiki.test.raw": text_corpus(),
-              "wikitext-2-raw/wiki.train.raw": text_corpus(1500)})
-    )
+    test, train = text_corpus().encode(), text_corpus(1500).encode()
+    wt = _zip({"wikitext-2-raw/wiki.test.raw": test.decode(),
+               "wikitext-2-raw/wiki.train.raw": train.decode()})
+    (root / "wt.zip").write_bytes(wt)
+    # every download is checked against the canonical hashes: make wt.zip the canonical one
+    sha = {k: hashlib.sha256(v).hexdigest() for k, v in (("test", test), ("train", train))}
+    monkeypatch.setattr(corpus, "WIKITEXT2_ZIP_SHA256", hashlib.sha256(wt).hexdigest())
+    monkeypatch.setattr(corpus, "WIKITEXT2_ZIP_BYTES", len(wt))
+    monkeypatch.setattr(corpus, "WIKITEXT2_SHA256", {**corpus.WIKITEXT2_SHA256, **sha})
+    monkeypatch.setattr(corpus, "WIKITEXT2_SIZES",
+                        {**corpus.WIKITEXT2_SIZES, "test": len(test), "train": len(train)})
     (root / "junk.zip").write_bytes(b"not a zip")
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
