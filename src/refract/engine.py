@@ -322,6 +322,41 @@ class Engine:
         ids = self.prompt_ids(prompt, chat_template=chat_template, system=system)
         return self._call(self._m.generate_one, req, ids, _ids(probe), n_predict, ctx)
 
+    def generate_cells(
+        self,
+        groups: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
+        kv: str | KVConfig,
+        *,
+        n_predict: int,
+        ctx: int,
+        stop: str = "",
+        progress: Progress | None = None,
+        _slot: int = 0,
+    ) -> dict[str, Any]:
+        """Groups of (prompt ids, probe ids) cells: each group decodes as parallel sequences of
+        one context, prompts reusing the KV of the longest prefix any sequence holds; greedy,
+        stopping a cell once ``stop`` appears in its output (see csrc/generate.hpp)."""
+        self._check_ctx(ctx)
+        req = self.kv(kv, slot=_slot)
+        gs = [[(_ids(p), _ids(q)) for p, q in g] for g in groups]
+        return self._call(_core.generate_cells, self._m, req, gs, n_predict, ctx, stop,
+                          progress or _noop)
+
+    def bench_decode(
+        self,
+        prompts: Sequence[np.ndarray],
+        kv: str | KVConfig,
+        n_gen: Sequence[int],
+        *,
+        ctx: int,
+        group: int = 64,
+    ) -> dict[str, Any]:
+        """Benchmark floor: the same prompts and token counts through a bare llama_decode loop."""
+        self._check_ctx(ctx)
+        req = self.kv(kv, slot=0)
+        return self._call(_core.bench_decode, self._m, req, [_ids(p) for p in prompts],
+                          [int(n) for n in n_gen], ctx, group)
+
     def prompt_ids(
         self,
         prompt: str | Sequence[int] | np.ndarray,
