@@ -63,6 +63,9 @@ DIAG_CATASTROPHIC: Final[str] = (
 DIAG_INTACT: Final[str] = (
     "All axes intact: the candidate stays within reach of the reference on everything measured."
 )
+DIAG_OTHERS_INTACT: Final[str] = (
+    "Other axes intact: every validly measured axis stays within reach of the reference."
+)
 DIAG_DISTRIBUTION_BROKEN: Final[str] = (
     "Per-token distribution broken: short-context decoding diverges badly from the reference, "
     "but long-context retrieval and robustness to prompt changes are intact."
@@ -145,8 +148,105 @@ def _is_below(value: float, threshold: float) -> bool:
     return math.isnan(value) or value < threshold
 
 
-def diagnose(scores: Mapping[str, Any]) -> list[str]:
+def axis_label(key: str) -> str:
+    """``"Axis B (KLD@D)"`` for ``"kld"``; unknown keys are quoted as they are."""
+    if key in AXIS_LETTERS:
+        return f"Axis {AXIS_LETTERS[key]} ({AXIS_TITLES[key]})"
+    return f"Axis {key!r}"
+
+
+def invalid_sentence(key: str, reason: str | None) -> str:
+    """The diagnosis sentence of an axis whose candidate produced non-finite logits."""
+    why = " ".join(str(reason).split()) if reason else "candidate produced non-finite logits"
+    return f"{axis_label(key)} invalid: {why.rstrip('.')}. It scores 0, so the composite is 0."
+
+
+NOISE_FLOOR_MIN_TOLERANCE: Final[float] = 5.0
+"""Smallest tolerance (score points) below the trajectory noise floor still read as noise."""
+
+FloorVerdict = Literal["within", "beyond", "far beyond"]
+
+
+def noise_floor_tolerance(floor: Mapping[str, Any]) -> float:
+    """Score points below the floor that still count as numerical noise.
+
+    The floor is itself one sample over ``n_prompts`` prompts: its full-match rate ``p`` has
+    a binomial standard error ``sqrt(p (1 − p) / n)``. Two standard errors of that rate, in
+    score points (a fully matched prompt contributes its whole length to the score, so the
+    score moves about as much as the rate), with a minimum of
+    :data:`NOISE_FLOOR_MIN_TOLERANCE`. Demo model: p = 16/30, n = 30 → 18.2 points.
+    """
+    p = as_score(floor.get("full_match_rate"))
+    n = as_score(floor.get("n_prompts"))
+    tol = NOISE_FLOOR_MIN_TOLERANCE
+    if p is not None and n is not None and not math.isnan(p) and not math.isnan(n) and n > 0:
+        p = min(1.0, max(0.0, p))
+        tol = max(tol, 100.0 * 2.0 * math.sqrt(p * (1.0 - p) / n))
+    return tol
+
+
+def noise_floor_verdict(
+    gtm_score: float | None, floor: Mapping[str, Any] | None
+) -> tuple[FloorVerdict, float, float] | None:
+    """(verdict, floor score, tolerance) of a trajectory score against its noise floor.
+
+    ``within`` when the score ≥ floor − tolerance; ``far beyond`` when it is more than twice
+    the tolerance below the floor; ``beyond`` in between. ``None`` without a usable floor.
+    """
+    if gtm_score is None or math.isnan(gtm_score) or not isinstance(floor, Mapping):
+        return None
+    fs = as_score(floor.get("score"))
+    if fs is None or math.isnan(fs):
+        return None
+    tol = noise_floor_tolerance(floor)
+    gap = fs - gtm_score
+    verdict: FloorVerdict
+    if gap <= tol:
+        verdict = "within"
+    elif gap <= 2.0 * tol:
+        verdict = "beyond"
+    else:
+        verdict = "far beyond"
+    return verdict, fs, tol
+
+
+def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | None:
+    """The diagnosis sentence comparing Axis A with its numerical-noise floor."""
+    got = noise_floor_verdict(gtm_score, floor)
+    if got is None:
+        return None
+    verdict, fs, tol = got
+    head = (
+        f"Trajectory {gtm_score:.1f} vs numerical-noise floor {fs:.1f} "
+        f"(reference against itself, tolerance {tol:.1f})"
+    )
+    if verdict == "within":
+        return (
+            f"Trajectory drift within numerical noise: {head}; the greedy divergences are "
+            "no larger than f16 computed two equivalent ways."
+        )
+    if verdict == "beyond":
+        return (
+            f"Trajectory drift beyond numerical noise: {head}; the candidate diverges more "
+            "than f16's own run-to-run variation."
+        )
+    return (
+        f"Trajectory drift far beyond numerical noise: {head}; the quantized cache itself "
+        "changes the greedy continuations."
+    )
+
+
+def diagnose(
+    scores: Mapping[str, Any],
+    *,
+    invalid: Mapping[str, str | None] | None = None,
+    noise_floor: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Diagnosis sentences for the axes in the composite (``None`` = not in the composite).
+
+    ``invalid`` maps axes whose candidate produced non-finite logits to the reason: each gets
+    a sentence first, and the branching below runs over the other axes. ``noise_floor`` is
+    ``axes.gtm.noise_floor``: a sentence saying whether Axis A is within it follows.
 
     Keys are the report axis keys (``gtm``, ``kld``, ``rniah``, ``plad``); the letters
     ``A``–``D`` are accepted too. Branching (low < 80, fail < 60):
@@ -159,10 +259,34 @@ def diagnose(scores: Mapping[str, Any]) -> list[str]:
       (C < 80) and brittleness (D < 80), in that order.
     """
     letter_to_key = {v: k for k, v in AXIS_LETTERS.items()}
+
+    def norm(key: str) -> str:
+        return letter_to_key.get(key.upper(), key.lower()) if len(key) == 1 else key.lower()
+
+    bad = {norm(str(k)): r for k, r in (invalid or {}).items()}
     present: dict[str, float] = {}
     for key, value in _score_items(scores):
-        norm = letter_to_key.get(key.upper(), key.lower()) if len(key) == 1 else key.lower()
-        present[norm] = value
+        present[norm(key)] = value
+    lead = [invalid_sentence(k, bad[k]) for k in AXES if k in bad]
+    lead += [invalid_sentence(k, bad[k]) for k in sorted(set(bad) - set(AXES))]
+    valid = {k: v for k, v in present.items() if k not in bad}
+    tail: list[str] = []
+    if noise_floor is not None and "gtm" in valid:
+        sentence = noise_floor_sentence(valid["gtm"], noise_floor)
+        if sentence:
+            tail.append(sentence)
+    if bad:
+        if not valid:
+            return lead
+        body = _branch(valid)
+        if body == [DIAG_INTACT]:
+            body = [DIAG_OTHERS_INTACT]
+        return lead + body + tail
+    return _branch(present) + tail
+
+
+def _branch(present: Mapping[str, float]) -> list[str]:
+    """SPEC §4's branching over the axes in the composite."""
     if not present:
         return [DIAG_NO_AXES]
     if all(_is_below(v, FAIL_BELOW) for v in present.values()):
@@ -275,8 +399,16 @@ __all__ = [
     "FAIL_BELOW",
     "FLOOR_MIN",
     "LOW_BELOW",
+    "DIAG_OTHERS_INTACT",
+    "NOISE_FLOOR_MIN_TOLERANCE",
     "Band",
     "FloorCheck",
+    "FloorVerdict",
+    "axis_label",
+    "invalid_sentence",
+    "noise_floor_sentence",
+    "noise_floor_tolerance",
+    "noise_floor_verdict",
     "band",
     "band_summary",
     "check_floor",

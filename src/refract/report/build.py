@@ -3,8 +3,10 @@
 Top level, in refract-llm's order: schema, framework_version, environment, repro_command,
 timestamp, score_direction, score_range, model, reference, candidate, composite, band,
 summary, diagnosis, composite_detail, axes, extras. Our own additions follow under clearly
-named keys: ``generator``, ``model_info``, ``timings``, ``notes``; and inside
-``composite_detail``: ``axes_in_composite``, ``excluded_axes``.
+named keys: ``generator``, ``status`` (ok / partial), ``self_check``, ``provenance``,
+``settings``, ``model_info``, ``timings``, ``notes``; inside ``composite_detail``:
+``axes_in_composite``, ``excluded_axes``, ``error_axes``, ``invalid_axes``; per axis:
+``status``, ``method``, ``method_version``, ``in_composite``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from refract.composite import (
     band_summary,
     composite_score,
     diagnose,
+    noise_floor_verdict,
 )
 
 SCHEMA: Final[str] = "refract.report.v0.3.3"
@@ -39,23 +42,89 @@ AXIS_DESCRIPTIONS: Final[dict[str, str]] = {
 
 
 
+# Per-axis method and method version: what the score measures and how. ``compare`` and
+# ``leaderboard`` refuse to set side by side scores whose methods or versions differ. Bump a
+# version whenever a change can move that axis's score for the same inputs.
+AXIS_METHODS: Final[dict[str, tuple[str, str]]] = {
+    "gtm": ("greedy-prefix-agreement", "1"),
+    "kld": ("teacher-forced-kl-full-vocab", "1"),
+    "rniah": ("needle-keyword-hit-degradation", "1"),
+    "plad": ("token-levenshtein-excess-drift", "1"),
+}
+
+# Axis bands beyond the four score bands (SPEC §4 / refract-llm v0.3.3).
+BAND_SKIPPED: Final[str] = "skipped"
+BAND_UNSCORED: Final[str] = "unscored"
+"""An axis reported but excluded from the composite (low-confidence R-NIAH)."""
+BAND_ERROR: Final[str] = "error"
+"""An axis that failed at run time (``error`` set); the other axes are kept."""
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
 def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Copy of an axis result with score, band, description and skipped filled in."""
-    if result is None or result.get("skipped") is True or result.get("score", None) is None:
-        entry: dict[str, Any] = dict(result or {})
+    """Copy of an axis result with score, band, description, skipped, status and method.
+
+    ``status``: ``ok``, ``skipped``, ``error`` (``error`` set: score null, band ``error``),
+    ``invalid`` (``invalid: true``: non-finite candidate logits, score 0, band FAIL) or
+    ``unscored`` (low-confidence R-NIAH, set later by :func:`build_report`).
+    """
+    entry: dict[str, Any] = dict(result or {})
+    method, version = AXIS_METHODS.get(key, (None, None))
+    entry.setdefault("method", method)
+    entry.setdefault("method_version", version)
+    entry.setdefault("description", AXIS_DESCRIPTIONS.get(key, ""))
+    error = entry.get("error")
+    if error:
+        entry["error"] = _one_line(error)
         entry["score"] = None
-        entry["band"] = None
-        entry.setdefault("description", AXIS_DESCRIPTIONS.get(key, ""))
+        entry["band"] = BAND_ERROR
+        entry["skipped"] = False
+        entry["status"] = "error"
+        entry["excluded_from_composite"] = True
+        entry["in_composite"] = False
+        return entry
+    if entry.get("invalid") is True:
+        entry["invalid_reason"] = _one_line(
+            entry.get("invalid_reason") or "candidate produced non-finite logits"
+        )
+        entry["score"] = 0.0
+        entry["band"] = band(0.0)
+        entry["skipped"] = False
+        entry["status"] = "invalid"
+        return entry
+    if result is None or entry.get("skipped") is True or entry.get("score", None) is None:
+        entry["score"] = None
+        entry["band"] = BAND_SKIPPED
         entry["skipped"] = True
+        entry["status"] = "skipped"
         entry.setdefault("reason", "not run" if result is None else "no score produced")
         return entry
-    entry = dict(result)
     score = as_score(entry["score"])
     entry["score"] = score
     entry["band"] = band(score)
-    entry.setdefault("description", AXIS_DESCRIPTIONS.get(key, ""))
     entry["skipped"] = False
+    entry["status"] = "ok"
+    if key == "rniah" and "password_keyword" in entry and "needle_keyword" not in entry:
+        entry["needle_keyword"] = entry.pop("password_keyword")  # refract-llm v0.3.3 name
+    if key == "plad" and entry.get("confidence") == "full":
+        entry["confidence"] = "ok"  # refract-llm v0.3.3: ok / partial
     return entry
+
+
+def _noise_floor(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """Annotate ``axes.gtm.noise_floor`` with the verdict and tolerance (a copy)."""
+    floor = entry.get("noise_floor")
+    if not isinstance(floor, Mapping):
+        return None
+    floor = dict(floor)
+    got = noise_floor_verdict(entry.get("score"), floor) if entry["status"] == "ok" else None
+    if got is not None:
+        floor["verdict"], _, floor["tolerance"] = got
+    entry["noise_floor"] = floor
+    return floor
 
 
 def _package_version() -> str:
@@ -87,6 +156,9 @@ def build_report(
     framework_version: str | None = None,
     timestamp: str | None = None,
     extras: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    self_check: bool | None = None,
 ) -> dict[str, Any]:
     """Assemble a report dict.
 
@@ -108,13 +180,27 @@ def build_report(
     cd_notes: list[str] = []
     in_composite: dict[str, float | None] = {}
     excluded: list[str] = []
+    invalid: dict[str, str | None] = {}
+    errors: dict[str, str] = {}
     for key in AXES:
         entry = axis_entries[key]
-        if entry["skipped"]:
-            cd_notes.append(f"{key}: skipped ({entry.get('reason', 'not run')}).")
+        if entry["status"] == "error":
+            errors[key] = entry["error"]
+            cd_notes.append(f"{key}: error — {entry['error']}; excluded from the composite.")
+            excluded.append(key)
             in_composite[key] = None
             continue
-        if key == "rniah" and entry.get("confidence") == "low":
+        if entry["skipped"]:
+            cd_notes.append(f"{key}: skipped ({entry.get('reason', 'not run')}).")
+            entry["in_composite"] = False
+            in_composite[key] = None
+            continue
+        if entry["status"] == "invalid":
+            invalid[key] = entry["invalid_reason"]
+            cd_notes.append(
+                f"{key}: invalid — {entry['invalid_reason']}; scored 0, so the composite is 0."
+            )
+        if key == "rniah" and entry.get("confidence") == "low" and key not in invalid:
             base = entry.get("base_acc_avg")
             base_txt = f" (base_acc_avg {float(base):.2f} < 0.2)" if base is not None else ""
             cd_notes.append(
@@ -122,6 +208,9 @@ def build_report(
                 f"{base_txt}; reported but excluded from the composite."
             )
             entry["in_composite"] = False
+            entry["excluded_from_composite"] = True
+            entry["band"] = BAND_UNSCORED
+            entry["status"] = "unscored"
             excluded.append(key)
             in_composite[key] = None
             continue
@@ -129,11 +218,9 @@ def build_report(
         if score is not None and math.isnan(score):
             cd_notes.append(f"{key}: score is not a number; the composite is set to 0.")
         entry["in_composite"] = True
+        entry["excluded_from_composite"] = False
         in_composite[key] = score
-    for key in unknown:
-        axis_entries[key]["in_composite"] = False
-        cd_notes.append(f"{key}: not a REFRACT axis; reported but not in the composite.")
-
+    floor_info = _noise_floor(axis_entries["gtm"])
     comp = composite_score(in_composite)
     comp_band = band(comp)
     detail: dict[str, Any] = {f"{key}_score": in_composite[key] for key in AXES}
@@ -146,6 +233,8 @@ def build_report(
     detail["notes"] = cd_notes
     detail["axes_in_composite"] = [k for k in AXES if in_composite[k] is not None]
     detail["excluded_axes"] = excluded
+    detail["error_axes"] = sorted(errors, key=AXES.index)
+    detail["invalid_axes"] = sorted(invalid, key=AXES.index)
 
     env: dict[str, Any] = {
         "backend": "refract (llama.cpp in-process)",
@@ -168,15 +257,28 @@ def build_report(
         "composite": comp,
         "band": comp_band,
         "summary": band_summary(comp_band),
-        "diagnosis": diagnose(in_composite),
+        "diagnosis": diagnose(in_composite, invalid=invalid, noise_floor=floor_info),
         "composite_detail": detail,
         "axes": axis_entries,
         "extras": dict(extras or {}),
         "generator": GENERATOR,
+        "status": "partial" if errors else "ok",
+        "self_check": bool(self_check) if self_check is not None else candidate == reference,
+        "provenance": dict(provenance) if provenance is not None else None,
+        "settings": dict(settings) if settings is not None else None,
         "model_info": dict(model_info or {}),
         "timings": dict(timings or {}),
         "notes": list(notes),
     }
 
 
-__all__ = ["AXIS_DESCRIPTIONS", "GENERATOR", "SCHEMA", "build_report"]
+__all__ = [
+    "AXIS_DESCRIPTIONS",
+    "AXIS_METHODS",
+    "BAND_ERROR",
+    "BAND_SKIPPED",
+    "BAND_UNSCORED",
+    "GENERATOR",
+    "SCHEMA",
+    "build_report",
+]

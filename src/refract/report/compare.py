@@ -1,10 +1,16 @@
-"""Side-by-side comparison of N reports (ours or refract-llm's)."""
+"""Side-by-side comparison of N reports (ours or refract-llm's).
+
+:func:`compare_reports` checks comparability first (:mod:`refract.report.comparability`):
+incomparable reports raise :class:`IncompatibleReports` unless ``allow_incompatible``, in
+which case each row lists the fingerprint items on which it differs (``differs`` column).
+Reports without input hashes (refract-llm's) are marked ``unverified``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +19,23 @@ from rich.table import Table
 from rich.text import Text
 
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.comparability import Comparability, check_comparable
 from refract.report.fields import (
+    axis_cell,
+    axis_problems,
     axis_scores,
     fmt,
     fmt_kld,
     framework_label,
+    is_self_check,
+    is_verified,
     mean_kld,
     model_name,
+    noise_floor_text,
     report_band,
     report_composite,
     report_name,
+    report_status,
 )
 from refract.report.io import load_report
 
@@ -43,6 +56,27 @@ class CompareRow:
     mean_kld: float | None
     framework: str
     path: str | None = None
+    cells: dict[str, str] = field(default_factory=dict)
+    """Per axis: the score as shown, or ``error`` / ``invalid`` / ``—`` / ``(x)`` (excluded)."""
+    status: str = "ok"
+    self_check: bool = False
+    verified: bool = False
+    noise_floor: str = "—"
+    problems: tuple[str, ...] = ()
+    differs: tuple[str, ...] = ()
+    """Fingerprint items on which this report differs from the others (allow-incompatible)."""
+
+    @property
+    def marker(self) -> str:
+        """``self-check``, ``partial``, ``unverified`` … (comma-separated), or ``""``."""
+        marks = []
+        if self.self_check:
+            marks.append("self-check")
+        if self.status != "ok":
+            marks.append(self.status)
+        if not self.verified:
+            marks.append("unverified")
+        return ", ".join(marks)
 
 
 def _load(source: ReportSource) -> tuple[Mapping[str, Any], str | None]:
@@ -64,6 +98,12 @@ def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = Non
         mean_kld=mean_kld(report),
         framework=framework_label(report),
         path=os.fspath(path) if path is not None else None,
+        cells={k: axis_cell(report, k) for k in AXES},
+        status=report_status(report),
+        self_check=is_self_check(report),
+        verified=is_verified(report),
+        noise_floor=noise_floor_text(report),
+        problems=tuple(axis_problems(report)),
     )
 
 
@@ -78,6 +118,37 @@ def compare_rows(reports: Sequence[ReportSource], *, sort: bool = False) -> list
     return rows
 
 
+@dataclass(frozen=True)
+class CompareResult:
+    rows: list[CompareRow]
+    comparability: Comparability
+
+
+def compare_reports(
+    reports: Sequence[ReportSource], *, sort: bool = False, allow_incompatible: bool = False
+) -> CompareResult:
+    """Load, check comparability (same model, inputs, settings and axis methods) and flatten.
+
+    Raises :class:`refract.report.comparability.IncompatibleReports` (a ``ValueError``: exit
+    2 on the command line) naming every difference, unless ``allow_incompatible``; then each
+    row's ``differs`` lists where it departs from the others.
+    """
+    from refract.report.comparability import IncompatibleReports
+
+    loaded = [_load(src) for src in reports]
+    rows = [row_for(rep, path) for rep, path in loaded]
+    result = check_comparable([rep for rep, _ in loaded], [r.name for r in rows])
+    if not result.ok and not allow_incompatible:
+        raise IncompatibleReports(
+            f"reports are not comparable: {result.reasons()} (use --allow-incompatible to "
+            "show them side by side anyway)"
+        )
+    rows = [replace(row, differs=tuple(result.marks(i))) for i, row in enumerate(rows)]
+    if sort:
+        rows.sort(key=lambda r: (-r.composite, r.name))
+    return CompareResult(rows=rows, comparability=result)
+
+
 HEADERS: tuple[str, ...] = (
     "report",
     "model",
@@ -86,19 +157,50 @@ HEADERS: tuple[str, ...] = (
     "band",
     *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
     "KLD (nats)",
+    "A noise floor",
+    "marks",
 )
 
 
-def row_cells(row: CompareRow) -> list[str]:
-    return [
+def _axis_text(row: CompareRow, key: str) -> str:
+    return row.cells.get(key) or fmt(row.scores.get(key))
+
+
+def row_cells(row: CompareRow, *, differs: bool = False) -> list[str]:
+    cells = [
         row.name,
         row.model,
         row.candidate,
         fmt(row.composite),
         row.band,
-        *(fmt(row.scores.get(k)) for k in AXES),
+        *(_axis_text(row, k) for k in AXES),
         fmt_kld(row.mean_kld),
+        row.noise_floor,
+        row.marker,
     ]
+    if differs:
+        cells.append(", ".join(row.differs) or "")
+    return cells
+
+
+def _headers(rows: Sequence[CompareRow]) -> tuple[tuple[str, ...], bool]:
+    differs = any(r.differs for r in rows)
+    return (HEADERS + ("differs",) if differs else HEADERS), differs
+
+
+def _footnotes(rows: Sequence[CompareRow]) -> list[str]:
+    notes = []
+    for row in rows:
+        notes += [f"{row.name}: {p}" for p in row.problems]
+        if row.self_check:
+            notes.append(f"{row.name}: ref-vs-ref self-check (negative control), not a score.")
+    if any(not r.verified for r in rows):
+        notes.append("unverified: the report carries no input hashes (e.g. refract-llm's); "
+                     "compared on the settings it records.")
+    if any(r.differs for r in rows):
+        notes.append("differs: inputs or settings on which the row departs from the others "
+                     "(shown because of --allow-incompatible).")
+    return notes
 
 
 def _md_cell(text: str) -> str:
@@ -107,13 +209,20 @@ def _md_cell(text: str) -> str:
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
     """A GitHub-flavoured Markdown table."""
-    numeric = {3, *range(5, len(HEADERS))}
+    headers, differs = _headers(rows)
+    numeric = {3, *range(5, 5 + len(AXES) + 1)}
     lines = [
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---:" if i in numeric else "---" for i in range(len(HEADERS))) + "|",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if i in numeric else "---" for i in range(len(headers))) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_md_cell(c) for c in row_cells(row)) + " |")
+        lines.append(
+            "| " + " | ".join(_md_cell(c) for c in row_cells(row, differs=differs)) + " |"
+        )
+    notes = _footnotes(rows)
+    if notes:
+        lines.append("")
+        lines += [f"- {_md_cell(n)}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -121,19 +230,29 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
     """A rich table (cells are plain text: no markup from report contents)."""
     from refract.report.text import BAND_STYLES
 
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    for i, header in enumerate(HEADERS):
-        table.add_column(header, justify="right" if i == 3 or i >= 5 else "left")
+    headers, differs = _headers(rows)
+    notes = _footnotes(rows)
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption="\n".join(notes) or None,
+                  caption_justify="left")
+    numeric = {3, *range(5, 5 + len(AXES) + 1)}
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="right" if i in numeric else "left")
     for row in rows:
-        cells = [Text(c) for c in row_cells(row)]
+        cells = [Text(c) for c in row_cells(row, differs=differs)]
         cells[4].stylize(BAND_STYLES.get(row.band, ""))
+        for j, key in enumerate(AXES):
+            cells[5 + j].stylize(BAND_STYLES.get(row.cells.get(key, ""), ""))
+        if differs and row.differs:
+            cells[-1].stylize("bold yellow")
         table.add_row(*cells)
     return table
 
 
 __all__ = [
     "HEADERS",
+    "CompareResult",
     "CompareRow",
+    "compare_reports",
     "compare_markdown",
     "compare_rows",
     "compare_table",

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from refract.composite import AXES, band, composite_score
+from refract.composite import (
+    AXES,
+    AXIS_LETTERS,
+    AXIS_TITLES,
+    band,
+    composite_score,
+    noise_floor_verdict,
+)
 
 
 def as_float(value: Any) -> float | None:
@@ -146,8 +153,126 @@ def short_notes(report: Mapping[str, Any]) -> str:
     return "; ".join(short_note(s) for s in diagnosis_of(report))
 
 
+# ----------------------------------------------------------------------- axis statuses
+
+AXIS_STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "invalid", "unscored", "missing")
+
+
+def axis_status(report: Mapping[str, Any], key: str) -> str:
+    """``ok``, ``skipped``, ``error``, ``invalid``, ``unscored`` (reported, excluded from the
+    composite: low-confidence R-NIAH) or ``missing`` — read from ``status`` when present,
+    inferred for older reports and refract-llm's."""
+    axis = axes_of(report).get(key)
+    if axis is None:
+        return "missing" if axis_score(report, key) is None else "ok"
+    status = axis.get("status")
+    if isinstance(status, str) and status in AXIS_STATUSES:
+        return status
+    if axis.get("error"):
+        return "error"
+    if axis.get("invalid") is True:
+        return "invalid"
+    if axis.get("skipped") is True or axis_score(report, key) is None:
+        return "skipped"
+    if (
+        axis.get("excluded_from_composite") is True
+        or axis.get("in_composite") is False
+        or (key == "rniah" and axis.get("confidence") == "low")
+    ):
+        return "unscored"
+    return "ok"
+
+
+def axis_cell(report: Mapping[str, Any], key: str, digits: int = 2) -> str:
+    """A table cell for one axis: the score, or what stands in its place."""
+    status = axis_status(report, key)
+    if status == "error":
+        return "error"
+    if status == "invalid":
+        return "invalid"
+    if status in ("skipped", "missing"):
+        return "—"
+    text = fmt(axis_score(report, key), digits)
+    return f"({text})" if status == "unscored" else text
+
+
+def axis_problems(report: Mapping[str, Any]) -> list[str]:
+    """One short phrase per errored / invalid axis, e.g. ``"B KLD@D error: out of memory"``."""
+    out: list[str] = []
+    axes = axes_of(report)
+    for key in AXES:
+        status = axis_status(report, key)
+        axis = axes.get(key, {})
+        name = f"{AXIS_LETTERS[key]} {AXIS_TITLES[key]}"
+        if status == "error":
+            out.append(f"{name} error: {axis.get('error')}")
+        elif status == "invalid":
+            out.append(f"{name} invalid: {axis.get('invalid_reason') or 'non-finite logits'}")
+    return out
+
+
+def report_status(report: Mapping[str, Any]) -> str:
+    """``ok`` or ``partial`` (an axis failed at run time)."""
+    status = report.get("status")
+    if isinstance(status, str) and status:
+        return status
+    return "partial" if any(axis_status(report, k) == "error" for k in AXES) else "ok"
+
+
+def is_self_check(report: Mapping[str, Any]) -> bool:
+    """A ref-vs-ref run (candidate == reference): a negative control, not a score."""
+    flag = report.get("self_check")
+    if isinstance(flag, bool):
+        return flag
+    ref, cand = report.get("reference"), report.get("candidate")
+    return isinstance(ref, str) and bool(ref) and ref == cand
+
+
+def is_verified(report: Mapping[str, Any]) -> bool:
+    """Whether the report carries input hashes (ours do; refract-llm's do not)."""
+    prov = report.get("provenance")
+    if not isinstance(prov, Mapping):
+        return False
+    model = prov.get("model")
+    return isinstance(model, Mapping) and isinstance(model.get("sha256"), str)
+
+
+def noise_floor(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``axes.gtm.noise_floor`` when measured."""
+    floor = axes_of(report).get("gtm", {}).get("noise_floor")
+    return dict(floor) if isinstance(floor, Mapping) else None
+
+
+def noise_floor_text(report: Mapping[str, Any]) -> str:
+    """``"58.0 (within)"`` or ``"—"``."""
+    floor = noise_floor(report)
+    if floor is None:
+        return "—"
+    verdict = floor.get("verdict")
+    if verdict is None:
+        got = noise_floor_verdict(axis_score(report, "gtm"), floor)
+        verdict = got[0] if got else None
+    text = fmt(floor.get("score"), 1)
+    return f"{text} ({verdict})" if verdict else text
+
+
+def needle_keyword(axis: Mapping[str, Any]) -> Any:
+    """R-NIAH keyword: ``needle_keyword`` (v0.3.3) or ``password_keyword`` (older)."""
+    return axis.get("needle_keyword", axis.get("password_keyword", axis.get("keyword")))
+
+
 __all__ = [
+    "AXIS_STATUSES",
     "as_float",
+    "axis_cell",
+    "axis_problems",
+    "axis_status",
+    "is_self_check",
+    "is_verified",
+    "needle_keyword",
+    "noise_floor",
+    "noise_floor_text",
+    "report_status",
     "axes_of",
     "axis_score",
     "axis_scores",

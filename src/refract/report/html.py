@@ -15,14 +15,21 @@ from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 from refract.report.fields import (
     as_float,
     axes_of,
+    axis_problems,
     axis_score,
+    axis_status,
     diagnosis_of,
     fmt,
     fmt_kld,
     framework_label,
+    is_self_check,
+    is_verified,
     model_name,
+    needle_keyword,
+    noise_floor,
     report_band,
     report_composite,
+    report_status,
 )
 from refract.report.io import dumps_report, write_text
 from refract.report.svg import (
@@ -77,7 +84,11 @@ pre { background: var(--code); padding: 12px; border-radius: 8px; overflow: auto
 .pill.small { padding: 1px 8px; font-size: 0.72rem; }
 .pill.b-excellent { background: var(--excellent); } .pill.b-pass { background: var(--pass); }
 .pill.b-degraded { background: var(--degraded); } .pill.b-fail { background: var(--fail); }
-.pill.b-skipped { background: var(--muted); }
+.pill.b-skipped, .pill.b-unscored { background: var(--muted); }
+.pill.b-error { background: #8250df; } .pill.b-invalid { background: var(--fail); }
+.banner { border-left: 4px solid var(--degraded); padding: 6px 12px; margin: 10px 0 0;
+  background: var(--code); border-radius: 4px; }
+.banner.error { border-left-color: #8250df; }
 .c-excellent { color: var(--excellent); } .c-pass { color: var(--pass); }
 .c-degraded { color: var(--degraded); } .c-fail { color: var(--fail); }
 .summary { font-size: 1.02rem; }
@@ -178,19 +189,46 @@ def _bullets(items: Sequence[str], cls: str = "") -> str:
     return f"<ul{attr}>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
+def _axis_badge(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:
+    status = axis_status(report, key)
+    score = axis_score(report, key)
+    if status in ("skipped", "missing"):
+        return pill(None, True)
+    if status == "error":
+        return pill("error", True)
+    if status == "invalid":
+        return pill("FAIL", True) + " " + pill("invalid", True)
+    if status == "unscored":
+        return pill("unscored", True)
+    return pill(str(axis.get("band") or band(score)), True)
+
+
 def _axis_heading(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:
     score = axis_score(report, key)
-    badge = pill(None, True) if score is None else pill(str(axis.get("band") or band(score)), True)
+    status = axis_status(report, key)
     excluded = (
         ' <span class="note">(excluded from the composite)</span>'
-        if axis.get("in_composite") is False
+        if axis.get("in_composite") is False and status not in ("skipped", "missing")
         else ""
     )
     desc = axis.get("description")
     desc_html = f'<p class="sub">{esc(desc)}</p>' if desc else ""
+    method = axis.get("method")
+    if method:
+        version = axis.get("method_version")
+        desc_html += (
+            f'<p class="note">method <code>{esc(method)}</code>'
+            f"{' v' + esc(version) if version else ''}</p>"
+        )
+    if status == "invalid":
+        desc_html += (
+            f'<p class="banner error">Invalid: '
+            f"{esc(axis.get('invalid_reason') or 'candidate produced non-finite logits')}. "
+            "Scored 0, so the composite is 0.</p>"
+        )
     return (
         f"<h2>{esc(AXIS_LETTERS[key])} · {esc(AXIS_TITLES[key])} — "
-        f"{esc(fmt(score))} {badge}{excluded}</h2>{desc_html}"
+        f"{esc(fmt(score))} {_axis_badge(report, key, axis)}{excluded}</h2>{desc_html}"
     )
 
 
@@ -201,9 +239,28 @@ def _header(report: Mapping[str, Any]) -> str:
     comp = report_composite(report)
     comp_band = report_band(report)
     cls = "c-" + comp_band.lower()
+    banners = ""
+    if is_self_check(report):
+        banners += (
+            '<p class="banner"><strong>Self-check: reference vs reference — not a quantization '
+            "score.</strong> The candidate is the reference itself; this run measures "
+            "refract's own run-to-run noise (a negative control).</p>"
+        )
+    if report_status(report) != "ok":
+        banners += (
+            '<p class="banner error"><strong>Partial report:</strong> '
+            + esc("; ".join(p for p in axis_problems(report) if " error: " in p))
+            + ". The composite covers the other axes.</p>"
+        )
+    if not is_verified(report):
+        banners += (
+            '<p class="note">unverified: this report carries no input hashes (model, corpus, '
+            "prompts).</p>"
+        )
+    title = "REFRACT self-check" if is_self_check(report) else "REFRACT"
     return (
         '<header class="card">'
-        f"<h1>REFRACT · {esc(model_name(report))}</h1>"
+        f"<h1>{esc(title)} · {esc(model_name(report))}</h1>"
         f'<p class="sub">candidate <code>{esc(report.get("candidate") or "?")}</code> vs '
         f"reference <code>{esc(report.get('reference') or '?')}</code></p>"
         '<div class="hero">'
@@ -213,7 +270,7 @@ def _header(report: Mapping[str, Any]) -> str:
         f'<div class="note">composite: harmonic mean of the axes, 0–100, higher is closer to '
         f"the reference · {esc(framework_label(report))}"
         f"{' · ' + esc(report['timestamp']) if report.get('timestamp') else ''}</div></div>"
-        "</div></header>"
+        f"</div>{banners}</header>"
     )
 
 
@@ -222,9 +279,18 @@ def _scores(report: Mapping[str, Any]) -> str:
     items: list[tuple[str, float | None, str]] = [("Composite", report_composite(report), "")]
     for key in AXES:
         axis = axes.get(key, {})
+        status = axis_status(report, key)
         note = "excluded" if axis.get("in_composite") is False else ""
         if key == "rniah" and axis.get("confidence") == "low":
             note = "low confidence"
+        if status in ("skipped", "missing"):
+            note = "skipped"
+        elif status == "error":
+            note = "error"
+        elif status == "invalid":
+            note = "invalid"
+        elif key == "gtm" and noise_floor(report) is not None:
+            note = f"floor {fmt(noise_floor(report).get('score'), 1)}"  # type: ignore[union-attr]
         items.append((f"{AXIS_LETTERS[key]} · {AXIS_TITLES[key]}", axis_score(report, key), note))
     diag = _bullets(diagnosis_of(report))
     detail = report.get("composite_detail")
@@ -261,6 +327,7 @@ def _gtm(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
             ("mean reference length", axis.get("mean_ref_length")),
             ("mean candidate length", axis.get("mean_cand_length")),
             *_divergence_rows(axis),
+            *_noise_floor_rows(axis),
         ]
     )
     per_prompt = axis.get("per_prompt")
@@ -274,6 +341,29 @@ def _gtm(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
         f"<section>{_axis_heading(report, 'gtm', axis)}{stats}{chart}"
         f"{_bullets([str(n) for n in axis.get('notes') or []], 'note')}</section>"
     )
+
+
+def _noise_floor_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Axis A's numerical-noise floor: the reference scored against itself."""
+    floor = axis.get("noise_floor")
+    if not isinstance(floor, Mapping):
+        return []
+    rate = as_float(floor.get("full_match_rate"))
+    verdict = floor.get("verdict")
+    tol = as_float(floor.get("tolerance"))
+    score_txt = fmt(floor.get("score"), 1)
+    if verdict:
+        score_txt += f" — candidate {verdict} numerical noise"
+        if tol is not None:
+            score_txt += f" (tolerance {tol:.1f})"
+    n_m, n_p = floor.get("n_matched"), floor.get("n_prompts")
+    return [
+        ("numerical-noise floor (reference vs itself)", score_txt),
+        ("noise floor full-match rate", None if rate is None else (
+            f"{rate * 100:.1f}%" + (f" ({n_m}/{n_p})" if n_m is not None and n_p else ""))),
+        ("noise floor median first divergence", floor.get("median_first_divergence")),
+        ("noise floor method", floor.get("method")),
+    ]
 
 
 def _divergence_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -392,7 +482,7 @@ def _rniah(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
     stats = kv_table(
         [
             ("needle", axis.get("needle")),
-            ("keyword", axis.get("password_keyword", axis.get("keyword"))),
+            ("keyword", needle_keyword(axis)),
             ("cells", axis.get("n_cells")),
             ("reference mean accuracy", None if base is None else f"{base:.2f}"),
             ("confidence", axis.get("confidence")),
@@ -500,6 +590,14 @@ def _plad(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
     )
 
 
+def _errored(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:
+    return (
+        f"<section>{_axis_heading(report, key, axis)}<p class=\"banner error\">This axis "
+        f"failed at run time: {esc(axis.get('error'))}. It is left out of the composite; "
+        "the other axes are kept.</p></section>"
+    )
+
+
 def _skipped(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:
     reason = axis.get("reason")
     why = f" ({esc(reason)})" if reason else ""
@@ -548,7 +646,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         axis = axes.get(key)
         if axis is None:
             continue
-        if axis_score(report, key) is None:
+        if axis_status(report, key) == "error":
+            parts.append(_errored(report, key, axis))
+        elif axis_score(report, key) is None:
             parts.append(_skipped(report, key, axis))
         else:
             parts.append(_SECTIONS[key](report, axis))
@@ -558,7 +658,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         "<footer>Generated by refract. Scores rank the KV-cache configuration against "
         "the reference on the same model, not the model itself.</footer>"
     )
-    title = f"REFRACT · {model_name(report)} · {report.get('candidate') or ''}"
+    kind = "REFRACT self-check" if is_self_check(report) else "REFRACT"
+    title = f"{kind} · {model_name(report)} · {report.get('candidate') or ''}"
     return page(title, "\n".join(parts))
 
 

@@ -1,8 +1,23 @@
-"""Leaderboard: rank the reports in a directory, per candidate KV config.
+"""Leaderboard: rank the reports in a directory, one table per candidate KV config.
 
-Reports are grouped by (candidate, reference, framework) — scores from different methodology
-versions or references are never ranked against each other — and ranked by composite within
-each group. Output is Markdown or a self-contained HTML page, chosen by file extension.
+Each table ranks one candidate across models (rows are models) by composite. Within a table:
+
+* the reports must be comparable on everything but the model
+  (:func:`refract.report.comparability.check_comparable` with ``include_model=False``:
+  reference, corpus / prompt-set / haystack identity, chunks, ctx, n_predict, seed, chat
+  template, decode mode, R-NIAH settings, axis methods and versions). Otherwise
+  :class:`IncompatibleReports` (exit 2) unless ``allow_incompatible``, in which case the rows
+  are shown with the differing items marked;
+* one row per model: when a directory holds several reports of the same model (same SHA-256,
+  else same file name) for one candidate, the newest (by timestamp) is ranked and the others
+  are listed as superseded;
+* negative controls (self-check: candidate == reference) and partial reports (an axis failed
+  at run time, so the composite covers fewer axes) are shown below the ranked rows, unranked;
+* every row shows its framework version and a settings fingerprint; reports without input
+  hashes (refract-llm's) are marked unverified, never refused.
+
+Output is Markdown or a self-contained HTML page (by file extension); :func:`write_leaderboards`
+writes both (``LEADERBOARD.md`` and ``leaderboard.html``) for a matrix run.
 """
 
 from __future__ import annotations
@@ -14,6 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.comparability import (
+    Comparability,
+    IncompatibleReports,
+    check_comparable,
+    settings_fingerprint,
+    settings_summary,
+)
 from refract.report.compare import CompareRow, row_for
 from refract.report.fields import fmt, fmt_kld, short_notes
 from refract.report.io import ReportError, load_report, write_text
@@ -25,19 +47,35 @@ DISCLAIMERS: tuple[str, ...] = (
         "reference config. A higher rank means the config changes that model less, not that "
         "the model is better."
     ),
-    "Rows are only comparable within a group (same candidate, reference and framework).",
+    (
+        "Rows of one table are comparable: same candidate, reference, inputs (corpus, prompt "
+        "set, haystack) and settings; only the model differs."
+    ),
+    (
+        "Self-checks (candidate = reference) are negative controls and partial reports (an "
+        "axis failed) cover fewer axes: both are shown unranked."
+    ),
     (
         "Each row is one run; differences of a point or two are within run-to-run noise "
         "unless a noise floor was measured."
     ),
 )
 
+MARKDOWN_NAME = "LEADERBOARD.md"
+HTML_NAME = "leaderboard.html"
+
 
 @dataclass(frozen=True)
 class LeaderboardEntry:
-    rank: int
+    rank: int | None
+    """Competition rank among the ranked rows; ``None`` for controls and partial reports."""
     row: CompareRow
     notes: str
+    kind: str = "ranked"
+    """``ranked``, ``control`` (self-check) or ``partial``."""
+    settings: str = ""
+    """Settings fingerprint (8 hex digits): equal on every row of a comparable table."""
+    differs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,13 +84,22 @@ class LeaderboardGroup:
     reference: str
     framework: str
     entries: tuple[LeaderboardEntry, ...]
+    settings: str = ""
+    """Short human reading of the group's settings."""
+    comparability: Comparability | None = None
+    self_check: bool = False
 
 
 @dataclass(frozen=True)
 class Leaderboard:
     groups: tuple[LeaderboardGroup, ...]
     skipped: tuple[str, ...] = field(default_factory=tuple)
-    """Files found but not loaded, each as 'path: reason'."""
+    """Files found but not loaded or not ranked, each as 'path: reason'."""
+
+    @property
+    def incompatible(self) -> tuple[LeaderboardGroup, ...]:
+        """Groups whose reports are not comparable (shown because incompatibility was allowed)."""
+        return tuple(g for g in self.groups if g.comparability and not g.comparability.ok)
 
 
 def collect_reports(
@@ -75,40 +122,133 @@ def collect_reports(
     return loaded, skipped
 
 
-def _rank(rows: list[tuple[CompareRow, Mapping[str, Any]]]) -> tuple[LeaderboardEntry, ...]:
-    ordered = sorted(rows, key=lambda r: (-r[0].composite, r[0].model, r[0].name))
+def _model_key(row: CompareRow, report: Mapping[str, Any]) -> str:
+    prov = report.get("provenance")
+    model = prov.get("model") if isinstance(prov, Mapping) else None
+    sha = model.get("sha256") if isinstance(model, Mapping) else None
+    return f"sha:{sha}" if isinstance(sha, str) else f"name:{row.model}"
+
+
+def _notes(row: CompareRow, report: Mapping[str, Any], kind: str, differs: Sequence[str]) -> str:
+    parts: list[str] = []
+    if kind == "control":
+        parts.append("self-check: negative control, not ranked")
+    elif kind == "partial":
+        parts.append("partial: not ranked")
+    parts += list(row.problems)
+    diag = short_notes(report)
+    if diag:
+        parts.append(diag)
+    if not row.verified:
+        parts.append("unverified")
+    if differs:
+        parts.append("differs: " + ", ".join(differs))
+    return "; ".join(parts)
+
+
+def _build_group(
+    candidate: str,
+    items: list[tuple[CompareRow, Mapping[str, Any]]],
+    superseded: list[str],
+    allow_incompatible: bool,
+) -> LeaderboardGroup:
+    # one row per model: keep the newest report of each model
+    by_model: dict[str, list[tuple[CompareRow, Mapping[str, Any]]]] = {}
+    for row, report in items:
+        by_model.setdefault(_model_key(row, report), []).append((row, report))
+    kept: list[tuple[CompareRow, Mapping[str, Any]]] = []
+    for reps in by_model.values():
+        reps.sort(key=lambda r: (str(r[1].get("timestamp") or ""), r[0].path or r[0].name))
+        kept.append(reps[-1])
+        for row, _ in reps[:-1]:
+            superseded.append(
+                f"{row.path or row.name}: superseded by a newer report of the same model and "
+                f"candidate ({reps[-1][0].path or reps[-1][0].name})"
+            )
+    kept.sort(key=lambda r: (r[0].model, r[0].name))
+    names = [r.name for r, _ in kept]
+    comp = check_comparable([rep for _, rep in kept], names, include_model=False)
+    if not comp.ok and not allow_incompatible:
+        raise IncompatibleReports(
+            f"leaderboard: reports for candidate {candidate!r} are not comparable: "
+            f"{comp.reasons()} (use --allow-incompatible to show them side by side anyway)"
+        )
+    marks = {names[i]: tuple(comp.marks(i)) for i in range(len(kept))}
+    ranked = [(r, rep) for r, rep in kept if not r.self_check and r.status == "ok"]
+    partial = [(r, rep) for r, rep in kept if not r.self_check and r.status != "ok"]
+    control = [(r, rep) for r, rep in kept if r.self_check]
     entries: list[LeaderboardEntry] = []
     prev: float | None = None
     rank = 0
+    ordered = sorted(ranked, key=lambda r: (-r[0].composite, r[0].model, r[0].name))
     for i, (row, report) in enumerate(ordered, start=1):
         if prev is None or row.composite != prev:
             rank = i  # competition ranking: ties share a rank
         prev = row.composite
-        entries.append(LeaderboardEntry(rank=rank, row=row, notes=short_notes(report)))
-    return tuple(entries)
+        entries.append(_entry(rank, row, report, "ranked", marks[row.name]))
+    for kind, rows in (("partial", partial), ("control", control)):
+        for row, report in sorted(rows, key=lambda r: (-r[0].composite, r[0].model)):
+            entries.append(_entry(None, row, report, kind, marks[row.name]))
+    refs = sorted({r.reference for r, _ in kept})
+    frameworks = sorted({r.framework for r, _ in kept})
+    summaries = sorted({settings_summary(rep) for _, rep in kept})
+    return LeaderboardGroup(
+        candidate=candidate,
+        reference=", ".join(refs),
+        framework=", ".join(frameworks),
+        entries=tuple(entries),
+        settings=" | ".join(summaries),
+        comparability=comp,
+        self_check=bool(kept) and all(r.self_check for r, _ in kept),
+    )
+
+
+def _entry(
+    rank: int | None,
+    row: CompareRow,
+    report: Mapping[str, Any],
+    kind: str,
+    differs: tuple[str, ...],
+) -> LeaderboardEntry:
+    return LeaderboardEntry(
+        rank=rank,
+        row=row,
+        notes=_notes(row, report, kind, differs),
+        kind=kind,
+        settings=settings_fingerprint(report),
+        differs=differs,
+    )
 
 
 def build_leaderboard(
     source: str
     | os.PathLike[str]
     | Iterable[tuple[str | os.PathLike[str] | None, Mapping[str, Any]]],
+    *,
+    allow_incompatible: bool = False,
 ) -> Leaderboard:
-    """Group and rank reports from a directory, or from (path or None, report) pairs."""
+    """Group and rank reports from a directory, or from (path or None, report) pairs.
+
+    Raises :class:`IncompatibleReports` when a candidate's reports are not comparable
+    (everything but the model), unless ``allow_incompatible``.
+    """
     skipped: list[str] = []
     if isinstance(source, (str, os.PathLike)):
         pairs: Sequence[tuple[Any, Mapping[str, Any]]]
         pairs, skipped = collect_reports(source)
     else:
         pairs = list(source)
-    buckets: dict[tuple[str, str, str], list[tuple[CompareRow, Mapping[str, Any]]]] = {}
+    buckets: dict[str, list[tuple[CompareRow, Mapping[str, Any]]]] = {}
     for path, report in pairs:
         row = row_for(report, path)
-        buckets.setdefault((row.candidate, row.reference, row.framework), []).append((row, report))
-    groups = tuple(
-        LeaderboardGroup(candidate=c, reference=r, framework=f, entries=_rank(rows))
-        for (c, r, f), rows in sorted(buckets.items())
-    )
-    return Leaderboard(groups=groups, skipped=tuple(skipped))
+        buckets.setdefault(row.candidate, []).append((row, report))
+    superseded: list[str] = []
+    groups = [
+        _build_group(c, rows, superseded, allow_incompatible)
+        for c, rows in sorted(buckets.items())
+    ]
+    groups.sort(key=lambda g: (g.self_check, g.candidate))  # controls last
+    return Leaderboard(groups=tuple(groups), skipped=tuple(skipped + superseded))
 
 
 HEADERS: tuple[str, ...] = (
@@ -118,20 +258,33 @@ HEADERS: tuple[str, ...] = (
     "band",
     *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
     "KLD (nats)",
+    "A noise floor",
+    "framework",
+    "settings",
     "notes",
 )
 _NUMERIC = {0, 2, *range(4, 4 + len(AXES) + 1)}
+_BAND_COL = 3
+
+
+def _rank_text(entry: LeaderboardEntry) -> str:
+    if entry.rank is not None:
+        return str(entry.rank)
+    return "ctl" if entry.kind == "control" else "—"
 
 
 def entry_cells(entry: LeaderboardEntry) -> list[str]:
     row = entry.row
     return [
-        str(entry.rank),
+        _rank_text(entry),
         row.model,
         fmt(row.composite),
         row.band,
-        *(fmt(row.scores.get(k)) for k in AXES),
+        *(row.cells.get(k) or fmt(row.scores.get(k)) for k in AXES),
         fmt_kld(row.mean_kld),
+        row.noise_floor,
+        row.framework,
+        entry.settings,
         entry.notes,
     ]
 
@@ -146,6 +299,10 @@ def _md(text: str) -> str:
     )
 
 
+def _group_title(group: LeaderboardGroup) -> str:
+    return " — self-check (negative control)" if group.self_check else ""
+
+
 def leaderboard_markdown(board: Leaderboard) -> str:
     lines = ["# REFRACT leaderboard", ""]
     lines += [f"> {d}" for d in DISCLAIMERS[:1]]
@@ -154,13 +311,21 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         lines += ["_No reports found._", ""]
     for group in board.groups:
         lines += [
-            f"## Candidate `{_md(group.candidate)}`",
+            f"## Candidate `{_md(group.candidate)}`{_group_title(group)}",
             "",
             (
                 f"Reference `{_md(group.reference)}` · {_md(group.framework)} · "
-                f"{len(group.entries)} report(s)"
+                f"settings: {_md(group.settings)} · {len(group.entries)} report(s)"
             ),
             "",
+        ]
+        if group.comparability is not None and not group.comparability.ok:
+            lines += [
+                f"**Not comparable** (shown with --allow-incompatible): "
+                f"{_md(group.comparability.reasons())}",
+                "",
+            ]
+        lines += [
             "| " + " | ".join(HEADERS) + " |",
             "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|",
         ]
@@ -185,6 +350,7 @@ def leaderboard_html(board: Leaderboard) -> str:
     ]
     if not board.groups:
         parts.append('<section><p class="note">No reports found.</p></section>')
+    axis_cols = range(4, 4 + len(AXES))
     for group in board.groups:
         head = "".join(
             f"<th{' class=num' if i in _NUMERIC else ''}>{esc(h)}</th>"
@@ -195,18 +361,29 @@ def leaderboard_html(board: Leaderboard) -> str:
             cells = entry_cells(entry)
             tds = []
             for i, cell in enumerate(cells):
-                if i == 3:
+                if i == _BAND_COL:
                     tds.append(f"<td>{pill(cell, True)}</td>")
+                elif i in axis_cols and cell in ("error", "invalid"):
+                    tds.append(f"<td class=num>{pill(cell, True)}</td>")
                 elif i in _NUMERIC:
                     tds.append(f"<td class=num>{esc(cell)}</td>")
                 else:
                     tds.append(f"<td>{esc(cell)}</td>")
             tip = esc(entry.row.path or entry.row.name)
-            body.append(f'<tr title="{tip}">' + "".join(tds) + "</tr>")
+            cls = f' class="{esc(entry.kind)}"' if entry.kind != "ranked" else ""
+            body.append(f'<tr title="{tip}"{cls}>' + "".join(tds) + "</tr>")
+        warn = ""
+        if group.comparability is not None and not group.comparability.ok:
+            warn = (
+                '<p class="banner error"><strong>Not comparable</strong> (shown with '
+                f"--allow-incompatible): {esc(group.comparability.reasons())}</p>"
+            )
         parts.append(
-            f"<section><h2>Candidate <code>{esc(group.candidate)}</code></h2>"
+            f"<section><h2>Candidate <code>{esc(group.candidate)}</code>"
+            f"{esc(_group_title(group))}</h2>"
             f'<p class="sub">reference <code>{esc(group.reference)}</code> · '
-            f"{esc(group.framework)} · {len(group.entries)} report(s)</p>"
+            f"{esc(group.framework)} · settings: {esc(group.settings)} · "
+            f"{len(group.entries)} report(s)</p>{warn}"
             f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div></section>'
         )
     if board.skipped:
@@ -229,7 +406,10 @@ def render_leaderboard(board: Leaderboard, fmt_name: str) -> str:
 
 
 def write_leaderboard(
-    source: str | os.PathLike[str] | Leaderboard, out: str | os.PathLike[str]
+    source: str | os.PathLike[str] | Leaderboard,
+    out: str | os.PathLike[str],
+    *,
+    allow_incompatible: bool = False,
 ) -> Path:
     """Build (unless given) and write a leaderboard; the format follows ``out``'s extension
     (.md / .markdown → Markdown, .html / .htm → HTML)."""
@@ -239,15 +419,53 @@ def write_leaderboard(
         raise ValueError(
             f"{out_path}: cannot tell the leaderboard format from the extension (use .md or .html)"
         )
-    board = source if isinstance(source, Leaderboard) else build_leaderboard(source)
+    board = (
+        source
+        if isinstance(source, Leaderboard)
+        else build_leaderboard(source, allow_incompatible=allow_incompatible)
+    )
     return write_text(render_leaderboard(board, suffix), out_path)
+
+
+@dataclass(frozen=True)
+class LeaderboardFiles:
+    markdown: Path
+    html: Path
+    board: Leaderboard
+
+
+def write_leaderboards(
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    allow_incompatible: bool = True,
+) -> LeaderboardFiles:
+    """Write ``out_dir/LEADERBOARD.md`` and ``out_dir/leaderboard.html`` (each atomically)
+    from the reports under ``in_dir`` (for a matrix run: in_dir == out_dir).
+
+    By default incomparable tables are still written, with the differences marked (a long
+    matrix run should not lose its summary to one stale report); check
+    ``result.board.incompatible`` to warn. ``allow_incompatible=False`` raises
+    :class:`IncompatibleReports` instead. Raises :class:`ReportError` if ``in_dir`` is not a
+    directory.
+    """
+    board = build_leaderboard(in_dir, allow_incompatible=allow_incompatible)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = write_text(leaderboard_markdown(board), out / MARKDOWN_NAME)
+    html = write_text(leaderboard_html(board), out / HTML_NAME)
+    return LeaderboardFiles(markdown=md, html=html, board=board)
 
 
 __all__ = [
     "DISCLAIMERS",
     "HEADERS",
+    "HTML_NAME",
+    "MARKDOWN_NAME",
+    "IncompatibleReports",
     "Leaderboard",
     "LeaderboardEntry",
+    "LeaderboardFiles",
     "LeaderboardGroup",
     "build_leaderboard",
     "collect_reports",
@@ -256,4 +474,5 @@ __all__ = [
     "leaderboard_markdown",
     "render_leaderboard",
     "write_leaderboard",
+    "write_leaderboards",
 ]

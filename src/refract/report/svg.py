@@ -44,7 +44,8 @@ def band_class(score: float | None) -> str:
 
 
 def score_bars(items: Sequence[tuple[str, float | None, str]]) -> str:
-    """Horizontal 0–100 bars. ``items`` = (label, score or None, note shown after the bar)."""
+    """Horizontal 0–100 bars. ``items`` = (label, score or None, note shown after the bar;
+    for a None score the note replaces the bar, default "skipped")."""
     left, bar_w, right, row_h = 150.0, 430.0, 120.0, 30.0
     top = 22.0
     height = top + row_h * len(items) + 8
@@ -72,7 +73,7 @@ def score_bars(items: Sequence[tuple[str, float | None, str]]) -> str:
         cy = y + row_h / 2 - 2
         parts.append(_text(left - 10, cy + 4, label, "label", "end"))
         if score is None or math.isnan(score):
-            shown = "skipped" if score is None else "n/a"
+            shown = (note or "skipped") if score is None else "n/a"
             parts.append(_text(left + 6, cy + 4, shown, "muted"))
             continue
         w = bar_w * max(0.0, min(100.0, score)) / 100

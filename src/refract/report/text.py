@@ -19,19 +19,30 @@ from refract.report.fields import (
     as_float,
     axes_of,
     axis_score,
+    axis_status,
     diagnosis_of,
     fmt,
     fmt_kld,
+    is_self_check,
     model_name,
+    noise_floor,
     report_band,
     report_composite,
+    report_status,
 )
+from refract.report.fields import noise_floor_text as _floor_text
+
+SELF_CHECK_TITLE = "REFRACT self-check: reference vs reference — not a quantization score"
 
 BAND_STYLES: dict[str, str] = {
     "EXCELLENT": "bold green",
     "PASS": "bold cyan",
     "DEGRADED": "bold yellow",
     "FAIL": "bold red",
+    "invalid": "bold red",
+    "error": "bold magenta",
+    "unscored": "dim",
+    "skipped": "dim",
 }
 
 _BAR_WIDTH = 20
@@ -107,17 +118,47 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     for key in AXES:
         axis = axes.get(key, {})
         title = f"{AXIS_LETTERS[key]}  {AXIS_TITLES[key]}"
+        status = axis_status(report, key)
         score = axis_score(report, key)
-        if score is None:
-            table.add_row(title, "—", Text("skipped", style="dim"), _bar(None), "")
+        if status == "error":
+            table.add_row(title, "—", Text("error", style=BAND_STYLES["error"]), _bar(None),
+                          Text(f"failed: {axis.get('error')}"))
+            continue
+        if status in ("skipped", "missing"):
+            reason = axis.get("reason")
+            table.add_row(title, "—", Text("skipped", style="dim"), _bar(None),
+                          Text(str(reason) if reason else ""))
+            continue
+        if status == "invalid":
+            label = Text("FAIL", style=BAND_STYLES["FAIL"])
+            label.append(" invalid", style=BAND_STYLES["invalid"])
+            table.add_row(title, fmt(score), label, _bar(score),
+                          Text(str(axis.get("invalid_reason") or "non-finite logits")))
             continue
         axis_band = str(axis.get("band") or band(score))
-        label = Text(axis_band, style=BAND_STYLES.get(axis_band, ""))
-        if axis.get("in_composite") is False:
+        if status == "unscored":
+            label = Text("unscored", style="dim")
             label.append(" (excluded)", style="dim")
-        table.add_row(title, fmt(score), label, _bar(score), Text(_axis_detail(key, axis)))
+        else:
+            label = Text(axis_band, style=BAND_STYLES.get(axis_band, ""))
+            if axis.get("in_composite") is False:
+                label.append(" (excluded)", style="dim")
+        detail = _axis_detail(key, axis)
+        if key == "gtm" and noise_floor(report) is not None:
+            floor = _floor_text(report)
+            detail = f"numerical-noise floor {floor}" + (f" · {detail}" if detail else "")
+        table.add_row(title, fmt(score), label, _bar(score), Text(detail))
 
     parts: list[RenderableType] = [head, Text(), meta, table]
+    if is_self_check(report):
+        parts.insert(0, Text(
+            "Self-check: candidate = reference. This measures refract's own run-to-run noise "
+            "(a negative control), not a quantization.", style="bold yellow"))
+    if report_status(report) != "ok":
+        failed = [k for k in AXES if axis_status(report, k) == "error"]
+        parts.insert(0, Text(
+            f"Partial report: {', '.join(f'{AXIS_LETTERS[k]} {AXIS_TITLES[k]}' for k in failed)}"
+            " failed; the composite covers the other axes.", style=BAND_STYLES["error"]))
     diagnosis = diagnosis_of(report)
     if diagnosis:
         parts.append(Text("Diagnosis", style="bold"))
@@ -129,7 +170,8 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
         parts.append(_bullets(notes, "dim"))
     return Panel(
         Group(*parts),
-        title="[bold]REFRACT report card[/bold]",
+        title=f"[bold]{SELF_CHECK_TITLE if is_self_check(report) else 'REFRACT report card'}"
+        "[/bold]",
         title_align="left",
         border_style=style.replace("bold ", ""),
         box=box.ROUNDED,
@@ -187,4 +229,10 @@ def render_text(report: Mapping[str, Any], *, color: bool | None = None, width: 
     return buf.getvalue()
 
 
-__all__ = ["BAND_STYLES", "print_report", "render_text", "report_renderable"]
+__all__ = [
+    "BAND_STYLES",
+    "SELF_CHECK_TITLE",
+    "print_report",
+    "render_text",
+    "report_renderable",
+]

@@ -1,0 +1,225 @@
+"""Provenance: what exactly was scored (SPEC §5, ours).
+
+A report's ``provenance`` key records the SHA-256 of every input that determines the scores
+(model file, KLD corpus, R-NIAH haystack, prompt set) and the corpus identity, so that
+``refract compare`` / ``refract leaderboard`` can refuse reports that were not measured on the
+same things.
+
+* :func:`file_sha256` streams a file once and caches the digest by (resolved path, size,
+  mtime_ns) in ``<cache>/sha256-cache.json`` (``$REFRACT_CACHE_DIR`` or ``~/.cache/refract``):
+  a multi-gigabyte GGUF is hashed once, not on every score. The cache is rewritten atomically
+  (temporary file + ``os.replace``), so concurrent writers can lose each other's entries but
+  never corrupt the file; a corrupt or unreadable cache is ignored.
+* :func:`corpus_identity` names a corpus: ``"wikitext-2-raw-v1 test"`` for the canonical
+  ``wiki.test.raw``, any name registered with :func:`register_identity` (the bundled corpus
+  registers ``"bundled:<name>"``), else ``"custom"``.
+* :func:`build_provenance` assembles the report's ``provenance`` dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+CACHE_FILE: Final[str] = "sha256-cache.json"
+CACHE_MAX_ENTRIES: Final[int] = 512
+_CHUNK: Final[int] = 1 << 20
+
+WIKITEXT2_TEST_NAME: Final[str] = "wikitext-2-raw-v1 test"
+WIKITEXT2_TEST_BYTES: Final[int] = 1_290_590
+WIKITEXT2_TEST_SHA256: Final[str] = (
+    "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"
+)
+
+#: (bytes, sha256) → identity name. Extend with :func:`register_identity`.
+KNOWN_IDENTITIES: dict[tuple[int, str], str] = {
+    (WIKITEXT2_TEST_BYTES, WIKITEXT2_TEST_SHA256): WIKITEXT2_TEST_NAME,
+}
+
+_lock = threading.Lock()
+
+
+def register_identity(name: str, n_bytes: int, sha256: str) -> None:
+    """Name a corpus by its size and digest (e.g. ``"bundled:wiki-mini"``)."""
+    if not name or name == "custom":
+        raise ValueError(f"corpus identity name {name!r} is reserved or empty")
+    KNOWN_IDENTITIES[(int(n_bytes), sha256.lower())] = name
+
+
+def text_sha256(text: str) -> str:
+    """SHA-256 of ``text`` encoded as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _cache_path() -> Path:
+    from refract.corpus import default_cache_dir
+
+    return default_cache_dir() / CACHE_FILE
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, entries: Mapping[str, Any]) -> None:
+    """Atomic replace; failures (read-only cache dir …) are silently ignored."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(entries, fh, sort_keys=True)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _stream_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
+    """SHA-256 of a file, streamed once and cached by (resolved path, size, mtime_ns).
+
+    A changed size or modification time re-hashes. Raises :class:`OSError` when the file
+    cannot be read.
+    """
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    cache = _cache_path() if use_cache else None
+    if cache is not None:
+        hit = _read_cache(cache).get(key)
+        if isinstance(hit, dict) and isinstance(hit.get("sha256"), str):
+            return str(hit["sha256"])
+    digest = _stream_sha256(p)
+    if cache is not None:
+        with _lock:  # threads of one process; other processes: last replace wins
+            entries = _read_cache(cache)
+            entries = {k: v for k, v in entries.items() if not k.startswith(f"{p}|")}
+            entries[key] = {"sha256": digest, "size": st.st_size}
+            if len(entries) > CACHE_MAX_ENTRIES:
+                entries = dict(list(entries.items())[-CACHE_MAX_ENTRIES:])
+            _write_cache(cache, entries)
+    return digest
+
+
+def identity_name(n_bytes: int, sha256: str) -> str:
+    return KNOWN_IDENTITIES.get((int(n_bytes), sha256.lower()), "custom")
+
+
+def corpus_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"name", "sha256", "bytes"}`` of a corpus / haystack file."""
+    p = Path(path).expanduser()
+    digest = file_sha256(p)
+    n_bytes = p.stat().st_size
+    return {"name": identity_name(n_bytes, digest), "sha256": digest, "bytes": n_bytes}
+
+
+def text_identity(text: str) -> dict[str, Any]:
+    """Identity of an in-memory corpus (the bytes are its UTF-8 encoding)."""
+    data = text.encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    return {"name": identity_name(len(data), digest), "sha256": digest, "bytes": len(data)}
+
+
+def _file_entry(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return {"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
+
+
+def _corpus_entry(path: str | os.PathLike[str] | None, text: str | None) -> dict[str, Any] | None:
+    if path is not None:
+        return {"path": str(Path(path).expanduser()), **corpus_identity(path)}
+    if text is not None:
+        return {"path": None, **text_identity(text)}
+    return None
+
+
+def prompts_digest(prompts: Iterable[Any]) -> tuple[str, int]:
+    """(SHA-256, count) of a parsed prompt set: a canonical JSON of (id, category, prompt)
+    per prompt, so the digest does not depend on blank lines, comments or key order."""
+    rows = []
+    for p in prompts:
+        if isinstance(p, Mapping):
+            rows.append([str(p.get("id")), str(p.get("category")), str(p.get("prompt"))])
+        else:
+            rows.append([str(p.id), str(p.category), str(p.prompt)])
+    canon = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return text_sha256(canon), len(rows)
+
+
+def build_provenance(
+    model_path: str | os.PathLike[str] | None,
+    corpus_path: str | os.PathLike[str] | None = None,
+    haystack_path: str | os.PathLike[str] | None = None,
+    prompts: str | os.PathLike[str] | Iterable[Any] | None = None,
+    *,
+    prompts_source: str | None = None,
+    corpus_text: str | None = None,
+    haystack_text: str | None = None,
+) -> dict[str, Any]:
+    """The report's ``provenance`` dict.
+
+    ``prompts`` is the parsed prompt list (objects with id/category/prompt, or dicts) or a
+    JSONL path (parsed here); the digest is over the parsed prompts (:func:`prompts_digest`),
+    so the same prompts give the same digest however they were given. ``prompts_source``
+    names the set (a path or ``"bundled"``). ``corpus_text`` / ``haystack_text`` identify
+    an in-memory text when there is no file path.
+    Entries that do not apply are ``None``.
+    """
+    prompt_entry: dict[str, Any] | None = None
+    if isinstance(prompts, (str, os.PathLike)):
+        from refract.promptset import load_prompts
+
+        source = prompts_source or str(Path(prompts).expanduser())
+        prompts = load_prompts(Path(prompts).expanduser())
+    else:
+        source = prompts_source or "bundled"
+    if prompts is not None:
+        digest, n = prompts_digest(prompts)
+        prompt_entry = {"source": source, "sha256": digest, "n": n}
+    return {
+        "model": _file_entry(model_path),
+        "corpus": _corpus_entry(corpus_path, corpus_text),
+        "haystack": _corpus_entry(haystack_path, haystack_text),
+        "prompts": prompt_entry,
+    }
+
+
+__all__ = [
+    "KNOWN_IDENTITIES",
+    "WIKITEXT2_TEST_BYTES",
+    "WIKITEXT2_TEST_NAME",
+    "WIKITEXT2_TEST_SHA256",
+    "build_provenance",
+    "corpus_identity",
+    "file_sha256",
+    "identity_name",
+    "prompts_digest",
+    "register_identity",
+    "text_identity",
+    "text_sha256",
+]

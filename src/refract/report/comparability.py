@@ -1,0 +1,264 @@
+"""Are two reports comparable? (SPEC §5: ``compare`` / ``leaderboard`` refuse otherwise.)
+
+Each report is reduced to a flat *fingerprint*: what was measured (model, reference, which
+axes ran, corpus / haystack / prompt-set identity) and how (chunks, ctx, n_predict, seed, chat
+template, decode mode, R-NIAH lengths / positions / trials, each axis's method and method
+version). Two reports are comparable when every fingerprint item known on both sides is equal.
+
+An item a report does not carry (refract-llm's reports have no hashes, no ``settings``, no
+methods) is *unknown*, never a difference: such reports are marked **unverified** and are
+compared on what they do carry (model file name, reference, chunks × ctx, n_predict, corpus
+size, R-NIAH cell lengths), never refused for lacking hashes.
+
+Model identity: the model file's SHA-256 when both reports have it, else the file name.
+``compare`` checks the model; ``leaderboard`` ranks one candidate across models, so it checks
+everything but the model (``include_model=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from refract.composite import AXES
+from refract.report.fields import axes_of, axis_status, is_verified, model_name
+
+
+class IncompatibleReports(ValueError):  # noqa: N818 - a user mistake, exit 2 via ValueError
+    """Reports measured on different inputs or settings were set side by side."""
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _norm(value: Any) -> Any:
+    """Hashable, comparable form (lists → tuples, floats rounded, sets sorted)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def axes_run(report: Mapping[str, Any]) -> tuple[str, ...]:
+    """The axes a report tried to run (requested in ``settings.axes``, else inferred)."""
+    requested = _get(report, "settings", "axes")
+    if isinstance(requested, list) and requested:
+        return tuple(k for k in AXES if k in requested)
+    return tuple(k for k in AXES if axis_status(report, k) not in ("skipped", "missing"))
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def fingerprint(report: Mapping[str, Any], *, include_model: bool = True) -> dict[str, Any]:
+    """Flat fingerprint; ``None`` = unknown (not compared)."""
+    axes = axes_of(report)
+    settings = report.get("settings") if isinstance(report.get("settings"), Mapping) else {}
+    prov = report.get("provenance") if isinstance(report.get("provenance"), Mapping) else {}
+    ran = axes_run(report)
+    fp: dict[str, Any] = {}
+    if include_model:
+        fp["model.sha256"] = _get(prov, "model", "sha256")
+        fp["model.name"] = model_name(report)
+    fp["reference"] = report.get("reference") or None
+    fp["axes"] = ran
+    if "kld" in ran:
+        kld = axes.get("kld", {})
+        fp["corpus.sha256"] = _get(prov, "corpus", "sha256")
+        fp["corpus.bytes"] = _first(
+            _get(prov, "corpus", "bytes"), _get(kld, "corpus", "size_bytes")
+        )
+        fp["kld.chunks"] = _first(settings.get("chunks"), kld.get("chunks"))
+        fp["kld.ctx"] = _first(settings.get("ctx"), kld.get("ctx"))
+    if "gtm" in ran or "plad" in ran:
+        gtm = axes.get("gtm", {})
+        fp["prompts.sha256"] = _get(prov, "prompts", "sha256")
+        fp["prompts.n"] = _first(_get(prov, "prompts", "n"), settings.get("n_prompts"),
+                                 gtm.get("n_prompts"), axes.get("plad", {}).get("n_prompts"))
+        fp["n_predict"] = _first(settings.get("n_predict"), gtm.get("n_tokens_each"))
+        fp["chat_template"] = settings.get("chat_template")
+    if "gtm" in ran:
+        fp["gtm.decode_mode"] = axes.get("gtm", {}).get("decode_mode")
+    if "plad" in ran or "rniah" in ran:
+        fp["seed"] = settings.get("seed")
+    if "rniah" in ran:
+        rn = axes.get("rniah", {})
+        cells = rn.get("cells") if isinstance(rn.get("cells"), list) else []
+        cell_lengths = sorted({c.get("length") for c in cells if isinstance(c, Mapping)} - {None})
+        cell_pos = sorted({c.get("position") for c in cells if isinstance(c, Mapping)} - {None})
+        fp["haystack.sha256"] = _get(prov, "haystack", "sha256")
+        if settings:
+            fp["rniah.up_to"] = settings.get("rniah_up_to")
+            fp["rniah.lengths"] = settings.get("rniah_lengths")
+            fp["rniah.positions"] = settings.get("rniah_positions")
+            fp["rniah.trials"] = settings.get("rniah_trials")
+            fp["rniah.n_predict"] = settings.get("rniah_n_predict")
+        else:  # refract-llm: what the cells show
+            fp["rniah.lengths"] = cell_lengths or None
+            fp["rniah.positions"] = cell_pos or None
+    for key in ran:
+        axis = axes.get(key, {})
+        method, version = axis.get("method"), axis.get("method_version")
+        fp[f"{key}.method"] = f"{method} v{version}" if method else None
+    return {k: _norm(v) for k, v in fp.items()}
+
+
+def settings_fingerprint(report: Mapping[str, Any]) -> str:
+    """8 hex digits identifying everything but the model (shown on leaderboard rows)."""
+    fp = fingerprint(report, include_model=False)
+    canon = json.dumps(sorted(fp.items()), default=str, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:8]
+
+
+def settings_summary(report: Mapping[str, Any]) -> str:
+    """A short human reading of the settings, e.g. ``KLD 32×512 · n_predict 128 · batched``."""
+    fp = fingerprint(report, include_model=False)
+    parts: list[str] = []
+    if fp.get("kld.chunks") and fp.get("kld.ctx"):
+        parts.append(f"KLD {fp['kld.chunks']}×{fp['kld.ctx']}")
+    if fp.get("n_predict"):
+        parts.append(f"n_predict {fp['n_predict']}")
+    if fp.get("gtm.decode_mode"):
+        parts.append(str(fp["gtm.decode_mode"]))
+    if fp.get("chat_template") is not None:
+        parts.append("chat template" if fp["chat_template"] else "raw text")
+    if fp.get("seed") is not None:
+        parts.append(f"seed {fp['seed']}")
+    if fp.get("rniah.lengths"):
+        parts.append("R-NIAH " + "/".join(str(x) for x in fp["rniah.lengths"]))
+    elif fp.get("rniah.up_to"):
+        parts.append(f"R-NIAH ≤{fp['rniah.up_to']}")
+    return " · ".join(parts) or "—"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    if isinstance(value, tuple):
+        return ",".join(_show(v) for v in value) or "none"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One fingerprint item on which the reports disagree."""
+
+    key: str
+    values: tuple[Any, ...]
+    """Per report, in input order (``None`` = unknown for that report)."""
+
+    def describe(self, names: Sequence[str] | None = None) -> str:
+        shown: list[str] = []
+        for i, v in enumerate(self.values):
+            if v is None:
+                continue
+            label = _show(v)
+            if names is not None:
+                label = f"{names[i]}: {label}"
+            shown.append(label)
+        return f"{self.key} differs ({'; '.join(shown)})"
+
+
+@dataclass(frozen=True)
+class Comparability:
+    names: tuple[str, ...]
+    differences: tuple[Difference, ...]
+    unverified: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def reasons(self) -> str:
+        """All differences on one line."""
+        return "; ".join(d.describe(self.names) for d in self.differences)
+
+    def marks(self, index: int) -> list[str]:
+        """Keys on which report ``index`` differs from the most common known value."""
+        out: list[str] = []
+        for d in self.differences:
+            mine = d.values[index]
+            if mine is None:
+                continue
+            known = [v for v in d.values if v is not None]
+            common = max(known, key=lambda v: (known.count(v), -known.index(v)))
+            if mine != common:
+                out.append(d.key)
+        return out
+
+
+def _model_differences(fps: Sequence[Mapping[str, Any]]) -> list[Difference]:
+    shas = [fp.get("model.sha256") for fp in fps]
+    if all(s is not None for s in shas):
+        if len(set(shas)) > 1:
+            return [Difference("model", tuple(shas))]
+        return []
+    names = [fp.get("model.name") for fp in fps]
+    if len({n for n in names if n is not None}) > 1:
+        return [Difference("model", tuple(names))]
+    return []
+
+
+def check_comparable(
+    reports: Sequence[Mapping[str, Any]],
+    names: Sequence[str] | None = None,
+    *,
+    include_model: bool = True,
+) -> Comparability:
+    """Compare fingerprints of ``reports`` (see the module docstring)."""
+    labels = tuple(names) if names is not None else tuple(f"#{i + 1}" for i in range(len(reports)))
+    fps = [fingerprint(r, include_model=include_model) for r in reports]
+    diffs: list[Difference] = _model_differences(fps) if include_model else []
+    keys: list[str] = []
+    for fp in fps:
+        keys += [k for k in fp if k not in keys and not k.startswith("model.")]
+    for key in keys:
+        values = tuple(fp.get(key) for fp in fps)
+        known = {v for v in values if v is not None}
+        if len(known) > 1:
+            diffs.append(Difference(key, values))
+    unverified = tuple(labels[i] for i, r in enumerate(reports) if not is_verified(r))
+    return Comparability(names=labels, differences=tuple(diffs), unverified=unverified)
+
+
+def require_comparable(
+    reports: Sequence[Mapping[str, Any]],
+    names: Sequence[str] | None = None,
+    *,
+    include_model: bool = True,
+    what: str = "reports",
+) -> Comparability:
+    """:func:`check_comparable`, raising :class:`IncompatibleReports` (one line) if not ok."""
+    result = check_comparable(reports, names, include_model=include_model)
+    if not result.ok:
+        raise IncompatibleReports(
+            f"{what} are not comparable: {result.reasons()} (use --allow-incompatible to "
+            "show them side by side anyway)"
+        )
+    return result
+
+
+__all__ = [
+    "Comparability",
+    "Difference",
+    "IncompatibleReports",
+    "axes_run",
+    "check_comparable",
+    "fingerprint",
+    "require_comparable",
+    "settings_fingerprint",
+    "settings_summary",
+]
