@@ -544,16 +544,19 @@ def test_repeatability_needs_two_runs(tiny_model: Path) -> None:
 def test_compare_refract_llm_reports() -> None:
     ex = examples()
     files = sorted(ex.glob("*.json"))
-    r = run("compare", *files)
+    # three models and two n_predict values: refused, with the reasons on one line
+    assert_one_line_error(run("compare", *files), 2, "model differs", "n_predict differs")
+    r = run("compare", "--allow-incompatible", *files)
     assert r.exit_code == 0, r.output
+    assert "unverified" in r.stdout
     for f in files:
         data = json.loads(f.read_text())
         assert f.stem in r.stdout
         assert f"{data['composite']:.2f}" in r.stdout
         assert data["band"] in r.stdout
-    r = run("compare", "--markdown", "--sort", *files)
+    r = run("compare", "--markdown", "--sort", "--allow-incompatible", *files)
     assert r.exit_code == 0
-    lines = r.stdout.splitlines()
+    lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
     assert lines[0].startswith("| report") and len(lines) == 2 + len(files)
     composites = [float(line.split("|")[4]) for line in lines[2:]]
     assert composites == sorted(composites, reverse=True)

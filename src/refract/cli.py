@@ -461,16 +461,30 @@ def compare(
     ],
     sort: Annotated[bool, typer.Option("--sort", help="Best composite first.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown table.")] = False,
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible",
+            help="Show reports of different models, inputs or settings side by side (the "
+            "differences are marked) instead of refusing them (exit 2).",
+        ),
+    ] = False,
 ) -> None:
-    """A table of several reports: composite, band and each axis."""
-    with _guard():
-        from refract.report.compare import compare_markdown, compare_rows, compare_table
+    """A table of several reports of one model: composite, band and each axis.
 
-        rows = compare_rows(reports, sort=sort)
+    Reports must be comparable (same model, corpus, prompt set, reference, settings and axis
+    methods); refract-llm's reports carry no hashes and are marked unverified.
+    """
+    with _guard():
+        from refract.report.compare import compare_markdown, compare_reports, compare_table
+
+        result = compare_reports(reports, sort=sort, allow_incompatible=allow_incompatible)
+        if not result.comparability.ok:
+            _say(f"refract: warning: reports are not comparable: {result.comparability.reasons()}")
         if markdown:
-            typer.echo(compare_markdown(rows), nl=False)
+            typer.echo(compare_markdown(result.rows), nl=False)
         else:
-            _stdout_console().print(compare_table(rows))
+            _stdout_console().print(compare_table(result.rows))
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -480,8 +494,20 @@ def compare(
 def leaderboard(
     in_dir: Annotated[Path, typer.Option("--in", help="Directory of report JSON files.")],
     out: Annotated[Path, typer.Option("--out", help="Output file: .md or .html.")],
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible",
+            help="Write tables whose reports differ in inputs or settings (marked) instead "
+            "of refusing them (exit 2).",
+        ),
+    ] = False,
 ) -> None:
-    """Rank the reports in a directory per candidate KV config (Markdown or HTML)."""
+    """Rank the reports in a directory per candidate KV config (Markdown or HTML).
+
+    One table per candidate, one row per model; a table's reports must be comparable on
+    everything but the model. Self-checks and partial reports are shown unranked.
+    """
     with _guard():
         from refract.report.leaderboard import build_leaderboard, write_leaderboard
         from refract.score import UsageError, check_output_path
@@ -491,7 +517,11 @@ def leaderboard(
         check_output_path(out, "--out")
         if not in_dir.is_dir():
             raise UsageError(f"--in {str(in_dir)!r} is not a directory")
-        board = build_leaderboard(in_dir)
+        board = build_leaderboard(in_dir, allow_incompatible=allow_incompatible)
+        for group in board.incompatible:
+            assert group.comparability is not None
+            _say(f"refract: warning: candidate {group.candidate!r}: not comparable: "
+                 f"{group.comparability.reasons()}")
         for skipped in board.skipped:
             _say(f"refract: skipped {skipped}")
         n = sum(len(g.entries) for g in board.groups)
