@@ -287,11 +287,11 @@ def test_plad_axis_formula() -> None:
     }
 
 
-def test_plad_axis_full_confidence_and_empty() -> None:
+def test_plad_axis_ok_confidence_and_empty() -> None:
     same = ([1], [1])
     cells = [_cell(k, same, same) for k in PERTURBATIONS]
     axis = plad_axis(cells, n_prompts=1)
-    assert axis["score"] == 100.0 and axis["confidence"] == "full"
+    assert axis["score"] == 100.0 and axis["confidence"] == "ok"
     with pytest.raises(ValueError, match="no perturbation fired"):
         plad_axis([], n_prompts=3)
 

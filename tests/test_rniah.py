@@ -196,7 +196,7 @@ def test_score_formula() -> None:
     }
     assert axis["confidence"] == "ok"
     assert axis["base_acc_avg"] == pytest.approx(0.75)
-    assert axis["password_keyword"] == "APRICOT-7-BLUE" and axis["needle"] == NEEDLE
+    assert axis["needle_keyword"] == "APRICOT-7-BLUE" and axis["needle"] == NEEDLE
     assert axis["n_cells"] == 4
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from refract.kvconfig import KVConfig
+
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_SEED",
@@ -392,7 +394,7 @@ def plad_axis(
             {"prompt_id": s.prompt_id, "perturbation": s.perturbation, "reason": s.reason}
             for s in skipped
         ],
-        "confidence": "partial" if empty_types else "full",
+        "confidence": "partial" if empty_types else "ok",  # refract-llm v0.3.3: ok | partial
         "alpha": alpha,
         "description": DESCRIPTION,
     }
@@ -440,6 +442,10 @@ def score_plad(
 
 # --------------------------------------------------------------------------- engine run
 
+#: Most prompts decoded as one batch (llama.cpp's sequence limit is 256); the bundled set's
+#: 36 prompts give 164 texts, one batch.
+MAX_BATCH = 256
+
 
 def run_plad(
     engine: Any,
@@ -453,17 +459,22 @@ def run_plad(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Axis D on an :class:`refract.Engine`: anchors and fired perturbations decode together
-    (batched, chat template, greedy) once per KV config; the reference once per engine."""
+    as one batch of parallel sequences (chat template, greedy) per KV config, up to
+    :data:`MAX_BATCH` prompts at a time; the reference once per engine."""
     plan = plan_plad(prompts, seed=seed)
     if not plan.cells:
         raise ValueError("no perturbation fired on this prompt set; PLAD cannot be scored")
     texts = plan.texts()
-    key = ("plad", reference, tuple(texts), n_predict, ctx)
+    group = min(len(texts), MAX_BATCH)
+    key = ("plad", KVConfig.parse(reference).label, tuple(texts), n_predict, ctx, group)
     ref_out = engine.reference_cache.get_or_compute(
-        key, lambda: engine.greedy(texts, reference, n_predict, ctx, True, progress=progress)
+        key, lambda: engine.greedy(texts, reference, n_predict, ctx, True, group=group,
+                                   progress=progress)
     )
-    cand_out = engine.greedy(texts, candidate, n_predict, ctx, True, progress=progress, _slot=1)
+    cand_out = engine.greedy(texts, candidate, n_predict, ctx, True, group=group,
+                             progress=progress, _slot=1)
     result = score_plad(plan, ref_out, cand_out)
+    result["decode"] = {"n_texts": len(texts), "batch": group}
     if engine.chat.used_fallback:
         result.setdefault("notes", []).append(
             "the model has no chat template; prompts were rendered with ChatML"

@@ -18,10 +18,15 @@ The context for a cell needs the rendered prompt's token count plus ``n_predict`
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from refract.kvconfig import KVConfig
 
 __all__ = [
     "BASE_LENGTH",
@@ -407,6 +412,36 @@ def score_rniah(
 # --------------------------------------------------------------------------- engine run
 
 
+#: How the engine decodes R-NIAH cells (reported in the axis dict).
+DECODE_EARLY_STOP = "parallel-cells, early-stop"
+DECODE_FULL = "parallel-cells, full-length"
+
+
+@dataclass
+class _Schedule:
+    """What both sides decode: cells grouped by length, each group in insertion-point order."""
+
+    plan: RniahPlan
+    prompts: list[Any]
+    probes: list[list[int]]
+    groups: list[list[int]]  # cell indices per decode group
+    ctx: int
+    stop: str
+
+
+@dataclass(frozen=True)
+class _SideResult:
+    """One KV config's decode of a schedule (the reference's is cached on the engine)."""
+
+    texts: list[str]  # per cell
+    logprobs: list[tuple[float, int]]  # per cell: summed keyword log-prob, first-token rank
+    stopped_early: int
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    n_seq: int
+
+
 def run_rniah(
     engine: Any,
     haystack: str,
@@ -420,15 +455,85 @@ def run_rniah(
     seed: int = DEFAULT_SEED,
     n_predict: int = DEFAULT_N_PREDICT,
     progress: Callable[[int, int], None] | None = None,
+    early_stop: bool = True,
 ) -> dict[str, Any]:
     """Axis C on an :class:`refract.Engine`.
 
-    Each cell is rendered with the model's chat template and decoded greedily in a
-    single-sequence context per KV config. Cells run in an order that lets consecutive
-    prompts share the haystack before the earlier insertion point, whose KV cache is reused
-    instead of recomputed. The keyword's teacher-forced log-probability after the question is
-    scored on the logit buffers for both configs.
+    The cells of one length decode together as parallel sequences of one context (greedy,
+    chat template). Lengths run in increasing order and cells in decreasing insertion point:
+    a cell's prompt starts from the KV of the longest prefix any sequence already holds (a
+    cell of its own length or of a shorter one), copied between sequences, so the haystack
+    before an insertion point is prefilled once. With ``early_stop`` a cell stops generating
+    once the keyword is in its output: its hit is then fixed, and the other cells' batches
+    are unchanged, so hits and score equal a full-length run. Greedy decoding is
+    deterministic, so the trials of a cell share one decode. The keyword's teacher-forced
+    log-probability after the question is scored on the logit buffers for both configs. The
+    reference side is decoded once per engine and shared by every candidate.
     """
+    sched = _schedule(engine, haystack, up_to=up_to, lengths=lengths, positions=positions,
+                      n_trials=n_trials, seed=seed, n_predict=n_predict, early_stop=early_stop)
+    plan = sched.plan
+    ref_label = KVConfig.parse(reference).label
+    key = ("rniah", ref_label, hashlib.sha256(haystack.encode("utf-8")).hexdigest(),
+           up_to, None if lengths is None else tuple(sorted({int(x) for x in lengths})),
+           tuple(float(p) for p in positions), n_trials, seed, n_predict, early_stop)
+
+    def half(offset: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset * total + done, 2 * total)
+
+    ref = engine.reference_cache.get_or_compute(
+        key, lambda: _decode_side(engine, sched, reference, 0, half(0)))
+    cand = _decode_side(engine, sched, candidate, 1, half(1))
+    reps = plan.n_trials
+    logprobs = [
+        NeedleLogprob(ref_logprob=ref.logprobs[i][0], cand_logprob=cand.logprobs[i][0],
+                      ref_rank=ref.logprobs[i][1], cand_rank=cand.logprobs[i][1],
+                      n_tokens=len(sched.probes[i]))
+        for i in range(len(plan.cells))
+    ]
+    result = score_rniah(plan, [[t] * reps for t in ref.texts], [[t] * reps for t in cand.texts],
+                         logprobs=logprobs)
+    result["prefill"] = {
+        "prompt_tokens": ref.prompt_tokens,
+        "reused_prefix_tokens": ref.reused_tokens,
+        "reused_fraction": ref.reused_tokens / ref.prompt_tokens if ref.prompt_tokens else 0.0,
+    }
+    result["decode"] = DECODE_EARLY_STOP if sched.stop else DECODE_FULL
+    result["generation"] = {
+        "n_seq": ref.n_seq,
+        "groups": [{"length": plan.cells[g[0]].length, "cells": len(g)} for g in sched.groups],
+        "stopped_early_ref": ref.stopped_early,
+        "stopped_early_cand": cand.stopped_early,
+        "generated_tokens_ref": ref.generated_tokens,
+        "generated_tokens_cand": cand.generated_tokens,
+    }
+    if reps > 1:
+        result["notes"].append(
+            f"greedy decoding is deterministic: the {reps} trials of a cell share one decode")
+    if early_stop and not sched.stop:
+        result["notes"].append("the keyword is not ASCII: cells were generated at full length")
+    result["ctx"] = sched.ctx
+    if engine.chat.used_fallback:
+        result["notes"].append("the model has no chat template; prompts were rendered with ChatML")
+    result["chat_template_fallback"] = bool(engine.chat.used_fallback)
+    return result
+
+
+def _schedule(
+    engine: Any,
+    haystack: str,
+    *,
+    up_to: int,
+    lengths: Sequence[int] | None,
+    positions: Sequence[float],
+    n_trials: int,
+    seed: int,
+    n_predict: int,
+    early_stop: bool,
+) -> _Schedule:
+    """Plan the cells, render and tokenize their prompts, drop those that do not fit."""
     n_ctx_train = int(engine.model_info["n_ctx_train"]) or None
     plan = plan_rniah(
         haystack, lambda s: engine.tokenize(s, add_special=False),
@@ -461,47 +566,42 @@ def run_rniah(
     ctx = _round_up(max(needs, default=256), 256)
     if n_ctx_train:
         ctx = min(ctx, n_ctx_train)
-    # consecutive cells of one length share the haystack before the earlier insertion point
-    order = sorted(range(len(plan.cells)), key=lambda i: (plan.cells[i].length,
-                                                          -plan.cells[i].position))
-    outputs: dict[str, list[list[str]]] = {}
-    needle_lp: dict[str, list[tuple[float, int]]] = {}
-    prefill = {"tokens": 0, "reused": 0}
-    total = 2 * len(order) * plan.n_trials
-    done = 0
-    for side, kv, slot in (("ref", reference, 0), ("cand", candidate, 1)):
-        texts: list[list[str]] = [[] for _ in plan.cells]
-        lps: list[tuple[float, int]] = [(0.0, 0)] * len(plan.cells)
-        for i in order:
-            for _t in range(plan.n_trials):
-                r = engine.generate_one(prompts[i], kv, n_predict=n_predict, ctx=ctx,
-                                        probe=probes[i], _slot=slot)
-                prefill["tokens"] += int(prompts[i].size)
-                prefill["reused"] += int(r["reused_prefix"])
-                texts[i].append(engine.detokenize(r["tokens"]))
-                lps[i] = (float(r["probe_logprobs"].sum()), int(r["probe_ranks"][0]))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        outputs[side] = texts
-        needle_lp[side] = lps
-    logprobs = [
-        NeedleLogprob(ref_logprob=needle_lp["ref"][i][0], cand_logprob=needle_lp["cand"][i][0],
-                      ref_rank=needle_lp["ref"][i][1], cand_rank=needle_lp["cand"][i][1],
-                      n_tokens=len(probes[i]))
-        for i in range(len(plan.cells))
-    ]
-    result = score_rniah(plan, outputs["ref"], outputs["cand"], logprobs=logprobs)
-    result["prefill"] = {
-        "prompt_tokens": prefill["tokens"],
-        "reused_prefix_tokens": prefill["reused"],
-        "reused_fraction": prefill["reused"] / prefill["tokens"] if prefill["tokens"] else 0.0,
-    }
-    result["ctx"] = ctx
-    if engine.chat.used_fallback:
-        result["notes"].append("the model has no chat template; prompts were rendered with ChatML")
-    result["chat_template_fallback"] = bool(engine.chat.used_fallback)
-    return result
+    # one group per length, shortest first; inside a group the latest insertion point first,
+    # so each later prompt finds its haystack prefix (up to its own insertion point) held by
+    # an earlier sequence of its group, or of the previous length
+    groups: list[list[int]] = []
+    for length in sorted({c.length for c in plan.cells}):
+        cells = [i for i, c in enumerate(plan.cells) if c.length == length]
+        groups.append(sorted(cells, key=lambda i: (-plan.cells[i].insert_at, i)))
+    stop = plan.keyword if early_stop and plan.keyword.isascii() else ""
+    return _Schedule(plan, prompts, probes, groups, ctx, stop)
+
+
+def _decode_side(
+    engine: Any,
+    sched: _Schedule,
+    kv: str,
+    slot: int,
+    progress: Callable[[int, int], None] | None,
+) -> _SideResult:
+    n = len(sched.plan.cells)
+    raw = engine.generate_cells(
+        [[(sched.prompts[i], np.asarray(sched.probes[i], dtype=np.int32)) for i in g]
+         for g in sched.groups],
+        kv, n_predict=sched.plan.n_predict, ctx=sched.ctx, stop=sched.stop, progress=progress,
+        _slot=slot,
+    ) if n else {"groups": [], "prompt_tokens": 0, "reused_tokens": 0, "generated_tokens": 0,
+                 "n_seq": 0}
+    texts = [""] * n
+    lps: list[tuple[float, int]] = [(0.0, 0)] * n
+    stopped = 0
+    for g, out in zip(sched.groups, raw["groups"], strict=True):
+        for i, r in zip(g, out, strict=True):
+            texts[i] = engine.detokenize(r["tokens"])
+            lps[i] = (float(r["probe_logprobs"].sum()), int(r["probe_ranks"][0]))
+            stopped += bool(r["stopped_early"])
+    return _SideResult(texts, lps, stopped, int(raw["prompt_tokens"]), int(raw["reused_tokens"]),
+                       int(raw["generated_tokens"]), int(raw["n_seq"]))
 
 
 def _keyword_tokens(engine: Any, prompt_ids: Any, keyword: str) -> list[int]:
