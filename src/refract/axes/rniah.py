@@ -352,7 +352,7 @@ def rniah_axis(
         "cells": cells,
         "skipped_cells": [dict(s) for s in skipped_cells],
         "needle": needle,
-        "password_keyword": kw,
+        "needle_keyword": kw,  # refract-llm v0.3.3 (older reports: password_keyword)
         "notes": out_notes,
         "confidence": "low" if low else "ok",
         "base_acc_avg": base_avg,
