@@ -10,9 +10,10 @@ same things.
   a multi-gigabyte GGUF is hashed once, not on every score. The cache is rewritten atomically
   (temporary file + ``os.replace``), so concurrent writers can lose each other's entries but
   never corrupt the file; a corrupt or unreadable cache is ignored.
-* :func:`corpus_identity` names a corpus: ``"wikitext-2-raw-v1 test"`` for the canonical
-  ``wiki.test.raw``, any name registered with :func:`register_identity` (the bundled corpus
-  registers ``"bundled:<name>"``), else ``"custom"``.
+* :func:`corpus_identity` names a corpus like :func:`refract.corpus.corpus_identity`
+  (``"wikitext-2-raw-v1 test"`` for the canonical ``wiki.test.raw``, ``"bundled:<name>"``
+  for a text shipped with refract, any name registered with :func:`register_identity`, else
+  ``"custom"``) but hashes through the cache.
 * :func:`build_provenance` assembles the report's ``provenance`` dict.
 """
 
@@ -124,8 +125,26 @@ def file_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
     return digest
 
 
+def _corpus_module_identities() -> dict[tuple[int, str], str]:
+    """The identities :mod:`refract.corpus` knows: WikiText-2 splits and bundled texts."""
+    out: dict[tuple[int, str], str] = {}
+    try:
+        from refract import corpus
+
+        for split, sha in corpus.WIKITEXT2_SHA256.items():
+            out[(int(corpus.WIKITEXT2_SIZES[split]), sha)] = f"wikitext-2-raw-v1 {split}"
+        for info in corpus._bundled_manifest()["texts"].values():
+            out[(int(info["bytes"]), str(info["sha256"]))] = f"{corpus.BUNDLED}:{info['name']}"
+    except (AttributeError, ImportError, KeyError, OSError, ValueError):
+        pass  # an older corpus module or a missing manifest: the table here still applies
+    return out
+
+
 def identity_name(n_bytes: int, sha256: str) -> str:
-    return KNOWN_IDENTITIES.get((int(n_bytes), sha256.lower()), "custom")
+    """Name of a known corpus (WikiText-2 splits, bundled texts, registered ones) or
+    ``"custom"``."""
+    key = (int(n_bytes), sha256.lower())
+    return KNOWN_IDENTITIES.get(key) or _corpus_module_identities().get(key, "custom")
 
 
 def corpus_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
