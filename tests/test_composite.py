@@ -14,13 +14,17 @@ from refract.composite import (
     DIAG_INTACT,
     DIAG_MILD_DRIFT,
     DIAG_NO_AXES,
+    DIAG_OTHERS_INTACT,
     DIAG_RETRIEVAL,
     FLOOR_MIN,
+    NOISE_FLOOR_MIN_TOLERANCE,
     band,
     band_summary,
     check_floor,
     composite_score,
     diagnose,
+    noise_floor_tolerance,
+    noise_floor_verdict,
 )
 
 # Published refract-llm cases: axes (A, B, C, D) → composite, band.
@@ -194,3 +198,48 @@ def test_floor_fails_when_any_trajectory_differs():
     # without token ids, the matched flag decides
     assert not check_floor(100.0, [{"id": "x", "matched": False}]).ok
     assert check_floor(100.0, [{"id": "x", "matched": True}]).ok
+
+
+# ------------------------------------------------------------- invalid axes, noise floor
+
+
+def test_diagnose_names_invalid_axes_first():
+    reason = "candidate produced non-finite (NaN/inf) logits in 12 of 8160 scored rows"
+    out = diagnose({"gtm": 95.0, "kld": 0.0, "rniah": 100.0, "plad": 96.0},
+                   invalid={"kld": reason})
+    assert out[0] == f"Axis B (KLD@D) invalid: {reason}. It scores 0, so the composite is 0."
+    assert out[1] == DIAG_OTHERS_INTACT  # the valid axes alone drive the branching
+    assert DIAG_CATASTROPHIC not in out
+    only = diagnose({"kld": 0.0}, invalid={"B": None})
+    assert only == ["Axis B (KLD@D) invalid: candidate produced non-finite logits. It scores 0, "
+                    "so the composite is 0."]
+
+
+def test_noise_floor_tolerance_and_verdicts():
+    demo = {"score": 58.0, "full_match_rate": 16 / 30, "n_prompts": 30}
+    tol = noise_floor_tolerance(demo)
+    assert tol == pytest.approx(200 * math.sqrt((16 / 30) * (14 / 30) / 30))
+    assert round(tol, 1) == 18.2
+    # tiny spread (all prompts match) → the 5-point minimum
+    assert noise_floor_tolerance({"score": 100.0, "full_match_rate": 1.0, "n_prompts": 30}) == (
+        NOISE_FLOOR_MIN_TOLERANCE
+    )
+    assert noise_floor_tolerance({"score": 90.0}) == NOISE_FLOOR_MIN_TOLERANCE
+    assert noise_floor_verdict(42.6, demo)[0] == "within"  # 15.4 below, tolerance 18.2
+    assert noise_floor_verdict(58.0 - tol - 0.1, demo)[0] == "beyond"
+    assert noise_floor_verdict(58.0 - 2 * tol - 0.1, demo)[0] == "far beyond"
+    assert noise_floor_verdict(70.0, demo)[0] == "within"
+    assert noise_floor_verdict(None, demo) is None
+    assert noise_floor_verdict(50.0, {"score": None}) is None
+
+
+def test_diagnose_appends_the_noise_floor_sentence():
+    floor = {"score": 98.0, "full_match_rate": 0.97, "n_prompts": 30}
+    out = diagnose({"gtm": 40.0, "kld": 99.0, "rniah": 100.0, "plad": 95.0}, noise_floor=floor)
+    assert out[0] == DIAG_MILD_DRIFT
+    assert out[1].startswith("Trajectory drift far beyond numerical noise: Trajectory 40.0 vs "
+                             "numerical-noise floor 98.0")
+    out = diagnose({"gtm": 95.0, "kld": 99.0}, noise_floor=floor)
+    assert out[-1].startswith("Trajectory drift within numerical noise")
+    # no gtm in the composite → no floor sentence
+    assert diagnose({"kld": 99.0}, noise_floor=floor) == [DIAG_INTACT]

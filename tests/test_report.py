@@ -24,7 +24,8 @@ from refract.composite import (
     composite_score,
 )
 from refract.report.build import SCHEMA, build_report
-from refract.report.compare import compare_markdown, compare_rows
+from refract.report.comparability import IncompatibleReports
+from refract.report.compare import compare_markdown, compare_reports, compare_rows
 from refract.report.html import kld_percentiles, render_html, write_html
 from refract.report.io import (
     ReportError,
@@ -39,6 +40,7 @@ from refract.report.leaderboard import (
     leaderboard_markdown,
     write_leaderboard,
 )
+from refract.report.summary import summary_markdown, summary_table
 from refract.report.text import print_report, render_text
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -610,3 +612,225 @@ def test_divergence_analysis_is_shown() -> None:
     assert "near-tie divergences (margin &lt; 0.05)" in html and "84%" in html
     assert "teacher-forced KLD along reference trajectories" in html and "0.0042" in html
     assert "near ties 84%" in render_text(rep, color=False, width=160)
+
+
+# ------------------------------------------------------------------ axis statuses
+
+
+PROV = {
+    "model": {"path": "/models/demo-Q8_0.gguf", "sha256": "a" * 64, "bytes": 10},
+    "corpus": {"path": "/c/wiki.test.raw", "name": "wikitext-2-raw-v1 test", "sha256": "b" * 64,
+               "bytes": 1290590},
+    "haystack": {"path": "/c/wiki.train.raw", "name": "custom", "sha256": "c" * 64, "bytes": 5},
+    "prompts": {"source": "bundled", "sha256": "d" * 64, "n": 12},
+}
+SETTINGS = {"axes": ["gtm", "kld", "rniah", "plad"], "chunks": 32, "ctx": 512, "n_predict": 40,
+            "seed": 42, "chat_template": False, "rniah_up_to": 16384, "rniah_lengths": None,
+            "rniah_positions": [0.1, 0.5, 0.9], "rniah_trials": 1, "rniah_n_predict": 256}
+
+
+def verified_report(**kw: Any) -> dict[str, Any]:
+    prov = kw.pop("provenance", PROV)
+    settings = kw.pop("settings", SETTINGS)
+    return make_report(provenance=prov, settings=settings, **kw)
+
+
+def test_error_axis_is_reported_not_scored():
+    axes = make_axes()
+    axes["kld"] = {"error": "out of memory\nwhile decoding chunk 3"}
+    rep = make_report(axes=axes)
+    kld = rep["axes"]["kld"]
+    assert kld["score"] is None and kld["band"] == "error" and kld["status"] == "error"
+    assert kld["error"] == "out of memory while decoding chunk 3"  # one line
+    assert kld["excluded_from_composite"] is True and kld["skipped"] is False
+    assert rep["status"] == "partial"
+    assert rep["composite"] == pytest.approx(composite_score([76.65, 100.0, 91.34]))
+    assert rep["composite_detail"]["error_axes"] == ["kld"]
+    assert "kld" in rep["composite_detail"]["excluded_axes"]
+    assert any("kld: error — out of memory" in n for n in rep["composite_detail"]["notes"])
+    plain = render_text(rep, color=False, width=160)
+    assert "Partial report: B KLD@D failed" in plain
+    assert "failed: out of memory while decoding chunk 3" in plain
+    html_text = render_html(rep)
+    assert "This axis failed at run time: out of memory while decoding chunk 3" in html_text
+    assert "Partial report:" in html_text and "b-error" in html_text
+    assert make_report()["status"] == "ok"
+    loaded = orjson.loads(dumps_report(rep))
+    assert loaded["axes"]["kld"]["band"] == "error"
+
+
+def test_invalid_axis_scores_zero_and_is_diagnosed():
+    axes = make_axes()
+    reason = "candidate produced non-finite (NaN/inf) logits in 12 of 8160 scored rows"
+    assert axes["kld"] is not None
+    axes["kld"].update(invalid=True, invalid_reason=reason, score=float("nan"))
+    rep = make_report(axes=axes)
+    kld = rep["axes"]["kld"]
+    assert kld["score"] == 0.0 and kld["band"] == "FAIL" and kld["status"] == "invalid"
+    assert kld["in_composite"] is True
+    assert rep["composite"] == 0.0 and rep["band"] == "FAIL"
+    assert rep["composite_detail"]["invalid_axes"] == ["kld"]
+    assert rep["diagnosis"][0] == (
+        f"Axis B (KLD@D) invalid: {reason}. It scores 0, so the composite is 0."
+    )
+    assert rep["status"] == "ok"  # it ran; its result is a verdict, not a failure
+    plain = render_text(rep, color=False, width=160)
+    assert "invalid" in plain and "12 of 8160" in plain
+    html_text = render_html(rep)
+    assert "b-invalid" in html_text and "Invalid: " in html_text
+
+
+def test_self_check_is_labelled_everywhere():
+    rep = make_report(candidate="ctk=f16,ctv=f16")
+    assert rep["self_check"] is True
+    assert make_report()["self_check"] is False
+    plain = render_text(rep, color=False, width=140)
+    assert "self-check: reference vs reference — not a quantization score" in plain
+    html_text = render_html(rep)
+    assert "<title>REFRACT self-check" in html_text
+    assert "not a quantization score" in html_text
+    row = compare_rows([rep])[0]
+    assert row.self_check and "self-check" in row.marker
+
+
+def test_skipped_and_unscored_bands():
+    rep = make_report(axes=make_axes(plad=None, rniah=10.0, rniah_confidence="low"))
+    plad = rep["axes"]["plad"]
+    assert plad["band"] == "skipped" and plad["status"] == "skipped" and plad["skipped"] is True
+    rn = rep["axes"]["rniah"]
+    assert rn["band"] == "unscored" and rn["excluded_from_composite"] is True
+    assert rn["status"] == "unscored" and rn["score"] == 10.0
+    assert rep["axes"]["gtm"]["excluded_from_composite"] is False
+    row = compare_rows([rep])[0]
+    assert row.cells["rniah"] == "(10.00)" and row.cells["plad"] == "—"
+    plain = render_text(rep, color=False)
+    assert "unscored (excluded)" in plain
+
+
+def test_keyword_and_plad_confidence_follow_refract_llm_v033():
+    axes = make_axes()
+    assert axes["plad"] is not None
+    axes["plad"]["confidence"] = "full"  # what older PLAD code wrote
+    rep = make_report(axes=axes)
+    assert rep["axes"]["rniah"]["needle_keyword"] == "APRICOT-7-BLUE"
+    assert "password_keyword" not in rep["axes"]["rniah"]
+    assert rep["axes"]["plad"]["confidence"] == "ok"
+    html_text = render_html(rep)
+    assert "<td>keyword</td><td>APRICOT-7-BLUE</td>" in html_text
+
+
+def test_html_reads_old_keyword_name(examples: Path):
+    rep = load_report(examples / "degraded-qwen7b.json")
+    assert "password_keyword" in rep["axes"]["rniah"]
+    assert "<td>keyword</td><td>APRICOT-7-BLUE</td>" in render_html(rep)
+
+
+# ------------------------------------------------------------------ noise floor
+
+
+def _with_floor(gtm: float, floor_score: float = 58.0) -> dict[str, Any]:
+    axes = make_axes(gtm=gtm)
+    assert axes["gtm"] is not None
+    axes["gtm"]["noise_floor"] = {
+        "score": floor_score, "full_match_rate": 16 / 30, "median_first_divergence": 31.0,
+        "n_matched": 16, "n_prompts": 30, "method": "reference batched vs sequential",
+        "seconds": 1.5,
+    }
+    return make_report(axes=axes)
+
+
+def test_noise_floor_is_rendered_and_judged():
+    rep = _with_floor(42.6)
+    floor = rep["axes"]["gtm"]["noise_floor"]
+    assert floor["verdict"] == "within" and round(floor["tolerance"], 1) == 18.2
+    assert rep["axes"]["gtm"]["score"] == 42.6  # the axis score is unchanged
+    assert any(d.startswith("Trajectory drift within numerical noise") for d in rep["diagnosis"])
+    plain = render_text(rep, color=False, width=160)
+    assert "42.60" in plain and "numerical-noise floor 58.0 (within)" in plain
+    html_text = render_html(rep)
+    assert "numerical-noise floor (reference vs itself)" in html_text
+    assert "58.0 — candidate within numerical noise (tolerance 18.2)" in html_text
+    assert "reference batched vs sequential" in html_text and "16/30" in html_text
+    row = compare_rows([rep])[0]
+    assert row.noise_floor == "58.0 (within)"
+    assert "58.0 (within)" in compare_markdown([row])
+    far = _with_floor(10.0)
+    assert far["axes"]["gtm"]["noise_floor"]["verdict"] == "far beyond"
+    assert any("far beyond numerical noise" in d for d in far["diagnosis"])
+    # no floor measured: nothing shown, no sentence
+    plain = render_text(make_report(), color=False, width=160)
+    assert "noise floor" not in plain
+
+
+# ------------------------------------------------------------------ comparability
+
+
+def test_compare_refuses_incomparable_reports():
+    a = verified_report(candidate="ctk=q8_0,ctv=q8_0")
+    b = verified_report(candidate="ctk=q4_0,ctv=q4_0")
+    result = compare_reports([a, b])
+    assert result.comparability.ok and [r.differs for r in result.rows] == [(), ()]
+    assert all(r.verified for r in result.rows)
+    c = verified_report(candidate="ctk=q4_0,ctv=q4_0", settings=dict(SETTINGS, ctx=1024))
+    with pytest.raises(IncompatibleReports, match=r"kld\.ctx differs .*512.*1024"):
+        compare_reports([a, b, c])
+    allowed = compare_reports([a, b, c], allow_incompatible=True)
+    assert [r.differs for r in allowed.rows] == [(), (), ("kld.ctx",)]
+    md = compare_markdown(allowed.rows)
+    assert "| differs |" in md.splitlines()[0] and "kld.ctx" in md
+    # another model (by hash), another prompt set, another method version
+    other_model = dict(PROV, model=dict(PROV["model"], sha256="e" * 64))
+    with pytest.raises(IncompatibleReports, match="model differs"):
+        compare_reports([a, verified_report(provenance=other_model)])
+    other_prompts = dict(PROV, prompts=dict(PROV["prompts"], sha256="f" * 64))
+    with pytest.raises(IncompatibleReports, match=r"prompts\.sha256 differs"):
+        compare_reports([a, verified_report(provenance=other_prompts)])
+    axes = make_axes()
+    assert axes["kld"] is not None
+    axes["kld"]["method_version"] = "0"
+    with pytest.raises(IncompatibleReports, match=r"kld\.method differs"):
+        compare_reports([a, verified_report(axes=axes)])
+    seq = make_axes()
+    assert seq["gtm"] is not None
+    seq["gtm"]["decode_mode"] = "sequential"
+    with pytest.raises(IncompatibleReports, match=r"gtm\.decode_mode differs"):
+        compare_reports([dict(a, axes={**a["axes"], "gtm": {**a["axes"]["gtm"],
+                                                           "decode_mode": "batched"}}),
+                         verified_report(axes=seq)])
+
+
+def test_compare_reads_refract_llm_reports_as_unverified(examples: Path):
+    old = load_report(examples / "degraded-qwen7b.json")
+    twin = dict(old, candidate="ctk=q8_0,ctv=q8_0")
+    result = compare_reports([old, twin])
+    assert result.comparability.ok  # no hashes is not a reason to refuse
+    assert result.comparability.unverified == ("Qwen2.5-7B-Instruct-Q8_0 ctk=q8_0,ctv=turbo4",
+                                               "Qwen2.5-7B-Instruct-Q8_0 ctk=q8_0,ctv=q8_0")
+    assert all(not r.verified and "unverified" in r.marker for r in result.rows)
+    # what they do record is still compared: same model file name, n_predict 50 vs 128
+    cata = load_report(examples / "catastrophic-symturbo.json")
+    broken = load_report(examples / "distribution-broken-gemma26b.json")
+    with pytest.raises(IncompatibleReports, match="n_predict differs"):
+        compare_reports([cata, broken])
+
+
+# ------------------------------------------------------------------ summary
+
+
+def test_summary_table_one_row_per_candidate():
+    axes = make_axes()
+    axes["rniah"] = {"error": "haystack too short"}
+    reports = [_with_floor(42.6), make_report(candidate="ctk=q4_0,ctv=q4_0", axes=axes),
+               make_report(candidate="ctk=f16,ctv=f16")]
+    md = summary_markdown(reports)
+    lines = md.splitlines()
+    assert lines[0].startswith("| candidate | composite | band | A Trajectory")
+    assert len(lines) == 2 + len(reports)
+    assert "| 58.0 (within) |" in lines[2]
+    assert "| error |" in lines[3] and "partial" in lines[3]
+    assert "self-check" in lines[4]
+    buf = io.StringIO()
+    Console(file=buf, width=200, no_color=True).print(summary_table(reports))
+    out = buf.getvalue()
+    assert "ctk=q4_0,ctv=q4_0" in out and "58.0 (within)" in out and "error" in out
+    assert f"{reports[0]['composite']:.2f}" in out

@@ -223,7 +223,7 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
     if verdict == "within":
         return (
             f"Trajectory drift within numerical noise: {head}; the greedy divergences are "
-            "no larger than f16 computed two equivalent ways."
+            "no larger than the reference's own under an equivalent computation."
         )
     if verdict == "beyond":
         return (

@@ -1,0 +1,101 @@
+"""Summary of a multi-candidate score: one row per candidate (the matrix / ``--candidate a,b``
+view). Unlike :mod:`refract.report.compare` it does not check comparability: the reports come
+from one run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.fields import (
+    axis_cell,
+    axis_problems,
+    fmt,
+    fmt_kld,
+    is_self_check,
+    mean_kld,
+    model_name,
+    noise_floor_text,
+    report_band,
+    report_composite,
+    report_status,
+)
+
+SUMMARY_HEADERS: tuple[str, ...] = (
+    "candidate",
+    "composite",
+    "band",
+    *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
+    "KLD (nats)",
+    "A noise floor",
+    "status",
+)
+_NUMERIC = {1, *range(3, 3 + len(AXES) + 1)}
+
+
+def _status(report: Mapping[str, Any]) -> str:
+    parts = [report_status(report)]
+    if is_self_check(report):
+        parts.append("self-check")
+    parts += [p.split(":")[0] for p in axis_problems(report)]
+    return ", ".join(parts)
+
+
+def summary_cells(report: Mapping[str, Any]) -> list[str]:
+    """One row: candidate, composite, band, A–D (or error / invalid / — / (excluded)), mean
+    KLD in nats, Axis A's numerical-noise floor (with verdict), status."""
+    return [
+        str(report.get("candidate") or "?"),
+        fmt(report_composite(report)),
+        report_band(report),
+        *(axis_cell(report, k) for k in AXES),
+        fmt_kld(mean_kld(report)),
+        noise_floor_text(report),
+        _status(report),
+    ]
+
+
+def _title(reports: Sequence[Mapping[str, Any]]) -> str:
+    models = sorted({model_name(r) for r in reports})
+    refs = sorted({str(r.get("reference") or "?") for r in reports})
+    return f"{', '.join(models)} · reference {', '.join(refs)}"
+
+
+def summary_table(reports: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
+    """A rich table, one row per candidate report (cells are plain text, never markup)."""
+    from refract.report.text import BAND_STYLES
+
+    table = Table(title=title if title is not None else _title(reports), box=box.SIMPLE_HEAD)
+    for i, header in enumerate(SUMMARY_HEADERS):
+        table.add_column(header, justify="right" if i in _NUMERIC else "left")
+    for report in reports:
+        cells = [Text(c) for c in summary_cells(report)]
+        cells[2].stylize(BAND_STYLES.get(cells[2].plain, ""))
+        for j in range(len(AXES)):
+            cells[3 + j].stylize(BAND_STYLES.get(cells[3 + j].plain, ""))
+        table.add_row(*cells)
+    return table
+
+
+def _md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(reports: Sequence[Mapping[str, Any]]) -> str:
+    """The same table as GitHub-flavoured Markdown."""
+    lines = [
+        "| " + " | ".join(SUMMARY_HEADERS) + " |",
+        "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(SUMMARY_HEADERS)))
+        + "|",
+    ]
+    for report in reports:
+        lines.append("| " + " | ".join(_md(c) for c in summary_cells(report)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["SUMMARY_HEADERS", "summary_cells", "summary_markdown", "summary_table"]
