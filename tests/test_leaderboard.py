@@ -1,0 +1,170 @@
+"""Leaderboard: one ranking per candidate across models, comparability, controls, files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SHARED_DATA
+from refract.cli import app
+from refract.report.comparability import IncompatibleReports
+from refract.report.io import write_report
+from refract.report.leaderboard import (
+    HTML_NAME,
+    MARKDOWN_NAME,
+    build_leaderboard,
+    entry_cells,
+    leaderboard_html,
+    leaderboard_markdown,
+    write_leaderboards,
+)
+from test_report import PROV, SETTINGS, make_axes, verified_report
+
+EXAMPLES = SHARED_DATA / "refract-examples"
+
+
+def model_report(name: str, sha: str, **kw: Any) -> dict[str, Any]:
+    prov = dict(PROV, model={"path": f"/m/{name}.gguf", "sha256": sha * 64, "bytes": 1})
+    return verified_report(model=f"/m/{name}.gguf", provenance=prov, **kw)
+
+
+def write_all(d: Path, reports: dict[str, dict[str, Any]]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, rep in reports.items():
+        write_report(rep, d / f"{name}.json")
+    return d
+
+
+def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: Path) -> None:
+    errored = make_axes(70, 80, 90, 95)
+    errored["kld"] = {"error": "out of memory"}
+    invalid = make_axes(70, 80, 90, 95)
+    assert invalid["kld"] is not None
+    invalid["kld"].update(invalid=True, invalid_reason="non-finite logits in 3 of 510 rows")
+    d = write_all(tmp_path / "r", {
+        "a": model_report("alpha", "1", axes=make_axes(60, 70, 80, 90)),
+        "b": model_report("beta", "2"),  # default axes: composite 90.86
+        "c": model_report("gamma", "3", axes=errored),
+        "d": model_report("delta", "4", axes=invalid),
+        "e": model_report("alpha", "1", candidate="ctk=f16,ctv=f16"),
+    })
+    board = build_leaderboard(d)
+    assert [g.candidate for g in board.groups] == ["ctk=q8_0,ctv=q4_0", "ctk=f16,ctv=f16"]
+    main, control = board.groups
+    assert [(e.rank, e.row.model, e.kind) for e in main.entries] == [
+        (1, "beta", "ranked"), (2, "alpha", "ranked"), (3, "delta", "ranked"),
+        (None, "gamma", "partial"),
+    ]
+    assert control.self_check and [e.kind for e in control.entries] == ["control"]
+    assert control.entries[0].rank is None
+    cells = {e.row.model: entry_cells(e) for e in main.entries}
+    assert cells["gamma"][0] == "—" and cells["gamma"][5] == "error"
+    assert "partial: not ranked" in cells["gamma"][-1]
+    assert cells["delta"][2] == "0.00" and cells["delta"][5] == "invalid"
+    assert "B KLD@D invalid: non-finite logits in 3 of 510 rows" in cells["delta"][-1]
+    assert entry_cells(control.entries[0])[0] == "ctl"
+    # framework and settings fingerprint on every row, equal across a comparable table
+    assert {c[-3] for c in cells.values()} == {"refract 0.1.0"}
+    assert len({c[-2] for c in cells.values()}) == 1 and re.fullmatch(r"[0-9a-f]{8}",
+                                                                      cells["beta"][-2])
+    md = leaderboard_markdown(board)
+    assert "## Candidate `ctk=f16,ctv=f16` — self-check (negative control)" in md
+    assert "| ctl | alpha |" in md and "| 1 | beta | 90.86 | EXCELLENT |" in md
+    assert "settings: KLD 32×512 · n_predict 40 · raw text · seed 42 · R-NIAH ≤16384" in md
+    html = leaderboard_html(board)
+    assert "b-error" in html and "b-invalid" in html and 'class="control"' in html
+
+
+def test_incomparable_reports_are_refused_or_marked(tmp_path: Path) -> None:
+    d = write_all(tmp_path / "r", {
+        "a": model_report("alpha", "1"),
+        "b": model_report("beta", "2"),
+        "c": model_report("gamma", "3", settings=dict(SETTINGS, n_predict=128)),
+    })
+    with pytest.raises(IncompatibleReports, match=r"ctk=q8_0,ctv=q4_0.*n_predict differs"):
+        build_leaderboard(d)
+    board = build_leaderboard(d, allow_incompatible=True)
+    [group] = board.incompatible
+    marked = {e.row.model: e.differs for e in group.entries}
+    assert marked == {"alpha": (), "beta": (), "gamma": ("n_predict",)}
+    assert "differs: n_predict" in next(e.notes for e in group.entries if e.row.model == "gamma")
+    assert "**Not comparable**" in leaderboard_markdown(board)
+    assert "Not comparable" in leaderboard_html(board)
+    # the model differs by design: different model hashes are fine within a table
+    ok = write_all(tmp_path / "ok", {"a": model_report("alpha", "1"),
+                                     "b": model_report("beta", "2")})
+    assert not build_leaderboard(ok).incompatible
+
+
+def test_one_row_per_model_newest_wins(tmp_path: Path) -> None:
+    d = write_all(tmp_path / "r", {
+        "old": model_report("alpha", "1", axes=make_axes(50, 60, 70, 80),
+                            timestamp="2026-01-01T00:00:00"),
+        "new": model_report("alpha-copy", "1", timestamp="2026-02-01T00:00:00"),
+        "other": model_report("beta", "2"),
+    })
+    board = build_leaderboard(d)
+    [group] = board.groups
+    assert sorted(e.row.name for e in group.entries) == ["new", "other"]
+    assert len(board.skipped) == 1 and "old.json: superseded" in board.skipped[0]
+
+
+def test_refract_llm_reports_are_ranked_and_marked_unverified(tmp_path: Path) -> None:
+    if not EXAMPLES.is_dir():
+        pytest.fail(f"{EXAMPLES} is missing")
+    board = build_leaderboard(EXAMPLES)  # comparable per candidate, no hashes: not refused
+    assert not board.incompatible
+    q8 = next(g for g in board.groups if g.candidate == "ctk=q8_0,ctv=turbo4")
+    assert [e.rank for e in q8.entries] == [1, 2, 3]
+    assert all("unverified" in e.notes for e in q8.entries)
+    assert q8.settings.startswith("KLD 32×512 · n_predict 50")
+    # mixed with our verified reports of the same candidate: still compared on what both
+    # carry (here n_predict 50 vs ours 40 → differs)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(EXAMPLES, mixed)
+    write_report(model_report("ours", "9", candidate="ctk=q8_0,ctv=turbo4"), mixed / "o.json")
+    with pytest.raises(IncompatibleReports, match="n_predict differs"):
+        build_leaderboard(mixed)
+
+
+def test_write_leaderboards_writes_both_files_atomically(tmp_path: Path) -> None:
+    d = write_all(tmp_path / "run", {"a": model_report("alpha", "1"),
+                                     "b": model_report("beta", "2")})
+    files = write_leaderboards(d, d)
+    assert files.markdown == d / MARKDOWN_NAME and files.html == d / HTML_NAME
+    md = files.markdown.read_text(encoding="utf-8")
+    html = files.html.read_text(encoding="utf-8")
+    assert md == leaderboard_markdown(files.board) and md.startswith("# REFRACT leaderboard")
+    assert html.startswith("<!DOCTYPE html>") and "prefers-color-scheme: dark" in html
+    assert "<script" not in html and "http" not in html.split("<body>")[1]
+    assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+    # rerun over the same directory: the outputs are not mistaken for reports
+    again = write_leaderboards(d, d)
+    assert not again.board.skipped
+    # incomparable: written with marks by default, refused on request
+    write_report(model_report("gamma", "3", settings=dict(SETTINGS, seed=7)), d / "c.json")
+    assert write_leaderboards(d, d).board.incompatible
+    with pytest.raises(IncompatibleReports, match="seed differs"):
+        write_leaderboards(d, tmp_path / "out", allow_incompatible=False)
+
+
+def test_cli_leaderboard_refuses_incomparable(tmp_path: Path) -> None:
+    d = write_all(tmp_path / "r", {
+        "a": model_report("alpha", "1"),
+        "b": model_report("beta", "2", settings=dict(SETTINGS, chunks=8)),
+    })
+    runner = CliRunner()
+    r = runner.invoke(app, ["leaderboard", "--in", str(d), "--out", str(tmp_path / "b.md")])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "kld.chunks differs" in lines[0]
+    assert not (tmp_path / "b.md").exists()
+    r = runner.invoke(app, ["leaderboard", "--in", str(d), "--out", str(tmp_path / "b.md"),
+                            "--allow-incompatible"])
+    assert r.exit_code == 0, r.output
+    assert "not comparable" in r.stderr
+    assert "differs: kld.chunks" in (tmp_path / "b.md").read_text(encoding="utf-8")
