@@ -765,6 +765,16 @@ def test_noise_floor_is_rendered_and_judged():
 # ------------------------------------------------------------------ comparability
 
 
+def test_provenance_is_shown_in_card_and_html():
+    rep = verified_report()
+    plain = render_text(rep, color=False, width=140)
+    assert "model sha256" in plain and "aaaaaaaaaaaaaaaa…" in plain
+    assert "wikitext-2-raw-v1 test (bbbbbbbbbbbb…)" in plain
+    html_text = render_html(rep)
+    assert "provenance.prompts.sha256" in html_text and "settings.ctx" in html_text
+    assert "unverified (no input hashes)" in render_text(make_report(), color=False, width=140)
+
+
 def test_compare_refuses_incomparable_reports():
     a = verified_report(candidate="ctk=q8_0,ctv=q8_0")
     b = verified_report(candidate="ctk=q4_0,ctv=q4_0")

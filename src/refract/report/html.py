@@ -622,6 +622,14 @@ def _details(report: Mapping[str, Any]) -> str:
     timings = report.get("timings")
     if isinstance(timings, Mapping):
         pairs += [(f"timings.{k}", v) for k, v in _flatten(timings)]
+    prov = report.get("provenance")
+    if isinstance(prov, Mapping):
+        pairs += [(f"provenance.{k}", v) for k, v in _flatten(prov)]
+    else:
+        pairs.append(("provenance", "unverified: no input hashes in this report"))
+    settings = report.get("settings")
+    if isinstance(settings, Mapping):
+        pairs += [(f"settings.{k}", v) for k, v in _flatten(settings)]
     repro = report.get("repro_command")
     repro_html = f"<h3>Reproduce</h3><pre>{esc(repro)}</pre>" if repro else ""
     return f"<section><h2>Run details</h2>{kv_table(pairs)}{repro_html}</section>"

@@ -107,6 +107,15 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     meta.add_row("model", Text(model_name(report)))
     meta.add_row("reference", Text(str(report.get("reference") or "—")))
     meta.add_row("candidate", Text(str(report.get("candidate") or "—")))
+    prov = report.get("provenance")
+    model_prov = prov.get("model") if isinstance(prov, Mapping) else None
+    if isinstance(model_prov, Mapping) and isinstance(model_prov.get("sha256"), str):
+        meta.add_row("model sha256", Text(str(model_prov["sha256"])[:16] + "…"))
+        corpus = prov.get("corpus") if isinstance(prov, Mapping) else None
+        if isinstance(corpus, Mapping) and corpus.get("name"):
+            meta.add_row("corpus", Text(f"{corpus['name']} ({str(corpus.get('sha256'))[:12]}…)"))
+    else:
+        meta.add_row("provenance", Text("unverified (no input hashes)", style="dim"))
 
     axes = axes_of(report)
     table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
