@@ -1,4 +1,16 @@
-"""Shared fixtures: tiny synthesized GGUF models, the demo model, ../shared/data."""
+"""Shared fixtures: tiny synthesized GGUF models, the demo model, ../shared/data.
+
+Two CI rules live here (CI=true, as .ci/run sets it):
+
+- a test that would be *skipped* for lack of ../shared/data, of the native engine or of the
+  demo model *fails* instead: on CI those are always there, so a skip means a broken setup
+  (on a user's clone without ../shared the same tests skip);
+- every test that needs the native engine is marked ``engine`` automatically (it uses an
+  engine fixture, is marked ``needs_core``, or its module imports ``refract._core`` or
+  ``refract.Engine``), and those using the demo model also ``demo``: the compat job runs
+  ``pytest -m engine`` against the older llama.cpp, so a new engine test is included there
+  without editing a list.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +31,16 @@ from tinymodel import CHATML, write_tiny_model  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+#: skip reasons that mean a broken setup on CI (turned into failures there)
+CI_MUST_NOT_SKIP = ("shared data", "shared example", "../shared", "shared/data",
+                    "_core is not built", "demo model unavailable")
+ENGINE_FIXTURES = {"tiny_engine", "demo_engine"}
+DEMO_FIXTURES = {"demo_model", "demo_engine"}
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
 
 def have_core() -> bool:
     try:
@@ -32,10 +54,52 @@ needs_core = pytest.mark.skipif(not have_core(), reason="refract._core is not bu
 
 
 def shared_file(name: str) -> Path:
+    """A file of ../shared/data: skipped on a user's clone without it, a failure on CI."""
     p = SHARED_DATA / name
     if not p.exists():
-        pytest.skip(f"{p} is not available (tests read ../shared/data when present)")
+        msg = f"{p} is not available (tests read ../shared/data when present)"
+        if on_ci():
+            pytest.fail(f"CI: {msg}", pytrace=False)
+        pytest.skip(msg)
     return p
+
+
+def _module_uses_engine(module: object) -> bool:
+    if not have_core():
+        return False
+    import refract._core as core
+
+    from refract.engine import Engine
+
+    return any(v is core or v is Engine for v in vars(module).values())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        skip_reasons = [str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif")]
+        module = getattr(item, "module", None)
+        if (
+            names & ENGINE_FIXTURES
+            or any("_core is not built" in r for r in skip_reasons)
+            or (module is not None and _module_uses_engine(module))
+        ):
+            item.add_marker(pytest.mark.engine)
+        if names & DEMO_FIXTURES:
+            item.add_marker(pytest.mark.demo)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and on_ci()) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    if any(key in reason for key in CI_MUST_NOT_SKIP):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: this test may not be skipped here: {reason}"
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +133,7 @@ def demo_model() -> Path:
         pytest.skip("refract.demo is not available")
     try:
         return demo_model_path()
-    except Exception as e:  # the extra is not installed
+    except Exception as e:  # the extra is not installed (a failure on CI, see above)
         pytest.skip(f"demo model unavailable: {e}")
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from refract._cpu import install_guard
 from refract.kvconfig import KVConfig
+
+install_guard()  # refuse politely on a CPU this build cannot run on (see refract/_cpu.py)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,137 @@
+"""
+refract's native engine: llama.cpp in-process, metrics on its logit buffers
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, overload
+
+import numpy
+from numpy.typing import NDArray
+
+
+def llama_cpp_commit() -> str:
+    """llama.cpp commit the extension was built from"""
+
+def llama_cpp_source() -> str:
+    """where that llama.cpp tree came from"""
+
+def backends() -> list[str]:
+    """ggml backends compiled in"""
+
+def system_info() -> str:
+    """llama.cpp's system info line"""
+
+def kv_types() -> list[str]:
+    """KV cache type names the linked build supports"""
+
+def ggml_types() -> list[str]:
+    """every ggml type name"""
+
+def pin_fork_switches() -> dict[str, str]:
+    """
+    set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force
+    """
+
+def drain_log() -> list[tuple[int, str]]:
+    """llama.cpp log lines (ggml level, text) captured since the last call"""
+
+def kld_rows(ref_logits: NDArray, cand_logits: NDArray, next_tokens: object | None = None, n_threads: int = 0) -> dict:
+    """
+    Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1.
+    """
+
+class KV:
+    @overload
+    def __init__(self) -> None: ...
+
+    @overload
+    def __init__(self, type_k: str, type_v: str, env: Mapping[str, str], label: str, slot: int = 0) -> None: ...
+
+    @property
+    def type_k(self) -> str: ...
+
+    @type_k.setter
+    def type_k(self, arg: str, /) -> None: ...
+
+    @property
+    def type_v(self) -> str: ...
+
+    @type_v.setter
+    def type_v(self, arg: str, /) -> None: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    @env.setter
+    def env(self, arg: Mapping[str, str], /) -> None: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @label.setter
+    def label(self, arg: str, /) -> None: ...
+
+    @property
+    def slot(self) -> int: ...
+
+    @slot.setter
+    def slot(self, arg: int, /) -> None: ...
+
+class Model:
+    def __init__(self, path: str, n_gpu_layers: int = -1, n_threads: int = 0, flash_attn: bool = True) -> None: ...
+
+    @property
+    def info(self) -> dict: ...
+
+    @property
+    def n_threads(self) -> int: ...
+
+    def metadata(self) -> dict[str, str]: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> NDArray[numpy.int32]: ...
+
+    def detokenize(self, ids: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], special: bool = False) -> bytes: ...
+
+    def validate(self, kv: KV) -> None: ...
+
+    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None) -> tuple: ...
+
+    def generate_one(self, kv: KV, prompt: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], probe: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], n_predict: int, n_ctx_seq: int) -> dict: ...
+
+    def compare(self, ref: KV, cands: Sequence[KV], tokens: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], first: int, last: int, n_ctx_seq: int) -> list: ...
+
+    def kld_corpus(self, ref: KV, cands: Sequence[KV], tokens: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], ctx: int, chunks: int, progress: object | None = None) -> dict: ...
+
+    def allocations(self) -> dict: ...
+
+    def release_contexts(self) -> None: ...
+
+    def interrupt(self) -> None:
+        """
+        Stop the call running on this model (from another thread): it raises KeyboardInterrupt. No effect when no call is running.
+        """
+
+    def context_stats(self) -> dict:
+        """contexts created and evicted so far, and cached now"""
+
+    def estimate(self, kv: KV, n_ctx_seq: int, n_seq: int = 1, n_outputs: int = 0) -> dict:
+        """
+        bytes a context would allocate: KV cache, logits output buffer, compute allowance
+        """
+
+def generate_cells(model: Model, kv: KV, groups: Sequence[Sequence[tuple[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]]]], n_predict: int, n_ctx_seq: int, stop: str = '', progress: object | None = None) -> dict:
+    """
+    Groups of (prompt, probe) cells decoded as parallel sequences sharing common prefixes (see generate.hpp).
+    """
+
+def bench_decode(model: Model, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_gen: Sequence[int], n_ctx_seq: int, group: int = 64) -> dict:
+    """
+    Benchmark floor: a bare llama_decode loop (prefill, then n_gen tokens per prompt), timed.
+    """
+
+def chunk_plan(n_tokens: int, ctx: int, chunks: int) -> tuple:
+    """
+    llama-perplexity's chunking: (n_chunks, first scored position, last scored position)
+    """
