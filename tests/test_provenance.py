@@ -157,6 +157,8 @@ def test_build_provenance(tmp_path: Path) -> None:
     from_list = build_provenance(None, prompts=parsed)["prompts"]
     assert from_list["sha256"] == prov["prompts"]["sha256"]
     assert from_list["source"] == "bundled"
+    named = build_provenance(None, prompts=parsed, prompts_path=prompts_path)["prompts"]
+    assert named == prov["prompts"]
     assert prompts_digest(parsed[:-1])[0] != prov["prompts"]["sha256"]
     assert build_provenance(None) == {"model": None, "corpus": None, "haystack": None,
                                       "prompts": None}

@@ -197,6 +197,7 @@ def build_provenance(
     prompts: str | os.PathLike[str] | Iterable[Any] | None = None,
     *,
     prompts_source: str | None = None,
+    prompts_path: str | os.PathLike[str] | None = None,
     corpus_text: str | None = None,
     haystack_text: str | None = None,
 ) -> dict[str, Any]:
@@ -205,11 +206,16 @@ def build_provenance(
     ``prompts`` is the parsed prompt list (objects with id/category/prompt, or dicts) or a
     JSONL path (parsed here); the digest is over the parsed prompts (:func:`prompts_digest`),
     so the same prompts give the same digest however they were given. ``prompts_source``
-    names the set (a path or ``"bundled"``). ``corpus_text`` / ``haystack_text`` identify
+    names the set (a path or ``"bundled"``; ``prompts_path``, when given, names it too).
+    ``corpus_text`` / ``haystack_text`` identify
     an in-memory text when there is no file path.
     Entries that do not apply are ``None``.
     """
     prompt_entry: dict[str, Any] | None = None
+    if prompts_source is None and prompts_path is not None:
+        prompts_source = str(Path(prompts_path).expanduser())
+    if prompts is None and prompts_path is not None:
+        prompts = prompts_path
     if isinstance(prompts, (str, os.PathLike)):
         from refract.promptset import load_prompts
 
