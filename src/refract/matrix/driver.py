@@ -1,0 +1,218 @@
+"""The matrix driver: plan the cells, hand one job per model to an executor, write results.
+
+Only the driver writes files, each atomically: a cell's HTML, then its JSON (the JSON is the
+"done" mark a rerun looks for), then ``matrix-status.jsonl`` (one line per cell: ok,
+skipped or failed with the reason and the worker's stderr tail) and the leaderboards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from refract.matrix.plan import Cell, matrix_extras, plan_cells
+from refract.matrix.progress import MatrixProgress
+from refract.matrix.spec import MatrixSpec
+
+__all__ = ["CellOutcome", "Executor", "MatrixResult", "run_matrix", "write_leaderboards"]
+
+STATUS_FILE = "matrix-status.jsonl"
+
+
+def make_job(
+    name: str, path: Path, candidates: list[str], reference: str,
+    settings: dict[str, Any], base_dir: Path,
+) -> dict[str, Any]:
+    """One model's work for a worker (JSON-able: it crosses a pipe or Ray)."""
+    return {
+        "model": {"name": name, "path": str(path)},
+        "candidates": list(candidates),
+        "reference": reference,
+        "settings": dict(settings),
+        "base_dir": str(base_dir),
+    }
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[dict[str, Any]], handle: Any) -> None: ...
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    state: str  # "ok", "skipped", "failed", "pending"
+    message: str = ""
+    stderr_tail: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+
+@dataclass
+class MatrixResult:
+    outcomes: list[CellOutcome]
+    leaderboards: list[Path] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(o.state == state for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+
+def write_leaderboards(out_dir: Path) -> list[Path]:
+    """LEADERBOARD.md and leaderboard.html of every report in ``out_dir``."""
+    from refract.report import leaderboard as lb
+
+    writer = getattr(lb, "write_leaderboards", None)
+    if writer is not None:
+        result = writer(out_dir, out_dir)
+        if isinstance(result, (list, tuple)):
+            return [Path(p) for p in result]
+        return [out_dir / "LEADERBOARD.md", out_dir / "leaderboard.html"]
+    board = lb.build_leaderboard(out_dir)
+    return [lb.write_leaderboard(board, out_dir / "LEADERBOARD.md"),
+            lb.write_leaderboard(board, out_dir / "leaderboard.html")]
+
+
+class _Driver:
+    def __init__(self, spec: MatrixSpec, cells: list[Cell], progress: MatrixProgress) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.outcomes: dict[tuple[str, str], CellOutcome] = {
+            (str(c.model.path), c.candidate): CellOutcome(c, "skipped" if c.done else "pending")
+            for c in cells
+        }
+        self.jobs: list[dict[str, Any]] = []
+        self.job_models: list[Any] = []
+        for model in spec.models:
+            todo = [c.candidate for c in cells if c.model == model and not c.done]
+            if todo:
+                self.jobs.append(make_job(model.name, model.path, todo, spec.reference,
+                                          spec.settings, spec.base_dir))
+                self.job_models.append(model)
+        self.started: dict[tuple[str, str], float] = {}
+
+    def _outcome(self, index: int, candidate: str | None) -> CellOutcome | None:
+        model = self.job_models[index]
+        return self.outcomes.get((str(model.path), candidate or ""))
+
+    def _start(self, outcome: CellOutcome) -> None:
+        key = (str(outcome.cell.model.path), outcome.cell.candidate)
+        if key not in self.started:
+            self.started[key] = time.monotonic()
+            self.progress.cell_start(outcome.cell.model.name, outcome.cell.candidate)
+
+    def _finish(self, outcome: CellOutcome, state: str, message: str = "",
+                tail: list[str] | None = None) -> None:
+        if outcome.state != "pending":
+            return
+        self._start(outcome)
+        key = (str(outcome.cell.model.path), outcome.cell.candidate)
+        outcome.state, outcome.message = state, message
+        outcome.stderr_tail = list(tail or [])
+        outcome.seconds = time.monotonic() - self.started[key]
+        self.progress.cell_end(outcome.cell.model.name, outcome.cell.candidate, state == "ok",
+                               message)
+
+    def handle(self, index: int, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        model = self.job_models[index]
+        if kind == "start":
+            outcome = self._outcome(index, event.get("candidate"))
+            if outcome is not None:
+                self._start(outcome)
+        elif kind == "axis":
+            self.progress.axis(model.name, event.get("candidate"), str(event.get("axis")),
+                               int(event.get("done") or 0), int(event.get("total") or 0))
+        elif kind == "report":
+            outcome = self._outcome(index, event.get("candidate"))
+            if outcome is None or outcome.state != "pending":
+                return
+            self._write(outcome.cell, event["report"])
+            self._finish(outcome, "ok")
+        elif kind == "error":
+            outcome = self._outcome(index, event.get("candidate"))
+            if outcome is not None:
+                self._finish(outcome, "failed", str(event.get("message")))
+        elif kind in ("fatal", "crash"):
+            message = str(event.get("message"))
+            tail = [str(x) for x in event.get("stderr_tail") or []]
+            if tail:
+                message = f"{message}; stderr tail: {tail[-1]}"
+            for outcome in self._pending(model):
+                self._finish(outcome, "failed", message, tail)
+
+    def _pending(self, model: Any) -> list[CellOutcome]:
+        return [o for o in self.outcomes.values()
+                if o.cell.model == model and o.state == "pending"]
+
+    def _write(self, cell: Cell, report: dict[str, Any]) -> None:
+        from refract.report.html import write_html
+        from refract.report.io import write_report
+
+        extras = report.setdefault("extras", {})
+        if not isinstance(extras, dict):
+            extras = report["extras"] = {}
+        extras["matrix"] = matrix_extras(cell, self.spec)
+        write_html(report, cell.html_path)
+        write_report(report, cell.json_path)  # last: its presence marks the cell done
+
+    def finish_all(self) -> None:
+        for model in self.job_models:
+            for outcome in self._pending(model):
+                self._finish(outcome, "failed", "the worker ended without a result")
+
+
+def _write_status(out_dir: Path, outcomes: list[CellOutcome]) -> None:
+    from refract.report.io import atomic_write_bytes
+
+    lines = []
+    for o in outcomes:
+        lines.append(orjson.dumps({
+            "model": o.cell.model.name,
+            "model_path": str(o.cell.model.path),
+            "candidate": o.cell.candidate,
+            "state": o.state,
+            "report": o.cell.json_path.name if o.state in ("ok", "skipped") else None,
+            "message": o.message or None,
+            "stderr_tail": o.stderr_tail or None,
+            "seconds": o.seconds,
+        }))
+    atomic_write_bytes(out_dir / STATUS_FILE, b"\n".join(lines) + b"\n")
+
+
+def run_matrix(
+    spec: MatrixSpec,
+    out_dir: Path,
+    executor: Executor,
+    progress: MatrixProgress | None = None,
+) -> MatrixResult:
+    """Score every cell not already done; write reports, status and leaderboards.
+
+    ``KeyboardInterrupt`` propagates after the executor has stopped its workers; every file
+    written before it is whole (atomic writes), so a rerun continues where this one stopped.
+    """
+    progress = progress or MatrixProgress(quiet=True)
+    cells = plan_cells(spec, out_dir)
+    for cell in cells:
+        if cell.redo_reason:
+            progress.note(f"{cell.json_path.name}: {cell.redo_reason}; scoring it again")
+    driver = _Driver(spec, cells, progress)
+    progress.begin(len(cells), sum(c.done for c in cells), executor.name)
+    try:
+        if driver.jobs:
+            executor.run(driver.jobs, driver.handle)
+        driver.finish_all()
+    finally:
+        progress.close()
+    outcomes = list(driver.outcomes.values())
+    _write_status(out_dir, outcomes)
+    boards = write_leaderboards(out_dir) if any(o.state in ("ok", "skipped")
+                                                for o in outcomes) else []
+    return MatrixResult(outcomes=outcomes, leaderboards=boards)

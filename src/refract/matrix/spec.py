@@ -1,0 +1,216 @@
+"""A matrix file (TOML) → :class:`MatrixSpec`, with every cheap check done up front.
+
+.. code-block:: toml
+
+    reference = "ctk=f16,ctv=f16"
+    candidates = ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"]
+    [settings]            # refract score options, '-' written '_'
+    chunks = 32
+    [[models]]
+    name = "Gemma 3 270M"
+    path = "models/gemma-3-270m.gguf"   # relative to the TOML file
+
+Every mistake is a :class:`refract.score.UsageError` (one line, exit 2) raised before any
+model loads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refract.kvconfig import KVConfig, KVConfigError
+from refract.matrix import compat
+from refract.progress import Reporter
+from refract.score import DEFAULT_REFERENCE, UsageError, resolve_model
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["MatrixSpec", "ModelEntry", "check_out_dir", "load_spec", "parse_spec", "slug"]
+
+TOP_KEYS = ("reference", "candidates", "settings", "models")
+MODEL_KEYS = ("name", "path")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    """Resolved to an absolute path (relative paths are relative to the TOML file)."""
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    source: Path | None
+    reference: str
+    candidates: tuple[str, ...]
+    """Candidate KV configs, as canonical labels (``ctk=…,ctv=…``)."""
+    models: tuple[ModelEntry, ...]
+    settings: dict[str, Any]
+    """The ``[settings]`` table as written (what the workers rebuild the options from)."""
+    base_dir: Path
+    options: Any
+    """The score options object (:func:`refract.matrix.compat.make_options`)."""
+
+    @property
+    def fingerprint(self) -> str:
+        return compat.options_fingerprint(self.options)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form: ``Mistral-Small 24B`` → ``mistral-small-24b``."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text.strip().lower()).strip("-.")
+    return s or "x"
+
+
+def _known_kv_types() -> list[str] | None:
+    try:
+        from refract import _core
+    except ImportError:
+        return None
+    return list(_core.kv_types())
+
+
+def _kv(text: Any, what: str, known: Sequence[str] | None) -> KVConfig:
+    if not isinstance(text, str):
+        raise UsageError(f"{what} must be a KV config string like 'ctk=q8_0,ctv=q8_0', "
+                         f"got {text!r}")
+    try:
+        cfg = KVConfig.parse(text)
+    except KVConfigError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if known:
+        for key, name in (("ctk", cfg.ctk), ("ctv", cfg.ctv)):
+            if name not in known:
+                raise UsageError(
+                    f"{what} {text!r}: {key}={name} is not a KV type of this llama.cpp build "
+                    f"(it has: {', '.join(known)})"
+                )
+    return cfg
+
+
+def load_spec(path: str | os.PathLike[str]) -> MatrixSpec:
+    """Read and check a matrix TOML file (no model is loaded)."""
+    p = Path(path).expanduser()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"matrix file not found: {str(p)!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"matrix file {str(p)!r} is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read matrix file {str(p)!r}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"matrix file {str(p)!r} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"matrix file {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_spec(data, base_dir=p.resolve().parent, source=p)
+
+
+def parse_spec(
+    data: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
+) -> MatrixSpec:
+    """Check a parsed matrix table; see the module docstring for its shape."""
+    where = str(source) if source is not None else "matrix"
+    for key in data:
+        if key not in TOP_KEYS:
+            raise UsageError(f"{where}: unknown key {key!r} (expected: {', '.join(TOP_KEYS)})")
+    known = _known_kv_types()
+    reference = _kv(data.get("reference", DEFAULT_REFERENCE), "reference", known).label
+
+    cands = data.get("candidates")
+    if not isinstance(cands, list) or not cands:
+        raise UsageError(f"{where}: 'candidates' must be a non-empty list of KV config strings")
+    candidates: list[str] = []
+    for i, text in enumerate(cands):
+        label = _kv(text, f"candidates[{i}]", known).label
+        if label in candidates:
+            raise UsageError(f"candidates[{i}] {text!r}: duplicate candidate (same as "
+                             f"candidates[{candidates.index(label)}])")
+        candidates.append(label)
+
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict):
+        raise UsageError(f"{where}: [settings] must be a table")
+    options = compat.make_options(settings, reference, base_dir=base_dir)
+
+    entries = data.get("models")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{where}: no models (add [[models]] tables with a name and a path)")
+    models: list[ModelEntry] = []
+    seen_paths: dict[Path, int] = {}
+    seen_slugs: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        what = f"models[{i}]"
+        if not isinstance(entry, dict):
+            raise UsageError(f"{what} must be a table with 'name' and 'path'")
+        for key in entry:
+            if key not in MODEL_KEYS:
+                raise UsageError(f"{what}: unknown key {key!r} (expected: name, path)")
+        text = entry.get("path")
+        if not isinstance(text, str) or not text:
+            raise UsageError(f"{what}: 'path' must be a GGUF file path")
+        raw_path = Path(text).expanduser()
+        full = raw_path if raw_path.is_absolute() else base_dir / raw_path
+        try:
+            resolved = resolve_model(str(full)).resolve()
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
+        name = entry.get("name", full.stem)
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"{what}: 'name' must be a non-empty string")
+        if resolved in seen_paths:
+            raise UsageError(f"{what} {text!r}: duplicate model (same file as "
+                             f"models[{seen_paths[resolved]}])")
+        seen_paths[resolved] = i
+        s = slug(name)
+        if s in seen_slugs:
+            raise UsageError(f"{what} name {name!r}: duplicate model name (models"
+                             f"[{seen_slugs[s]}] has the same file-name form {s!r})")
+        seen_slugs[s] = i
+        models.append(ModelEntry(name=name.strip(), path=resolved))
+
+    return MatrixSpec(
+        source=source, reference=reference, candidates=tuple(candidates), models=tuple(models),
+        settings=dict(settings), base_dir=base_dir, options=options,
+    )
+
+
+def check_settings(spec: MatrixSpec, reporter: Reporter | None = None) -> None:
+    """The score's own up-front checks (prompts, corpus, value ranges) on the first model.
+
+    This may fetch the default corpus once (unless ``no_auto_fetch``), so workers find it
+    cached.
+    """
+    compat.prepare_model(spec.models[0].path, spec.candidates, spec.options, reporter=reporter)
+
+
+def check_out_dir(path: str | os.PathLike[str]) -> Path:
+    """The output directory exists (or can be made) and is writable."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--out-dir {str(p)!r} is not a directory")
+    if not p.exists():
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out-dir {str(p)!r}: cannot create it ({str(parent)!r} "
+                             "is not a writable directory)")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out-dir {str(p)!r}: cannot create it "
+                             f"({exc.strerror or exc})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"--out-dir {str(p)!r} is not writable")
+    return p
