@@ -75,7 +75,8 @@ def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: 
     md = leaderboard_markdown(board)
     assert "## Candidate `ctk=f16,ctv=f16` — self-check (negative control)" in md
     assert "| ctl | alpha |" in md and "| 1 | beta | 90.86 | EXCELLENT |" in md
-    assert "settings: KLD 32×512 · n_predict 40 · raw text · seed 42 · R-NIAH ≤16384" in md
+    assert ("settings: KLD 32×512 · n_predict 40 · batched · raw text · seed 42 · "
+            "R-NIAH ≤16384") in md
     html = leaderboard_html(board)
     assert "b-error" in html and "b-invalid" in html and 'class="control"' in html
 

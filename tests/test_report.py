@@ -624,9 +624,10 @@ PROV = {
     "haystack": {"path": "/c/wiki.train.raw", "name": "custom", "sha256": "c" * 64, "bytes": 5},
     "prompts": {"source": "bundled", "sha256": "d" * 64, "n": 12},
 }
-SETTINGS = {"axes": ["gtm", "kld", "rniah", "plad"], "chunks": 32, "ctx": 512, "n_predict": 40,
-            "seed": 42, "chat_template": False, "rniah_up_to": 16384, "rniah_lengths": None,
-            "rniah_positions": [0.1, 0.5, 0.9], "rniah_trials": 1, "rniah_n_predict": 256}
+SETTINGS = {"axes": ["gtm", "kld", "rniah", "plad"], "sequential": False, "chunks": 32,
+            "ctx": 512, "n_predict": 40, "seed": 42, "chat_template": False,
+            "rniah_up_to": 16384, "rniah_lengths": None, "rniah_positions": [0.1, 0.5, 0.9],
+            "rniah_trials": 1, "rniah_n_predict": 256}
 
 
 def verified_report(**kw: Any) -> dict[str, Any]:
@@ -803,6 +804,8 @@ def test_compare_refuses_incomparable_reports():
     seq = make_axes()
     assert seq["gtm"] is not None
     seq["gtm"]["decode_mode"] = "sequential"
+    with pytest.raises(IncompatibleReports, match=r"gtm\.decode_mode differs"):
+        compare_reports([a, verified_report(settings=dict(SETTINGS, sequential=True))])
     with pytest.raises(IncompatibleReports, match=r"gtm\.decode_mode differs"):
         compare_reports([dict(a, axes={**a["axes"], "gtm": {**a["axes"]["gtm"],
                                                            "decode_mode": "batched"}}),

@@ -91,7 +91,11 @@ def fingerprint(report: Mapping[str, Any], *, include_model: bool = True) -> dic
         fp["n_predict"] = _first(settings.get("n_predict"), gtm.get("n_tokens_each"))
         fp["chat_template"] = settings.get("chat_template")
     if "gtm" in ran:
-        fp["gtm.decode_mode"] = axes.get("gtm", {}).get("decode_mode")
+        seq = settings.get("sequential")
+        fp["gtm.decode_mode"] = _first(
+            axes.get("gtm", {}).get("decode_mode"),
+            None if seq is None else ("sequential" if seq else "batched"),
+        )
     if "plad" in ran or "rniah" in ran:
         fp["seed"] = settings.get("seed")
     if "rniah" in ran:
