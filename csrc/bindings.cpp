@@ -17,7 +17,9 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -47,12 +49,13 @@ using IdArray = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device
 Tokens to_tokens(const IdArray & a) { return Tokens(a.data(), a.data() + a.shape(0)); }
 
 // Wraps an optional Python progress callable: called with the GIL held; Ctrl-C and exceptions
-// inside it stop the C++ loop and re-raise in Python.
+// inside it stop the C++ loop and re-raise in Python. Without a callable nothing takes the GIL
+// (Ctrl-C reaches the C++ loop through the model's abort flag, see run_unlocked).
 refract::decode::Progress wrap_progress(nb::object cb) {
+    if (cb.is_none()) return {};
     return [cb](int64_t done, int64_t total) {
         nb::gil_scoped_acquire gil;
         if (PyErr_CheckSignals() != 0) throw CallbackFailed{};
-        if (cb.is_none()) return;
         try {
             cb(done, total);
         } catch (nb::python_error & e) {
@@ -62,15 +65,59 @@ refract::decode::Progress wrap_progress(nb::object cb) {
     };
 }
 
+// Python's signal handlers run in the main thread only; so does our SIGINT hook.
+unsigned long g_main_thread = 0;
+bool in_main_thread() { return PyThread_get_thread_ident() == g_main_thread; }
+
+// After an Interrupted call (GIL held): let Python's own SIGINT handler run -- by default it
+// raises KeyboardInterrupt; a user handler may raise something else -- and raise
+// KeyboardInterrupt if it did not raise (the work is incomplete either way).
+[[noreturn]] void raise_interrupted() {
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw nb::python_error();
+}
+
+// Marks the model busy in this thread and starts the call with its abort flag clear.
+struct OwnerScope {
+    explicit OwnerScope(Model & m) : m_(m) {
+        m.owner.store(std::this_thread::get_id());
+        m.abort_flag().store(false);
+    }
+    ~OwnerScope() { m_.owner.store(std::thread::id{}); }
+    Model & m_;
+};
+
 // Runs `fn` without the GIL, holding the model's lock; maps a failed callback back to Python.
+// In the main thread Ctrl-C sets the model's abort flag, which llama.cpp's abort callback and
+// the checks between batches see, and the call ends with KeyboardInterrupt within about one
+// graph node. A call from the thread that is already inside a call on this model (a progress
+// callback calling back into the engine) is refused instead of deadlocking.
 template <typename F>
 auto run_unlocked(Model & m, F && fn) -> decltype(fn()) {
+    if (m.owner.load() == std::this_thread::get_id())
+        throw refract::EngineError(
+            "re-entrant call into the engine: this thread is already inside a call on the same model "
+            "(a progress callback must not call back into the engine it reports on)");
+    const bool main = in_main_thread();
+    if (main && PyErr_CheckSignals() != 0) throw nb::python_error();
+    std::atomic<bool> early{false};  // Ctrl-C while waiting for the lock
     try {
         nb::gil_scoped_release nogil;
+        refract::SigintScope sigint(main ? &early : nullptr);
         std::lock_guard<std::mutex> lock(m.mutex());
+        OwnerScope owner(m);
+        sigint.retarget(&m.abort_flag());
+        if (early.load()) m.abort_flag().store(true);
+        m.check_abort();
         return fn();
     } catch (CallbackFailed &) {
         throw nb::python_error();
+    } catch (refract::Interrupted &) {
+        raise_interrupted();
+    } catch (refract::EngineError &) {
+        if (m.abort_flag().load()) raise_interrupted();  // llama_decode returned 2 (aborted)
+        throw;
     }
 }
 
@@ -203,8 +250,16 @@ void init_model(nb::module_ & m) {
     nb::class_<Model>(m, "Model")
         .def("__init__",
              [](Model * self, const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn) {
-                 nb::gil_scoped_release nogil;
-                 new (self) Model(path, n_gpu_layers, n_threads, flash_attn);
+                 const bool main = in_main_thread();
+                 if (main && PyErr_CheckSignals() != 0) throw nb::python_error();
+                 std::atomic<bool> cancel{false};
+                 try {
+                     nb::gil_scoped_release nogil;
+                     refract::SigintScope sigint(main ? &cancel : nullptr);
+                     new (self) Model(path, n_gpu_layers, n_threads, flash_attn, &cancel);
+                 } catch (refract::Interrupted &) {
+                     raise_interrupted();
+                 }
              },
              "path"_a, "n_gpu_layers"_a = -1, "n_threads"_a = 0, "flash_attn"_a = true)
         .def_prop_ro("info",
@@ -328,11 +383,39 @@ void init_model(nb::module_ & m) {
             "ref"_a, "cands"_a, "tokens"_a, "ctx"_a, "chunks"_a, "progress"_a = nb::none())
         .def("allocations",
              [](Model & self) {
+                 auto seen = run_unlocked(self, [&] { return self.allocations(); });
                  nb::dict d;
-                 for (const auto & [label, v] : self.allocations()) d[label.c_str()] = allocations_to_list(v);
+                 for (const auto & [label, v] : seen) d[label.c_str()] = allocations_to_list(v);
                  return d;
              })
-        .def("release_contexts", [](Model & self) { run_unlocked(self, [&] { self.release_contexts(); }); });
+        .def("release_contexts", [](Model & self) { run_unlocked(self, [&] { self.release_contexts(); }); })
+        .def("interrupt", &Model::interrupt,
+             "Stop the call running on this model (from another thread): it raises KeyboardInterrupt. "
+             "No effect when no call is running.")
+        .def("context_stats",
+             [](Model & self) {
+                 auto st = run_unlocked(self, [&] { return self.context_stats(); });
+                 nb::dict d;
+                 d["created"] = st.created;
+                 d["evicted"] = st.evicted;
+                 d["cached"] = st.cached;
+                 return d;
+             },
+             "contexts created and evicted so far, and cached now")
+        .def(
+            "estimate",
+            [](Model & self, const KVRequest & kv, int n_ctx_seq, int n_seq, int64_t n_outputs) {
+                auto e = self.estimate(kv, n_ctx_seq, n_seq, n_outputs);  // pure arithmetic on immutable info
+                nb::dict d;
+                d["kv"] = e.kv;
+                d["output"] = e.output;
+                d["compute"] = e.compute;
+                d["total"] = e.total();
+                d["cells"] = e.cells;
+                return d;
+            },
+            "kv"_a, "n_ctx_seq"_a, "n_seq"_a = 1, "n_outputs"_a = 0,
+            "bytes a context would allocate: KV cache, logits output buffer, compute allowance");
 }
 
 void init_generate(nb::module_ & m) {
@@ -405,6 +488,7 @@ void init_corpus(nb::module_ & m) {
 
 NB_MODULE(_core, m) {
     m.doc() = "refract's native engine: llama.cpp in-process, metrics on its logit buffers";
+    g_main_thread = nb::cast<unsigned long>(nb::module_::import_("threading").attr("main_thread")().attr("ident"));
     nb::register_exception_translator([](const std::exception_ptr & p, void *) {
         try {
             std::rethrow_exception(p);
@@ -412,6 +496,8 @@ NB_MODULE(_core, m) {
             PyErr_SetString(PyExc_ValueError, e.what());
         } catch (const refract::EngineError & e) {
             PyErr_SetString(PyExc_RuntimeError, e.what());
+        } catch (const refract::Interrupted &) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
         }
     });
     init_build(m);

@@ -4,6 +4,7 @@
 #include <llama.h>
 
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -17,6 +18,20 @@ struct UsageError : std::invalid_argument {
 struct EngineError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+// The running call was stopped (Ctrl-C, or Model::interrupt() from another thread): surfaces
+// as Python KeyboardInterrupt (after Python's own SIGINT handler had its turn).
+struct Interrupted : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Process-wide lock for what llama.cpp reads from or writes to the whole process while a
+// context is created or a model is loaded: environment switches (attention rotation, fork
+// switches) and the captured log lines a context's allocations are parsed from. Two engines in
+// two threads take turns here, so neither sees the other's switches or log lines.
+inline std::mutex & process_mutex() {
+    static std::mutex mu;
+    return mu;
+}
 
 struct ModelDeleter {
     void operator()(llama_model * m) const { llama_model_free(m); }

@@ -5,6 +5,8 @@
 #include <ggml-backend.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -31,7 +33,65 @@ int meta_int(const Model & m, const std::string & key, int fallback) {
     }
 }
 
+bool abort_requested(void * data) { return static_cast<std::atomic<bool> *>(data)->load(std::memory_order_relaxed); }
+
+bool load_continues(float, void * data) {
+    return data == nullptr || !static_cast<const std::atomic<bool> *>(data)->load(std::memory_order_relaxed);
+}
+
+// ---- SIGINT: the flag of the active scope, and the handler it replaced
+static_assert(std::atomic<std::atomic<bool> *>::is_always_lock_free, "signal handler needs a lock-free pointer");
+static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
+std::atomic<std::atomic<bool> *> g_sigint_target{nullptr};
+struct sigaction g_sigint_prev {};
+
+void on_sigint(int sig, siginfo_t * info, void * uctx) {
+    const int saved = errno;
+    if (std::atomic<bool> * t = g_sigint_target.load()) t->store(true);
+    errno = saved;
+    if (g_sigint_prev.sa_flags & SA_SIGINFO) {
+        if (g_sigint_prev.sa_sigaction != nullptr) g_sigint_prev.sa_sigaction(sig, info, uctx);
+    } else if (g_sigint_prev.sa_handler != SIG_DFL && g_sigint_prev.sa_handler != SIG_IGN) {
+        g_sigint_prev.sa_handler(sig);
+    }
+}
+
+bool is_handler_function(const struct sigaction & sa) {
+    if (sa.sa_flags & SA_SIGINFO) return sa.sa_sigaction != nullptr;
+    return sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+}
+
 }  // namespace
+
+SigintScope::SigintScope(std::atomic<bool> * flag) {
+    if (flag == nullptr || g_sigint_target.load() != nullptr) return;
+    struct sigaction cur {};
+    if (sigaction(SIGINT, nullptr, &cur) != 0 || !is_handler_function(cur)) return;
+    g_sigint_prev = cur;
+    g_sigint_target.store(flag);
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigint;
+    sa.sa_mask = cur.sa_mask;
+    sa.sa_flags = (cur.sa_flags & ~SA_RESETHAND) | SA_SIGINFO;
+    if (sigaction(SIGINT, &sa, nullptr) != 0) {
+        g_sigint_target.store(nullptr);
+        return;
+    }
+    active_ = true;
+}
+
+void SigintScope::retarget(std::atomic<bool> * flag) {
+    if (active_ && flag != nullptr) g_sigint_target.store(flag);
+}
+
+SigintScope::~SigintScope() {
+    if (!active_) return;
+    struct sigaction cur {};
+    // Restore only our own replacement: a handler installed meanwhile (by a callback) stays.
+    if (sigaction(SIGINT, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigint)
+        sigaction(SIGINT, &g_sigint_prev, nullptr);
+    g_sigint_target.store(nullptr);
+}
 
 void backend_init() {
     static std::once_flag once;
@@ -80,16 +140,23 @@ Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
     p.kv_unified = false;
     p.swa_full = true;  // full-size SWA cache: prefix reuse and identical numerics across shapes
     p.no_perf = true;
+    p.abort_callback = abort_requested;
+    p.abort_callback_data = &model.abort_flag();
 
-    const size_t mark = logcap::mark();
     {
-        kv::ScopedEnv env(req.env);
-        ctx_.reset(llama_init_from_model(model.get(), p));
+        // The switches and the log lines are process-wide: another engine's context creation
+        // must neither see these switches nor interleave its allocation lines with ours.
+        std::lock_guard<std::mutex> process(process_mutex());
+        const size_t mark = logcap::mark();
+        {
+            kv::ScopedEnv env(req.env);
+            ctx_.reset(llama_init_from_model(model.get(), p));
+        }
+        if (ctx_) alloc_ = kv::parse_allocations(logcap::lines_since(mark));
     }
     if (!ctx_)
         throw EngineError("llama.cpp could not create a context for " + req.label + " (n_ctx " +
                           std::to_string(p.n_ctx) + ", " + std::to_string(n_seq) + " sequences); see the llama.cpp log");
-    alloc_ = kv::parse_allocations(logcap::lines_since(mark));
 }
 
 void Context::clear() {
@@ -99,14 +166,21 @@ void Context::clear() {
 
 // ---------------------------------------------------------------- Model
 
-Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn)
+Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn,
+             const std::atomic<bool> * cancel)
     : n_threads_(n_threads > 0 ? n_threads : (int) std::max(1u, std::thread::hardware_concurrency())),
       flash_attn_(flash_attn) {
     backend_init();
-    kv::pin_fork_switches();
+    {
+        std::lock_guard<std::mutex> process(process_mutex());
+        kv::pin_fork_switches();
+    }
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = n_gpu_layers;
+    mp.progress_callback = load_continues;
+    mp.progress_callback_user_data = const_cast<std::atomic<bool> *>(cancel);
     model_.reset(llama_model_load_from_file(path.c_str(), mp));
+    if (!model_ && cancel != nullptr && cancel->load()) throw Interrupted("interrupted while loading the model");
     if (!model_) throw UsageError("llama.cpp could not load '" + path + "' as a GGUF model (corrupt, truncated or unsupported)");
     vocab_ = llama_model_get_vocab(model_.get());
 
@@ -210,6 +284,7 @@ void Model::validate(const KVRequest & req) const {
 }
 
 std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, int n_seq) {
+    check_abort();
     for (auto it = contexts_.begin(); it != contexts_.end(); ++it) {
         const Context & c = **it;
         if (c.request().label == req.label && c.request().slot == req.slot && c.n_ctx_seq() == n_ctx_seq && c.n_seq() == n_seq) {
@@ -218,15 +293,64 @@ std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, in
         }
     }
     validate(req);
-    while (contexts_.size() >= kMaxContexts) contexts_.pop_back();
+    // Least recently used first; a context a caller still holds (use_count > 1) is in use by
+    // the running call and stays, even if that takes the cache over kMaxContexts for a while.
+    for (auto it = contexts_.end(); contexts_.size() >= kMaxContexts && it != contexts_.begin();) {
+        --it;
+        if (it->use_count() == 1) {
+            it = contexts_.erase(it);
+            ++evicted_;
+        }
+    }
     auto c = std::make_shared<Context>(*this, req, n_ctx_seq, n_seq);
+    ++created_;
     contexts_.push_front(c);
     alloc_seen_[req.label] = c->allocations();
+    check_abort();
     return c;
 }
 
 std::map<std::string, std::vector<kv::Allocation>> Model::allocations() const { return alloc_seen_; }
 
 void Model::release_contexts() { contexts_.clear(); }
+
+ContextStats Model::context_stats() const {
+    ContextStats s;
+    s.created = created_;
+    s.evicted = evicted_;
+    s.cached = contexts_.size();
+    return s;
+}
+
+MemoryEstimate Model::estimate(const KVRequest & req, int n_ctx_seq, int n_seq, int64_t n_outputs) const {
+    if (n_ctx_seq < 1 || n_seq < 1) throw UsageError("a context needs n_ctx_seq >= 1 and n_seq >= 1");
+    const ggml_type tk = kv::resolve(req.type_k, "K");
+    const ggml_type tv = kv::resolve(req.type_v, "V");
+    const ModelInfo & i = info_;
+    auto pad256 = [](uint64_t x) { return (x + 255) / 256 * 256; };
+    // As llama_context: n_ctx = pad(n_ctx_seq * n_seq), then per sequence pad(n_ctx / n_seq).
+    const uint64_t n_ctx = pad256((uint64_t) n_ctx_seq * (uint64_t) n_seq);
+    const uint64_t cells = pad256(n_ctx / (uint64_t) n_seq);
+    MemoryEstimate e;
+    e.cells = (uint32_t) cells;
+    const int64_t kv_heads = i.n_head_kv > 0 ? i.n_head_kv : i.n_head;
+    const size_t row_k = ggml_row_size(tk, kv_heads * (int64_t) i.head_dim_k);
+    const size_t row_v = ggml_row_size(tv, kv_heads * (int64_t) i.head_dim_v);
+    e.kv = (uint64_t) i.n_layer * cells * (uint64_t) n_seq * (uint64_t) (row_k + row_v);
+    // Logits of every output row (float); llama.cpp sizes its output buffer to the rows asked.
+    const int n_batch = std::max(1, std::min(std::max(n_ctx_seq, n_seq), 2048));
+    const int64_t rows = std::max<int64_t>(std::max<int64_t>(n_outputs, n_seq), 1);
+    e.output = (uint64_t) rows * (uint64_t) i.n_vocab * sizeof(float);
+    // Compute buffer: a ubatch's activations. The graph is reserved for the worst case of
+    // n_ubatch output rows, so the logits tensor dominates on large vocabularies; attention
+    // scores are materialized only without flash attention.
+    const uint64_t n_ubatch = (uint64_t) std::min(n_batch, 512);
+    const uint64_t n_ff = (uint64_t) std::max(meta_int(*this, i.architecture + ".feed_forward_length", 4 * i.n_embd), 0);
+    uint64_t compute = n_ubatch * (uint64_t) i.n_vocab * sizeof(float);
+    compute += n_ubatch * (8ull * (uint64_t) i.n_embd + 3ull * n_ff) * sizeof(float);
+    if (!flash_attn_) compute += 2ull * n_ubatch * cells * (uint64_t) std::max(i.n_head, 1) * sizeof(float);
+    e.compute = compute;
+    return e;
+}
 
 }  // namespace refract

@@ -4,10 +4,12 @@
 #include "common.hpp"
 #include "kv.hpp"
 
+#include <atomic>
 #include <list>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace refract {
@@ -48,6 +50,22 @@ private:
     ContextPtr ctx_;
 };
 
+// Bytes a context would take, computed from the model's shape and the K/V types before any is
+// allocated. `kv` and `output` follow llama.cpp's own sizing (cells padded to 256, every layer
+// at full size as with swa_full); `compute` is an allowance for the graph's work buffer.
+struct MemoryEstimate {
+    uint64_t kv = 0, output = 0, compute = 0;
+    uint32_t cells = 0;  // KV cells per sequence after llama.cpp's padding
+    uint64_t total() const { return kv + output + compute; }
+};
+
+// How the context cache has behaved so far (for tests and diagnostics).
+struct ContextStats {
+    uint64_t created = 0;  // contexts llama.cpp created
+    uint64_t evicted = 0;  // contexts dropped from the cache to make room
+    uint64_t cached = 0;   // contexts held now
+};
+
 struct ModelInfo {
     std::string architecture, description, chat_template, bos_text, eos_text;
     uint64_t n_params = 0, model_size = 0, file_size = 0;
@@ -59,7 +77,10 @@ struct ModelInfo {
 
 class Model {
 public:
-    Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn);
+    // `cancel` (optional) is polled while the weights load: setting it stops the load with
+    // Interrupted.
+    Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn,
+          const std::atomic<bool> * cancel = nullptr);
     ~Model();
 
     llama_model * get() const { return model_.get(); }
@@ -68,6 +89,19 @@ public:
     int n_threads() const { return n_threads_; }
     bool flash_attn() const { return flash_attn_; }
     std::mutex & mutex() { return mu_; }
+    // The thread running a call under mutex() (default id when idle): a second call from the
+    // same thread (a progress callback calling back into the engine) is refused, not deadlocked.
+    std::atomic<std::thread::id> owner{};
+
+    // Abort flag of the running call, read by every context's llama.cpp abort callback (so a
+    // computation stops between graph nodes) and by check_abort() between batches and context
+    // creations. Set by Ctrl-C (see SigintScope) or interrupt() from any thread; each call
+    // starts with it cleared.
+    std::atomic<bool> & abort_flag() { return abort_; }
+    void interrupt() { abort_.store(true); }
+    void check_abort() const {
+        if (abort_.load(std::memory_order_relaxed)) throw Interrupted("interrupted");
+    }
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize(const std::vector<llama_token> & ids, bool special) const;
@@ -78,11 +112,17 @@ public:
     // Validates a KV request against this model (types exist, block size divides head dim).
     void validate(const KVRequest & req) const;
     // The context for (req, n_ctx_seq, n_seq), created on first use and reused. The cache keeps
-    // the most recent few; a caller's shared_ptr keeps an evicted one alive while in use.
+    // the kMaxContexts most recently used, but never evicts one a caller still holds: a call
+    // that needs N+1 contexts at once (a reference and N candidates decoding the same chunk)
+    // keeps all of them cached across chunks, so each is created once.
     std::shared_ptr<Context> context(const KVRequest & req, int n_ctx_seq, int n_seq);
     // K/V types llama.cpp allocated, by KV label (from every context created so far).
     std::map<std::string, std::vector<kv::Allocation>> allocations() const;
     void release_contexts();
+    ContextStats context_stats() const;
+    // What a context for (req, n_ctx_seq, n_seq) producing up to n_outputs logit rows per
+    // batch would allocate (nothing is allocated).
+    MemoryEstimate estimate(const KVRequest & req, int n_ctx_seq, int n_seq, int64_t n_outputs) const;
 
 private:
     ModelPtr model_;
@@ -91,8 +131,29 @@ private:
     int n_threads_;
     bool flash_attn_;
     std::mutex mu_;
+    std::atomic<bool> abort_{false};
     std::map<std::string, std::vector<kv::Allocation>> alloc_seen_;
     std::list<std::shared_ptr<Context>> contexts_;  // most recently used first
+    uint64_t created_ = 0, evicted_ = 0;
+};
+
+// While alive, SIGINT also sets a flag (so that llama.cpp's abort callback stops the running
+// computation within one graph node), then runs the previous handler -- Python's, which
+// records the signal for its own KeyboardInterrupt. Installed by the main thread around a long
+// call with the GIL released, restored afterwards. Does nothing when the flag is null, when
+// SIGINT is ignored or default (SIG_IGN / SIG_DFL), or inside another active scope.
+class SigintScope {
+public:
+    explicit SigintScope(std::atomic<bool> * flag);
+    ~SigintScope();
+    SigintScope(const SigintScope &) = delete;
+    SigintScope & operator=(const SigintScope &) = delete;
+    // Points the handler at another flag (the model's once its lock is held).
+    void retarget(std::atomic<bool> * flag);
+    bool active() const { return active_; }
+
+private:
+    bool active_ = false;
 };
 
 void backend_init();

@@ -22,6 +22,9 @@ log.addHandler(logging.NullHandler())
 
 Progress = Callable[[int, int], None]
 DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
+#: Tokens dropped before a prefix's cut in Engine.corpus_tokens (a cut can change only the
+#: tokenization of the text right before it).
+CORPUS_CUT_MARGIN = 256
 FORK_SWITCHES = ("TURBO_AUTO_ASYMMETRIC", "TURBO_LAYER_ADAPTIVE")
 # ggml log levels → logging levels (NONE, DEBUG, INFO, WARN, ERROR, CONT)
 _LEVELS = {
@@ -145,6 +148,8 @@ class Engine:
         self.fork_switches = {key: os.environ[key] for key in FORK_SWITCHES}
         try:
             self._m: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
+        except ValueError as err:  # llama.cpp refused the file
+            raise ModelError(str(err)) from None
         finally:
             self._drain_log()
         self.n_threads: int = self._m.n_threads
@@ -176,7 +181,37 @@ class Engine:
 
     def kv_allocations(self) -> dict[str, list[dict[str, Any]]]:
         """K/V types llama.cpp actually allocated, per KV label, per layer group."""
-        return {k: list(v) for k, v in self._m.allocations().items()}
+        return {k: list(v) for k, v in self._call(self._m.allocations).items()}
+
+    def context_stats(self) -> dict[str, int]:
+        """Contexts created and evicted by this engine so far, and how many are cached now."""
+        return dict(self._call(self._m.context_stats))
+
+    def estimate_context(
+        self, kv: str | KVConfig, n_ctx_seq: int, n_seq: int = 1, n_outputs: int = 0
+    ) -> dict[str, int]:
+        """Bytes one context would allocate, before it exists: ``kv`` (KV cache at llama.cpp's
+        padded cell count), ``output`` (float logits for ``n_outputs`` rows per batch),
+        ``compute`` (an allowance for the graph's work buffer), ``total`` and ``cells``."""
+        if n_ctx_seq < 1 or n_seq < 1 or n_outputs < 0:
+            raise ValueError(
+                f"need n_ctx_seq >= 1, n_seq >= 1, n_outputs >= 0; got {n_ctx_seq}, {n_seq}, "
+                f"{n_outputs}"
+            )
+        req = self.kv(kv)
+        return dict(self._m.estimate(req, n_ctx_seq, n_seq, n_outputs))
+
+    def estimate_context_bytes(
+        self, kv: str | KVConfig, n_ctx_seq: int, n_seq: int = 1, n_outputs: int = 0
+    ) -> int:
+        """Total of :meth:`estimate_context` (pass it to ``refract.memory.check_fits``)."""
+        return int(self.estimate_context(kv, n_ctx_seq, n_seq, n_outputs)["total"])
+
+    def interrupt(self) -> None:
+        """Stop the call running on this engine in another thread (it raises
+        KeyboardInterrupt there). Ctrl-C does the same for a call in the main thread."""
+        if self._m is not None:
+            self._m.interrupt()
 
     # ------------------------------------------------------------------ tokens
     def tokenize(
@@ -185,6 +220,31 @@ class Engine:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         return self._call(self._m.tokenize, text, add_special, parse_special)
+
+    def corpus_tokens(self, text: str, ctx: int, chunks: int) -> tuple[np.ndarray, int]:
+        """The first tokens of ``text`` that ``chunks`` windows of ``ctx`` need, without
+        tokenizing all of it; returns ``(ids, characters_tokenized)``.
+
+        The ids equal the start of ``tokenize(text)`` (BOS included, as llama-perplexity
+        tokenizes the whole corpus): growing prefixes cut after a line break are tokenized
+        until one yields :data:`CORPUS_CUT_MARGIN` tokens more than needed, and the tokens
+        near the cut are dropped. A text too short for that is tokenized whole.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        if ctx < 1 or chunks < 1:
+            raise ValueError(f"ctx and chunks must be >= 1, got {ctx} and {chunks}")
+        need = ctx * chunks
+        size = max(need * 8, 1 << 16)
+        while size < len(text):
+            cut = text.rfind("\n", size // 2, size)
+            end = cut + 1 if cut >= 0 else size
+            ids = self.tokenize(text[:end])
+            if ids.size >= need + CORPUS_CUT_MARGIN:
+                return np.ascontiguousarray(ids[:need]), end
+            size *= 2
+        ids = self.tokenize(text)
+        return ids, len(text)
 
     def detokenize(self, ids: Sequence[int] | np.ndarray, special: bool = False) -> str:
         raw: bytes = self._call(self._m.detokenize, _ids(ids), special)
