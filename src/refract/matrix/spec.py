@@ -8,7 +8,7 @@
     chunks = 32
     [[models]]
     name = "Gemma 3 270M"
-    path = "models/gemma-3-270m.gguf"   # relative to the TOML file
+    path = "models/gemma-3-270m.gguf"   # relative to the TOML file; "demo": the demo model
 
 Every mistake is a :class:`refract.score.UsageError` (one line, exit 2) raised before any
 model loads.
@@ -26,7 +26,7 @@ from typing import Any
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.matrix import compat
 from refract.progress import Reporter
-from refract.score import DEFAULT_REFERENCE, UsageError, resolve_model
+from refract.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
 
 try:
     import tomllib
@@ -161,11 +161,12 @@ def parse_spec(
             raise UsageError(f"{what}: 'path' must be a GGUF file path")
         raw_path = Path(text).expanduser()
         full = raw_path if raw_path.is_absolute() else base_dir / raw_path
+        demo = text == DEMO and not full.exists()  # 'demo': the demo extra's model
         try:
-            resolved = resolve_model(str(full)).resolve()
+            resolved = resolve_model(DEMO if demo else str(full)).resolve()
         except UsageError as exc:
             raise UsageError(f"{what}: {exc}") from None
-        name = entry.get("name", full.stem)
+        name = entry.get("name", resolved.stem if demo else full.stem)
         if not isinstance(name, str) or not name.strip():
             raise UsageError(f"{what}: 'name' must be a non-empty string")
         if resolved in seen_paths:
