@@ -1,5 +1,7 @@
 #include "logcap.hpp"
 
+#include "common.hpp"
+
 #include <ggml.h>
 #include <llama.h>
 
@@ -35,7 +37,7 @@ void on_log(ggml_log_level level, const char * text, void *) {
     s.partial += text;
     size_t nl;
     while ((nl = s.partial.find('\n')) != std::string::npos) {
-        std::string line = s.partial.substr(0, nl);
+        std::string line = valid_utf8(s.partial.substr(0, nl));  // llama.cpp quotes file contents
         s.partial.erase(0, nl + 1);
         s.history.push_back(line);
         if (s.history.size() > kMaxHistory) {

@@ -187,7 +187,7 @@ Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool fla
     ModelInfo & i = info_;
     char buf[512];
     i.architecture = meta("general.architecture");
-    if (llama_model_desc(model_.get(), buf, sizeof buf) > 0) i.description = buf;
+    if (llama_model_desc(model_.get(), buf, sizeof buf) > 0) i.description = valid_utf8(buf);
     i.n_params = llama_model_n_params(model_.get());
     i.model_size = llama_model_size(model_.get());
     {
@@ -206,11 +206,11 @@ Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool fla
     i.add_bos = llama_vocab_get_add_bos(vocab_);
     i.bos = llama_vocab_bos(vocab_);
     i.eos = llama_vocab_eos(vocab_);
-    if (i.bos >= 0) i.bos_text = llama_vocab_get_text(vocab_, i.bos);
-    if (i.eos >= 0) i.eos_text = llama_vocab_get_text(vocab_, i.eos);
+    if (i.bos >= 0 && i.bos < i.n_vocab) i.bos_text = valid_utf8(llama_vocab_get_text(vocab_, i.bos));
+    if (i.eos >= 0 && i.eos < i.n_vocab) i.eos_text = valid_utf8(llama_vocab_get_text(vocab_, i.eos));
     const char * tmpl = llama_model_chat_template(model_.get(), nullptr);
     i.has_chat_template = tmpl != nullptr;
-    if (tmpl) i.chat_template = tmpl;
+    if (tmpl) i.chat_template = valid_utf8(tmpl);
 }
 
 Model::~Model() {
@@ -225,7 +225,7 @@ std::string Model::meta(const std::string & key) const {
         buf.resize((size_t) n + 1);
         llama_model_meta_val_str(model_.get(), key.c_str(), buf.data(), buf.size());
     }
-    return std::string(buf.data());
+    return valid_utf8(std::string(buf.data()));
 }
 
 std::map<std::string, std::string> Model::metadata() const {
@@ -236,7 +236,7 @@ std::map<std::string, std::string> Model::metadata() const {
         if (llama_model_meta_key_by_index(model_.get(), i, kbuf.data(), kbuf.size()) < 0) continue;
         int32_t len = llama_model_meta_val_str_by_index(model_.get(), i, vbuf.data(), vbuf.size());
         if (len < 0) continue;
-        out[kbuf.data()] = std::string(vbuf.data());
+        out[valid_utf8(kbuf.data())] = valid_utf8(std::string(vbuf.data()));
     }
     return out;
 }
