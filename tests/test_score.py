@@ -154,7 +154,7 @@ def test_prepare_score_and_repro(files: dict[str, Path], tmp_path: Path) -> None
     model = write_tiny_model(tmp_path / "m.gguf")
     plan = prepare_score(
         model, " ctk=q8_0 , ctv=q8_0 ", prompts=files["prompts"], corpus=files["corpus"],
-        chunks=4, ctx=128, plad=True, seed=7,
+        chunks=4, ctx=128, axis_plad=True, seed=7,
     )
     assert isinstance(plan, ScorePlan)
     assert plan.candidate.label == "ctk=q8_0,ctv=q8_0"
@@ -183,7 +183,7 @@ def test_prepare_score_and_repro(files: dict[str, Path], tmp_path: Path) -> None
 
 def test_prepare_score_rejects_before_loading(files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="nothing to score"):
-        prepare_score("x.gguf", "ctk=q8_0", trajectory=False, kld=False)
+        prepare_score("x.gguf", "ctk=q8_0", skip_trajectory=True, skip_kld=True)
     with pytest.raises(UsageError, match="'nope'"):
         prepare_score("x.gguf", "nope")
     with pytest.raises(UsageError, match="x.gguf"):

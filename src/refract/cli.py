@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from refract import __version__
+from refract.options import with_score_options
 
 try:  # typer >= 0.20 vendors click as typer._click
     from typer._click import exceptions as _cx
@@ -180,180 +181,50 @@ def _root(
     """refract: KV-cache quantization scoring, in-process on llama.cpp."""
 
 
-# --------------------------------------------------------------------------- score options
+# --------------------------------------------------------------------------- score
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="GGUF model file, or 'demo' (the demo extra).")
 ]
-CandidateOpt = Annotated[
-    str, typer.Option("--candidate", "-c", help="KV config under test, e.g. ctk=q8_0,ctv=q8_0.")
-]
-ReferenceOpt = Annotated[str, typer.Option("--reference", help="Reference KV config.")]
-FullOpt = Annotated[bool, typer.Option("--full", help="All four axes (adds R-NIAH and PLAD).")]
-RniahOpt = Annotated[bool, typer.Option("--axis-rniah", help="Add Axis C (R-NIAH).")]
-PladOpt = Annotated[bool, typer.Option("--axis-plad", help="Add Axis D (PLAD).")]
-PromptsOpt = Annotated[
-    Path | None, typer.Option("--prompts", help="JSONL prompt set (default: bundled set).")
-]
-CorpusOpt = Annotated[
-    Path | None, typer.Option("--corpus", help="KLD corpus text file (default: WikiText-2 test).")
-]
-ChunksOpt = Annotated[int, typer.Option("--chunks", min=1, help="KLD chunks.")]
-CtxOpt = Annotated[int, typer.Option("--ctx", min=16, help="KLD / trajectory context size.")]
-NPredictOpt = Annotated[int, typer.Option("--n-predict", min=1, help="Tokens per generation.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed (PLAD perturbations, R-NIAH trials).")]
-ChatOpt = Annotated[
-    bool,
-    typer.Option("--chat-template", help="Trajectory prompts through the model's chat template."),
-]
-HaystackOpt = Annotated[
-    Path | None,
-    typer.Option("--rniah-haystack", help="R-NIAH haystack text (default: WikiText-2 train)."),
-]
-UpToOpt = Annotated[int, typer.Option("--rniah-up-to", min=1, help="Longest R-NIAH length.")]
-LengthsOpt = Annotated[
-    str | None, typer.Option("--rniah-lengths", help="Explicit R-NIAH lengths, e.g. 4096,8192.")
-]
-PositionsOpt = Annotated[
-    str, typer.Option("--rniah-positions", help="Needle positions as fractions, e.g. 0.1,0.5,0.9.")
-]
-TrialsOpt = Annotated[int, typer.Option("--rniah-trials", min=1, help="Trials per R-NIAH cell.")]
-RniahPredictOpt = Annotated[
-    int, typer.Option("--rniah-n-predict", min=1, help="Tokens per R-NIAH answer.")
-]
-FloorOpt = Annotated[
-    bool,
+CandidatesOpt = Annotated[
+    list[str],
     typer.Option(
-        "--measure-floor", help="Run A and B ref-vs-ref first; abort (exit 2) if unclean."
+        "--candidate", "-c",
+        help="KV config under test, e.g. ctk=q8_0,ctv=q8_0; repeat it to score several "
+        "against one shared reference.",
     ),
 ]
-SkipTrajOpt = Annotated[bool, typer.Option("--skip-trajectory", help="Skip Axis A.")]
-SkipKldOpt = Annotated[bool, typer.Option("--skip-kld", help="Skip Axis B.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads.")]
-NglOpt = Annotated[
-    int, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload (-1 = all).")
-]
-JsonOpt = Annotated[Path | None, typer.Option("--json-out", help="Write the JSON report here.")]
-HtmlOpt = Annotated[Path | None, typer.Option("--html-out", help="Write the HTML report here.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress display.")]
-NoFetchOpt = Annotated[
-    bool, typer.Option("--no-auto-fetch", help="Never download WikiText-2; fail if not cached.")
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", "-t", min=1, max=4096, help="CPU threads.")
 ]
 
 
-def _plan(
-    reporter: Any,
-    *,
-    model: str,
-    candidate: str,
-    reference: str,
-    full: bool,
-    axis_rniah: bool,
-    axis_plad: bool,
-    prompts: Path | None,
-    corpus: Path | None,
-    chunks: int,
-    ctx: int,
-    n_predict: int,
-    seed: int,
-    chat_template: bool,
-    rniah_haystack: Path | None,
-    rniah_up_to: int,
-    rniah_lengths: str | None,
-    rniah_positions: str,
-    rniah_trials: int,
-    rniah_n_predict: int,
-    measure_floor: bool,
-    skip_trajectory: bool,
-    skip_kld: bool,
-    threads: int | None,
-    n_gpu_layers: int,
-    no_auto_fetch: bool,
-) -> Any:
-    from refract.score import parse_float_list, parse_int_list, prepare_score
+def _score_outputs(
+    candidates: Sequence[str], json_out: Path | None, html_out: Path | None,
+    out_dir: Path | None, html: bool,
+) -> dict[str, Path | None]:
+    """Where the reports go: --json-out/--html-out (one candidate) or --out-dir (any)."""
+    from refract.score import UsageError
 
-    lengths = parse_int_list(rniah_lengths, "--rniah-lengths") if rniah_lengths else None
-    positions = parse_float_list(rniah_positions, "--rniah-positions")
-    return prepare_score(
-        model, candidate, reference,
-        trajectory=not skip_trajectory, kld=not skip_kld, rniah=full or axis_rniah,
-        plad=full or axis_plad, measure_floor=measure_floor, prompts=prompts, corpus=corpus,
-        rniah_haystack=rniah_haystack, chunks=chunks, ctx=ctx, n_predict=n_predict, seed=seed,
-        chat_template=chat_template, rniah_up_to=rniah_up_to, rniah_lengths=lengths,
-        rniah_positions=positions, rniah_trials=rniah_trials, rniah_n_predict=rniah_n_predict,
-        threads=threads, n_gpu_layers=n_gpu_layers, auto_fetch=not no_auto_fetch,
-        reporter=reporter,
-    )
-
-
-def _check_outputs(**paths: Path | None) -> dict[str, Path | None]:
-    from refract.score import check_output_path
-
-    return {
-        name: None if p is None else check_output_path(p, "--" + name.replace("_", "-"))
-        for name, p in paths.items()
-    }
-
-
-# --------------------------------------------------------------------------- score
-
-
-@app.command()
-def score(
-    model: ModelOpt,
-    candidate: CandidateOpt,
-    reference: ReferenceOpt = "ctk=f16,ctv=f16",
-    full: FullOpt = False,
-    axis_rniah: RniahOpt = False,
-    axis_plad: PladOpt = False,
-    prompts: PromptsOpt = None,
-    corpus: CorpusOpt = None,
-    chunks: ChunksOpt = 32,
-    ctx: CtxOpt = 512,
-    n_predict: NPredictOpt = 128,
-    seed: SeedOpt = 42,
-    chat_template: ChatOpt = False,
-    rniah_haystack: HaystackOpt = None,
-    rniah_up_to: UpToOpt = 16384,
-    rniah_lengths: LengthsOpt = None,
-    rniah_positions: PositionsOpt = "0.1,0.5,0.9",
-    rniah_trials: TrialsOpt = 1,
-    rniah_n_predict: RniahPredictOpt = 256,
-    measure_floor: FloorOpt = False,
-    skip_trajectory: SkipTrajOpt = False,
-    skip_kld: SkipKldOpt = False,
-    threads: ThreadsOpt = None,
-    n_gpu_layers: NglOpt = -1,
-    json_out: JsonOpt = None,
-    html_out: HtmlOpt = None,
-    no_progress: NoProgressOpt = False,
-    no_auto_fetch: NoFetchOpt = False,
-) -> None:
-    """Score a candidate KV config against the reference (default axes: trajectory + KLD)."""
-    from refract.progress import make_reporter
-
-    with _guard():
-        outs = _check_outputs(json_out=json_out, html_out=html_out)
-        reporter = make_reporter(not no_progress)
-        plan = _plan(
-            reporter, model=model, candidate=candidate, reference=reference, full=full,
-            axis_rniah=axis_rniah, axis_plad=axis_plad, prompts=prompts, corpus=corpus,
-            chunks=chunks, ctx=ctx, n_predict=n_predict, seed=seed,
-            chat_template=chat_template, rniah_haystack=rniah_haystack,
-            rniah_up_to=rniah_up_to, rniah_lengths=rniah_lengths,
-            rniah_positions=rniah_positions, rniah_trials=rniah_trials,
-            rniah_n_predict=rniah_n_predict, measure_floor=measure_floor,
-            skip_trajectory=skip_trajectory, skip_kld=skip_kld, threads=threads,
-            n_gpu_layers=n_gpu_layers, no_auto_fetch=no_auto_fetch,
+    if len(candidates) > 1 and (json_out is not None or html_out is not None):
+        raise UsageError(
+            "--json-out/--html-out name one report; with several --candidate use --out-dir"
         )
-        from refract.score import execute_score
+    if html and out_dir is None:
+        raise UsageError("--html writes into --out-dir; give --out-dir (or use --html-out)")
+    return {"--json-out": json_out, "--html-out": html_out}
 
-        report = execute_score(plan, reporter=reporter)
-        _write_report(report, outs["json_out"], outs["html_out"])
-        from refract.report.text import print_report
 
-        print_report(report, Console())
-        _say(f"refract: scored in {report['timings'].get('total_s', 0.0):.1f} s")
+def _report_paths(out_dir: Path, report: dict[str, Any], html: bool) -> list[Path]:
+    from refract.matrix.spec import slug
+
+    cand = str(report["candidate"]).replace("=", "-").replace(",", "_")
+    stem = f"{slug(Path(str(report['model'])).stem)}__{slug(cand)}"
+    paths = [out_dir / f"{stem}.json"]
+    if html:
+        paths.append(out_dir / f"{stem}.html")
+    return paths
 
 
 def _write_report(report: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
@@ -369,41 +240,115 @@ def _write_report(report: dict[str, Any], json_out: Path | None, html_out: Path 
         _say(f"refract: wrote {html_out}")
 
 
+def _write_reports(
+    reports: list[dict[str, Any]], outs: dict[str, Path | None], out_dir: Path | None,
+    html: bool,
+) -> None:
+    if out_dir is not None:
+        for report in reports:
+            paths = _report_paths(out_dir, report, html)
+            _write_report(report, paths[0], paths[1] if html else None)
+    if len(reports) == 1:
+        _write_report(reports[0], outs["--json-out"], outs["--html-out"])
+
+
+def _check_out_dir(out_dir: Path | None) -> None:
+    from refract.score import check_output_path
+
+    if out_dir is None:
+        return
+    if out_dir.exists() and not out_dir.is_dir():
+        from refract.score import UsageError
+
+        raise UsageError(f"--out-dir {str(out_dir)!r} exists and is not a directory")
+    if not out_dir.exists():
+        check_output_path(out_dir, "--out-dir")  # its parent must take a new entry
+        out_dir.mkdir()
+    else:
+        check_output_path(out_dir / ".refract-out", "--out-dir")
+
+
+@app.command()
+@with_score_options
+def score(
+    opts: Any,
+    model: ModelOpt,
+    candidate: CandidatesOpt,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the JSON report here.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html-out", help="Write the HTML report here.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Write one JSON report per candidate into this "
+                     "directory (created if missing)."),
+    ] = None,
+    html: Annotated[
+        bool, typer.Option("--html", help="With --out-dir: an HTML report beside each JSON.")
+    ] = False,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Score candidate KV configs against the reference (default axes: trajectory + KLD).
+
+    Several --candidate share one model load and one reference decode; each gets its own
+    report (exactly what a separate run gives) and a summary table is printed.
+    """
+    from refract.progress import make_reporter
+
+    with _guard():
+        from refract.options import ScoreOptions
+        from refract.score import FloorFailed, execute_score, prepare_score
+
+        options = ScoreOptions.from_cli(opts)
+        outs = _score_outputs(candidate, json_out, html_out, out_dir, html)
+        reporter = make_reporter(not no_progress)
+        plan = prepare_score(model, candidate, options, reporter=reporter, outputs={
+            **outs, "--out-dir": out_dir})
+        _check_out_dir(out_dir)
+        try:
+            reports = execute_score(plan, reporter=reporter)
+        except FloorFailed as exc:
+            _write_reports(exc.reports, outs, out_dir, html)
+            raise
+        _write_reports(reports, outs, out_dir, html)
+        from refract.report.text import print_report
+
+        console = Console()
+        for report in reports:
+            print_report(report, console)
+        if len(reports) > 1:
+            from refract.report.summary import summary_table
+
+            _stdout_console().print(summary_table(reports))
+        total = max(r["timings"].get("total_s", 0.0) for r in reports)
+        _say(f"refract: scored {len(reports)} candidate(s) in {total:.1f} s")
+        failed = [f"{r['candidate']}: {k}" for r in reports
+                  for k, a in r["axes"].items() if isinstance(a, dict) and a.get("error")]
+        if failed:
+            _say(f"refract: error: axes failed ({'; '.join(failed)}); the reports keep the "
+                 "other axes")
+            raise typer.Exit(EXIT_RUNTIME)
+
+
 # --------------------------------------------------------------------------- repeatability
 
 
 @app.command()
+@with_score_options
 def repeatability(
+    opts: Any,
     model: ModelOpt,
-    candidate: CandidateOpt,
-    runs: Annotated[int, typer.Option("--runs", "-n", min=2, help="Number of scores.")] = 3,
-    reference: ReferenceOpt = "ctk=f16,ctv=f16",
-    full: FullOpt = False,
-    axis_rniah: RniahOpt = False,
-    axis_plad: PladOpt = False,
-    prompts: PromptsOpt = None,
-    corpus: CorpusOpt = None,
-    chunks: ChunksOpt = 32,
-    ctx: CtxOpt = 512,
-    n_predict: NPredictOpt = 128,
-    seed: SeedOpt = 42,
-    chat_template: ChatOpt = False,
-    rniah_haystack: HaystackOpt = None,
-    rniah_up_to: UpToOpt = 16384,
-    rniah_lengths: LengthsOpt = None,
-    rniah_positions: PositionsOpt = "0.1,0.5,0.9",
-    rniah_trials: TrialsOpt = 1,
-    rniah_n_predict: RniahPredictOpt = 256,
-    measure_floor: FloorOpt = False,
-    skip_trajectory: SkipTrajOpt = False,
-    skip_kld: SkipKldOpt = False,
-    threads: ThreadsOpt = None,
-    n_gpu_layers: NglOpt = -1,
+    candidate: Annotated[
+        str, typer.Option("--candidate", "-c", help="KV config under test.")
+    ],
+    runs: Annotated[int, typer.Option("--runs", "-n", min=2, max=1000,
+                                      help="Number of scores.")] = 3,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the statistics (JSON) here.")
     ] = None,
     no_progress: NoProgressOpt = False,
-    no_auto_fetch: NoFetchOpt = False,
 ) -> None:
     """Score N times (a fresh model load each) and report the run-to-run spread.
 
@@ -412,26 +357,20 @@ def repeatability(
     from refract.progress import make_reporter
 
     with _guard():
-        outs = _check_outputs(json_out=json_out)
+        from refract.options import ScoreOptions
+        from refract.score import execute_score, prepare_score
+
+        options = ScoreOptions.from_cli(opts)
         reporter = make_reporter(not no_progress)
-        plan = _plan(
-            reporter, model=model, candidate=candidate, reference=reference, full=full,
-            axis_rniah=axis_rniah, axis_plad=axis_plad, prompts=prompts, corpus=corpus,
-            chunks=chunks, ctx=ctx, n_predict=n_predict, seed=seed,
-            chat_template=chat_template, rniah_haystack=rniah_haystack,
-            rniah_up_to=rniah_up_to, rniah_lengths=rniah_lengths,
-            rniah_positions=rniah_positions, rniah_trials=rniah_trials,
-            rniah_n_predict=rniah_n_predict, measure_floor=measure_floor,
-            skip_trajectory=skip_trajectory, skip_kld=skip_kld, threads=threads,
-            n_gpu_layers=n_gpu_layers, no_auto_fetch=no_auto_fetch,
-        )
+        plan = prepare_score(model, candidate, options, reporter=reporter,
+                             outputs={"--json-out": json_out})
         from refract.repeatability import summarize_runs
-        from refract.score import execute_score
 
         reports = []
         for i in range(runs):
             _say(f"refract: run {i + 1}/{runs}")
-            reports.append(execute_score(plan, reporter=reporter))
+            [report] = execute_score(plan, reporter=reporter)
+            reports.append(report)
         summary = summarize_runs(reports)
         summary.update(
             model=str(plan.model_path), reference=plan.reference.label,
@@ -444,11 +383,11 @@ def repeatability(
             f"verdict: {summary['verdict']} (largest stdev {summary['worst_stdev']:.3f}, "
             f"{summary['worst']})"
         )
-        if outs["json_out"] is not None:
+        if json_out is not None:
             from refract.report.io import atomic_write_bytes, dumps_report
 
-            atomic_write_bytes(outs["json_out"], dumps_report(summary))
-            _say(f"refract: wrote {outs['json_out']}")
+            atomic_write_bytes(json_out, dumps_report(summary))
+            _say(f"refract: wrote {json_out}")
 
 
 # --------------------------------------------------------------------------- compare

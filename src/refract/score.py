@@ -1,21 +1,28 @@
-"""Programmatic scoring: one model load, the selected axes, one report dict.
+"""Programmatic scoring: one model load, one shared reference, one report per candidate.
 
->>> report = run_score("model.gguf", "ctk=q8_0,ctv=q8_0")            # trajectory + KLD
->>> report = run_score("model.gguf", "ctk=q4_0,ctv=q4_0", rniah=True, plad=True)
+>>> report = run_score("model.gguf", "ctk=q8_0,ctv=q8_0")                 # trajectory + KLD
+>>> reports = run_scores("model.gguf", ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"], full=True)
 
 :func:`prepare_score` checks every cheap thing first (KV strings parse and name types the
-linked build has, files exist and are readable, numbers are in range, the corpus is cached or
-fetchable) and returns a :class:`ScorePlan`; :func:`execute_score` loads the model and runs
-it. :func:`run_score` does both.
+linked build has, files exist and are readable, outputs are writable and overwrite no input,
+the corpus is cached or fetchable) and returns a :class:`ScorePlan`; :func:`execute_score`
+loads the model and runs it: axis by axis, the reference side once (the engine's
+:class:`~refract.engine.ReferenceCache`), then every candidate against it.
+
+A runtime failure inside one axis marks that axis ``error`` and keeps the others; a candidate
+that produced non-finite logits gets that axis ``invalid`` (score 0); a reference that produced
+them stops the run (:class:`ReferenceInvalid`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
+import stat
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,18 +31,24 @@ from refract.composite import FloorCheck, check_floor
 from refract.corpus import CorpusError, default_corpus_path, read_text, wikitext_dir
 from refract.environment import collect_environment, kv_allocation_warnings
 from refract.kvconfig import KVConfig, KVConfigError
+from refract.options import (
+    DEFAULT_REFERENCE,
+    ScoreOptions,
+    UsageError,
+    parse_float_list,
+    parse_int_list,
+)
 from refract.progress import Reporter
 from refract.promptset import Prompt, load_prompts
 
-DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
-DEFAULT_RNIAH_POSITIONS: tuple[float, ...] = (0.10, 0.50, 0.90)
-DEFAULT_RNIAH_UP_TO = 16384
-DEFAULT_RNIAH_N_PREDICT = 256
 DEMO = "demo"
+BUNDLED = "bundled"
 
 __all__ = [
     "DEFAULT_REFERENCE",
     "FloorFailed",
+    "ReferenceInvalid",
+    "ScoreOptions",
     "ScorePlan",
     "UsageError",
     "check_output_path",
@@ -45,20 +58,29 @@ __all__ = [
     "prepare_score",
     "resolve_model",
     "run_score",
+    "run_scores",
 ]
 
 
-class UsageError(ValueError):
-    """A user mistake found before any work started (one line, names the value)."""
-
-
 class FloorFailed(RuntimeError):
-    """The ref-vs-ref noise floor is not clean: scores from this build cannot be trusted."""
+    """The ref-vs-ref noise floor is not clean: scores from this build cannot be trusted.
 
-    def __init__(self, check: FloorCheck, detail: dict[str, Any]) -> None:
+    ``reports`` are the (marked) reports to write anyway, one per candidate.
+    """
+
+    def __init__(self, check: FloorCheck, detail: dict[str, Any],
+                 reports: list[dict[str, Any]] | None = None) -> None:
         super().__init__(check.message)
         self.check = check
         self.detail = detail
+        self.reports = reports or []
+
+
+class ReferenceInvalid(RuntimeError):
+    """The reference produced non-finite logits: nothing can be measured against it."""
+
+
+# --------------------------------------------------------------------------- the plan
 
 
 @dataclass
@@ -67,163 +89,51 @@ class ScorePlan:
 
     model_arg: str
     model_path: Path
+    options: ScoreOptions
     reference: KVConfig
-    candidate: KVConfig
-    trajectory: bool = True
-    kld: bool = True
-    rniah: bool = False
-    plad: bool = False
-    measure_floor: bool = False
+    candidates: list[KVConfig]
     prompts: list[Prompt] = field(default_factory=list)
     prompts_path: Path | None = None
     corpus_path: Path | None = None
     corpus_text: str | None = None
     haystack_path: Path | None = None
     haystack_text: str | None = None
-    chunks: int = 32
-    ctx: int = 512
-    n_predict: int = 128
-    seed: int = 42
-    chat_template: bool = False
-    rniah_up_to: int = DEFAULT_RNIAH_UP_TO
-    rniah_lengths: tuple[int, ...] | None = None
-    rniah_positions: tuple[float, ...] = DEFAULT_RNIAH_POSITIONS
-    rniah_trials: int = 1
-    rniah_n_predict: int = DEFAULT_RNIAH_N_PREDICT
-    threads: int | None = None
-    n_gpu_layers: int = -1
 
     @property
-    def needs_prompts(self) -> bool:
-        return self.trajectory or self.plad or self.measure_floor
-
-    @property
-    def needs_corpus(self) -> bool:
-        return self.kld or self.measure_floor
+    def candidate(self) -> KVConfig:
+        """The first (for a single-candidate plan: the) candidate."""
+        return self.candidates[0]
 
     def settings(self) -> dict[str, Any]:
         """The options of this run, for the report's ``settings`` key."""
-        return {
-            "axes": [k for k, on in (("gtm", self.trajectory), ("kld", self.kld),
-                                     ("rniah", self.rniah), ("plad", self.plad)) if on],
-            "measure_floor": self.measure_floor,
-            "prompts": str(self.prompts_path) if self.prompts_path else "bundled",
-            "n_prompts": len(self.prompts),
-            "corpus": str(self.corpus_path) if self.corpus_path else None,
-            "chunks": self.chunks,
-            "ctx": self.ctx,
-            "n_predict": self.n_predict,
-            "seed": self.seed,
-            "chat_template": self.chat_template,
-            "rniah_haystack": str(self.haystack_path) if self.haystack_path else None,
-            "rniah_up_to": self.rniah_up_to,
-            "rniah_lengths": list(self.rniah_lengths) if self.rniah_lengths else None,
-            "rniah_positions": list(self.rniah_positions),
-            "rniah_trials": self.rniah_trials,
-            "rniah_n_predict": self.rniah_n_predict,
-            "threads": self.threads,
-            "n_gpu_layers": self.n_gpu_layers,
-        }
+        out = self.options.settings()
+        out["prompts"] = str(self.prompts_path) if self.prompts_path else (
+            "bundled" if self.prompts else None)
+        out["n_prompts"] = len(self.prompts)
+        out["corpus"] = str(self.corpus_path) if self.corpus_path else None
+        out["rniah_haystack"] = str(self.haystack_path) if self.haystack_path else None
+        return out
 
-    def repro_command(self) -> list[str]:
-        """A ``refract score`` command line that repeats this run."""
-        cmd = ["refract", "score", "--model", self.model_arg, "--candidate", self.candidate.label]
-        if self.reference.label != DEFAULT_REFERENCE:
-            cmd += ["--reference", self.reference.label]
-        if self.rniah and self.plad:
-            cmd.append("--full")
-        elif self.rniah:
-            cmd.append("--axis-rniah")
-        elif self.plad:
-            cmd.append("--axis-plad")
-        if not self.trajectory:
-            cmd.append("--skip-trajectory")
-        if not self.kld:
-            cmd.append("--skip-kld")
-        if self.measure_floor:
-            cmd.append("--measure-floor")
-        if self.prompts_path:
-            cmd += ["--prompts", str(self.prompts_path)]
-        if self.corpus_path and not _is_cached_wikitext(self.corpus_path):
-            cmd += ["--corpus", str(self.corpus_path)]
-        for flag, value, default in (
-            ("--chunks", self.chunks, 32),
-            ("--ctx", self.ctx, 512),
-            ("--n-predict", self.n_predict, 128),
-            ("--seed", self.seed, 42),
-        ):
-            if value != default:
-                cmd += [flag, str(value)]
-        if self.chat_template:
-            cmd.append("--chat-template")
-        if self.rniah:
-            if self.haystack_path and not _is_cached_wikitext(self.haystack_path):
-                cmd += ["--rniah-haystack", str(self.haystack_path)]
-            if self.rniah_lengths:
-                cmd += ["--rniah-lengths", ",".join(map(str, self.rniah_lengths))]
-            elif self.rniah_up_to != DEFAULT_RNIAH_UP_TO:
-                cmd += ["--rniah-up-to", str(self.rniah_up_to)]
-            if tuple(self.rniah_positions) != DEFAULT_RNIAH_POSITIONS:
-                cmd += ["--rniah-positions", ",".join(f"{p:g}" for p in self.rniah_positions)]
-            if self.rniah_trials != 1:
-                cmd += ["--rniah-trials", str(self.rniah_trials)]
-            if self.rniah_n_predict != DEFAULT_RNIAH_N_PREDICT:
-                cmd += ["--rniah-n-predict", str(self.rniah_n_predict)]
-        if self.threads:
-            cmd += ["--threads", str(self.threads)]
-        if self.n_gpu_layers != -1:
-            cmd += ["--n-gpu-layers", str(self.n_gpu_layers)]
-        return cmd
-
-
-def _is_cached_wikitext(path: Path) -> bool:
-    try:
-        return path.resolve().parent == wikitext_dir().resolve()
-    except OSError:
-        return False
+    def repro_command(self, candidate: KVConfig | None = None) -> list[str]:
+        """A ``refract score`` command line that repeats this run (for one candidate)."""
+        cands = [candidate] if candidate is not None else self.candidates
+        cmd = ["refract", "score", "--model", self.model_arg]
+        for c in cands:
+            cmd += ["--candidate", c.label]
+        # options left at their defaults (a cached WikiText-2, the bundled prompts) are not
+        # spelled out: another machine resolves them the same way
+        return cmd + self.options.cli_args()
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _parse_list(
-    text: str, what: str, convert: type, one: str, many: str
-) -> list[tuple[str, Any]]:
-    """(item as written, converted value) for each comma-separated item; bad ones are errors."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise UsageError(f"{what}: expected a comma-separated list of {many}, got {text!r}")
-    out = []
-    for item in items:
-        try:
-            out.append((item, convert(item)))
-        except ValueError:
-            raise UsageError(f"{what}: {item!r} is not {one} (in {text!r})") from None
-    return out
-
-
-def parse_int_list(text: str, what: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """``"4096,8192"`` → ``(4096, 8192)``; a bad item is a :class:`UsageError` naming it."""
-    out = [value for _, value in _parse_list(text, what, int, "an integer", "integers")]
-    for value in out:
-        if value < minimum:
-            raise UsageError(f"{what}: {value} is below the minimum {minimum} (in {text!r})")
-    return tuple(out)
-
-
-def parse_float_list(
-    text: str, what: str, *, low: float = 0.0, high: float = 1.0
-) -> tuple[float, ...]:
-    """``"0.1,0.5"`` → ``(0.1, 0.5)``; every item must lie in [low, high]."""
-    out = _parse_list(text, what, float, "a number", "numbers")
-    for item, value in out:
-        if not (math.isfinite(value) and low <= value <= high):
-            raise UsageError(f"{what}: {item!r} is outside [{low:g}, {high:g}] (in {text!r})")
-    return tuple(value for _, value in out)
-
-
 def check_output_path(path: str | os.PathLike[str], what: str) -> Path:
-    """An output file whose directory exists and is writable (checked before any work)."""
+    """An output file whose directory exists and can take a new file (checked before work).
+
+    The check creates (and removes) a temporary file in the directory, so read-only mounts,
+    /proc and /sys are found even as root; the message names the user's path.
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         raise UsageError(f"{what} {str(p)!r} is a directory, expected a file path")
@@ -232,17 +142,55 @@ def check_output_path(path: str | os.PathLike[str], what: str) -> Path:
         raise UsageError(f"{what} {str(p)!r}: directory {str(parent)!r} does not exist")
     if not parent.is_dir():
         raise UsageError(f"{what} {str(p)!r}: {str(parent)!r} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {str(p)!r}: directory {str(parent)!r} is not writable")
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{what} {str(p)!r} exists and is not a regular file")
     if p.exists() and not os.access(p, os.W_OK):
-        # os.replace needs only the directory, but an unwritable file is a sign of a mistake
         raise UsageError(f"{what} {str(p)!r} exists and is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".refract-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {str(p)!r}: cannot write in {str(parent)!r} ({exc.strerror or exc})"
+        ) from None
     return p
+
+
+def check_outputs_distinct(
+    outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None]
+) -> None:
+    """No output may be an input (model, corpus, ...) or another output."""
+    seen: dict[Path, str] = {}
+    for what, path in inputs.items():
+        if path is not None:
+            seen.setdefault(_real(path), what)
+    outs: dict[Path, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        real = _real(path)
+        if real in seen:
+            raise UsageError(
+                f"{what} {str(path)!r} is the {seen[real]}: refusing to overwrite an input"
+            )
+        if real in outs:
+            raise UsageError(f"{what} {str(path)!r} is also given as {outs[real]}")
+        outs[real] = what
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(os.path.realpath(path))
+    except OSError:
+        return Path(os.path.abspath(path))
 
 
 def resolve_model(model: str | os.PathLike[str]) -> Path:
     """``demo`` → the demo model (the `demo` extra); anything else must be a GGUF file."""
     text = os.fspath(model)
+    if not text.strip():
+        raise UsageError("--model is empty")
     if text == DEMO and not Path(text).is_file():  # a file named "demo" wins
         from refract.demo import demo_model_path
 
@@ -252,17 +200,24 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
         raise UsageError(f"model file not found: {text!r}")
     if path.is_dir():
         raise UsageError(f"model path is a directory, not a GGUF file: {text!r}")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"model path is not a regular file (a pipe or device?): {text!r}")
     try:
         with path.open("rb") as f:
             magic = f.read(4)
     except OSError as exc:
         raise UsageError(f"cannot read model file {text!r}: {exc.strerror or exc}") from None
+    if not magic:
+        raise UsageError(f"model file is empty: {text!r}")
     if magic != b"GGUF":
         raise UsageError(f"not a GGUF file (magic {magic!r}, expected b'GGUF'): {text!r}")
     return path
 
 
 def _check_kv(text: str, what: str, known: Sequence[str] | None) -> KVConfig:
+    if not isinstance(text, str) or not text.strip() or not text.replace(",", "").strip():
+        raise UsageError(f"{what} is empty: give a KV config such as ctk=q8_0,ctv=q8_0")
     try:
         cfg = KVConfig.parse(text)
     except KVConfigError as exc:
@@ -285,7 +240,26 @@ def _known_kv_types() -> list[str] | None:
     return list(_core.kv_types())
 
 
-def _read_corpus(path: str | os.PathLike[str], what: str) -> tuple[Path, str]:
+def check_candidates(
+    candidates: str | Sequence[str], reference: str
+) -> tuple[KVConfig, list[KVConfig]]:
+    """Parse and check the reference and candidate KV strings (types the build has, no
+    duplicates, none empty)."""
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    if not candidates:
+        raise UsageError("no --candidate given: name at least one KV config to score")
+    known = _known_kv_types()
+    ref = _check_kv(reference, "--reference", known)
+    cands = [_check_kv(c, "--candidate", known) for c in candidates]
+    labels = [c.label for c in cands]
+    dups = sorted({x for x in labels if labels.count(x) > 1})
+    if dups:
+        raise UsageError(f"--candidate given twice: {', '.join(dups)}")
+    return ref, cands
+
+
+def _read_text(path: str | os.PathLike[str], what: str) -> tuple[Path, str]:
     p = Path(path).expanduser()
     try:
         return p, read_text(p)
@@ -293,134 +267,164 @@ def _read_corpus(path: str | os.PathLike[str], what: str) -> tuple[Path, str]:
         raise UsageError(f"{what}: {exc}") from None
 
 
-def _default_corpus(split: str, auto_fetch: bool, reporter: Reporter) -> Path:
+def _bundled(split: str, what: str) -> Path:
     try:
-        return default_corpus_path(split, auto_fetch=False)
+        from refract.corpus import bundled_corpus_path  # type: ignore[attr-defined]
+    except ImportError:
+        raise UsageError(f"{what}: this refract build has no bundled corpus") from None
+    return bundled_corpus_path(split)  # type: ignore[no-any-return]
+
+
+def _resolve_text(
+    value: str | None, split: str, what: str, *, demo: bool, auto_fetch: bool,
+    reporter: Reporter,
+) -> tuple[Path, str]:
+    """A corpus option → (path, text): a file, ``bundled``, or the default for the model."""
+    if value == BUNDLED or (value is None and demo and _has_bundled()):
+        return _read_text(_bundled(split, what), what)
+    if value is not None:
+        return _read_text(value, what)
+    try:
+        path = default_corpus_path(split, auto_fetch=False)
     except CorpusError as exc:
         if not auto_fetch:
             raise UsageError(str(exc)) from None
-    from refract.corpus import fetch_wikitext
+        from refract.corpus import fetch_wikitext
 
-    with reporter.download("fetching WikiText-2") as cb:
-        return fetch_wikitext(progress=cb)[split]  # network failures stay CorpusError (exit 1)
+        with reporter.download("fetching WikiText-2") as cb:
+            path = fetch_wikitext(progress=cb)[split]  # network failures stay CorpusError
+    return _read_text(path, f"default {what}")
 
 
-def _positive(value: int, flag: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{flag} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _has_bundled() -> bool:
+    import refract.corpus as c
+
+    return hasattr(c, "bundled_corpus_path")
 
 
 def prepare_score(
     model: str | os.PathLike[str],
-    candidate: str,
-    reference: str = DEFAULT_REFERENCE,
+    candidates: str | Sequence[str],
+    options: ScoreOptions | None = None,
     *,
-    trajectory: bool = True,
-    kld: bool = True,
-    rniah: bool = False,
-    plad: bool = False,
-    measure_floor: bool = False,
-    prompts: str | os.PathLike[str] | None = None,
-    corpus: str | os.PathLike[str] | None = None,
-    rniah_haystack: str | os.PathLike[str] | None = None,
-    chunks: int = 32,
-    ctx: int = 512,
-    n_predict: int = 128,
-    seed: int = 42,
-    chat_template: bool = False,
-    rniah_up_to: int = DEFAULT_RNIAH_UP_TO,
-    rniah_lengths: Sequence[int] | None = None,
-    rniah_positions: Sequence[float] = DEFAULT_RNIAH_POSITIONS,
-    rniah_trials: int = 1,
-    rniah_n_predict: int = DEFAULT_RNIAH_N_PREDICT,
-    threads: int | None = None,
-    n_gpu_layers: int = -1,
-    auto_fetch: bool = True,
     reporter: Reporter | None = None,
+    outputs: Mapping[str, Path | None] | None = None,
+    **overrides: Any,
 ) -> ScorePlan:
-    """Validate everything that can be checked without loading the model."""
+    """Validate everything that can be checked without loading the model.
+
+    ``overrides`` are :class:`ScoreOptions` fields (``chunks=4``, ``axis_plad=True`` ...)
+    applied on top of ``options``. ``outputs`` maps an output's flag to its path: each must be
+    writable and none may be an input or another output.
+    """
     reporter = reporter or Reporter()
-    if not (trajectory or kld or rniah or plad):
-        raise UsageError("every axis is switched off: nothing to score")
-    known = _known_kv_types()
-    ref_cfg = _check_kv(reference, "--reference", known)
-    cand_cfg = _check_kv(candidate, "--candidate", known)
-    _positive(chunks, "--chunks")
-    _positive(ctx, "--ctx", 16)
-    _positive(n_predict, "--n-predict")
-    _positive(rniah_up_to, "--rniah-up-to")
-    _positive(rniah_trials, "--rniah-trials")
-    _positive(rniah_n_predict, "--rniah-n-predict")
-    if threads is not None:
-        _positive(threads, "--threads")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"--seed must be an integer, got {seed!r}")
-    lengths = tuple(int(x) for x in rniah_lengths) if rniah_lengths else None
-    if lengths and any(x < 1 for x in lengths):
-        raise UsageError(f"--rniah-lengths must be positive, got {list(lengths)}")
-    positions = tuple(float(p) for p in rniah_positions)
-    if not positions or any(not (0.0 <= p <= 1.0) for p in positions):
-        raise UsageError(f"--rniah-positions must be fractions in [0, 1], got {list(positions)}")
+    if overrides:
+        base = options.settings() if options is not None else {}
+        values = {k: v for k, v in base.items() if k in ScoreOptions.__dataclass_fields__}
+        values.update({k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                       for k, v in overrides.items()})
+        options = ScoreOptions.from_mapping(values)
+    opts = options or ScoreOptions()
+    ref_cfg, cand_cfgs = check_candidates(candidates, opts.reference)
+    for what, path in (outputs or {}).items():
+        if path is not None:
+            check_output_path(path, what)
 
     model_path = resolve_model(model)
-    plan = ScorePlan(
-        model_arg=os.fspath(model), model_path=model_path, reference=ref_cfg,
-        candidate=cand_cfg, trajectory=trajectory, kld=kld, rniah=rniah, plad=plad,
-        measure_floor=measure_floor, chunks=chunks, ctx=ctx, n_predict=n_predict, seed=seed,
-        chat_template=chat_template, rniah_up_to=rniah_up_to, rniah_lengths=lengths,
-        rniah_positions=positions, rniah_trials=rniah_trials, rniah_n_predict=rniah_n_predict,
-        threads=threads, n_gpu_layers=n_gpu_layers,
-    )
-    if plan.needs_prompts or prompts is not None:
-        plan.prompts_path = Path(prompts).expanduser() if prompts is not None else None
+    demo = os.fspath(model) == DEMO
+    plan = ScorePlan(model_arg=os.fspath(model), model_path=model_path, options=opts,
+                     reference=ref_cfg, candidates=cand_cfgs)
+    if opts.needs_prompts or opts.prompts is not None:
+        plan.prompts_path = Path(opts.prompts).expanduser() if opts.prompts else None
         plan.prompts = load_prompts(plan.prompts_path)  # PromptSetError names file and line
-    if plan.needs_corpus:
-        if corpus is not None:
-            plan.corpus_path, plan.corpus_text = _read_corpus(corpus, "--corpus")
-        else:
-            path = _default_corpus("test", auto_fetch, reporter)
-            plan.corpus_path, plan.corpus_text = _read_corpus(path, "default corpus")
-    if rniah:
-        if rniah_haystack is not None:
-            plan.haystack_path, plan.haystack_text = _read_corpus(
-                rniah_haystack, "--rniah-haystack"
-            )
-        else:
-            path = _default_corpus("train", auto_fetch, reporter)
-            plan.haystack_path, plan.haystack_text = _read_corpus(path, "default haystack")
+    if opts.needs_corpus:
+        plan.corpus_path, plan.corpus_text = _resolve_text(
+            opts.corpus, "test", "corpus", demo=demo, auto_fetch=not opts.no_auto_fetch,
+            reporter=reporter)
+    if opts.rniah:
+        plan.haystack_path, plan.haystack_text = _resolve_text(
+            opts.rniah_haystack, "train", "haystack", demo=demo,
+            auto_fetch=not opts.no_auto_fetch, reporter=reporter)
+    check_outputs_distinct(
+        outputs or {},
+        {"model": model_path, "corpus": plan.corpus_path, "haystack": plan.haystack_path,
+         "prompt set": plan.prompts_path},
+    )
     return plan
 
 
 # --------------------------------------------------------------------------- running
 
 
+AxisFn = Callable[[], dict[str, Any]]
+
+
+def _guarded(axis: str, reference: str, fn: AxisFn) -> dict[str, Any]:
+    """Run one axis for one candidate; failures become an ``error``/``invalid`` axis."""
+    from refract.engine import NonFiniteLogits
+
+    try:
+        return fn()
+    except NonFiniteLogits as exc:
+        if exc.label == reference:
+            raise ReferenceInvalid(
+                f"the reference {reference} produced non-finite (NaN/inf) logits in "
+                f"{exc.n_rows} of {exc.n_total} rows ({exc.where}): it measures nothing"
+            ) from None
+        return {
+            "score": 0.0,
+            "invalid": True,
+            "invalid_reason": f"candidate produced non-finite (NaN/inf) logits in {exc.n_rows} "
+            f"of {exc.n_total} rows ({exc.where})",
+        }
+    except (FloorFailed, ReferenceInvalid):
+        raise
+    except Exception as exc:  # one axis failing does not lose the run
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return {"score": None, "error": f"{type(exc).__name__}: {message}"}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
 def _floor(engine: Any, plan: ScorePlan, tokens: Any, reporter: Reporter) -> tuple[
     FloorCheck, dict[str, Any]
 ]:
+    """Axes A and B with candidate = reference (only those the run has)."""
     from refract.axes.trajectory import run_trajectory
 
-    ref = plan.reference.label
+    opts, ref = plan.options, plan.reference.label
     t0 = time.perf_counter()
-    with reporter.axis("floor A: trajectory, ref vs ref", phases=2) as cb:
-        gtm = run_trajectory(
-            engine, plan.prompts, reference=ref, candidate=ref, n_predict=plan.n_predict,
-            ctx=plan.ctx, chat_template=plan.chat_template, progress=cb,
-        )
-    with reporter.axis("floor B: KLD, ref vs ref") as cb:
-        [kld] = engine.kld(tokens, ref, [ref], ctx=plan.ctx, chunks=plan.chunks, progress=cb)
-    check = check_floor({"gtm": gtm["score"], "kld": kld.score}, gtm["per_prompt"])
-    detail = {
-        "gtm_score": gtm["score"],
-        "kld_score": kld.score,
-        "mean_kld": kld.mean_kld,
-        "full_match_rate": gtm["full_match_rate"],
-        "composite": check.score,
-        "ok": check.ok,
-        "reasons": list(check.reasons),
-        "diverged_prompts": list(check.diverged_prompts),
-        "seconds": time.perf_counter() - t0,
-    }
+    scores: dict[str, Any] = {}
+    detail: dict[str, Any] = {}
+    per_prompt: list[Any] = []
+    if opts.trajectory:
+        with reporter.axis("floor A: trajectory, ref vs ref", phases=2) as cb:
+            gtm = run_trajectory(
+                engine, plan.prompts, reference=ref, candidate=ref, n_predict=opts.n_predict,
+                ctx=opts.ctx, chat_template=opts.chat_template, sequential=opts.sequential,
+                progress=cb,
+            )
+        scores["gtm"] = gtm["score"]
+        per_prompt = gtm["per_prompt"]
+        detail.update(gtm_score=gtm["score"], full_match_rate=gtm["full_match_rate"])
+    if opts.kld:
+        with reporter.axis("floor B: KLD, ref vs ref") as cb:
+            [kld] = engine.kld(tokens, ref, [ref], ctx=opts.ctx, chunks=opts.chunks,
+                               progress=cb)
+        scores["kld"] = kld.score
+        detail.update(kld_score=kld.score, mean_kld=kld.mean_kld)
+    check = check_floor(scores, per_prompt)
+    detail.update(
+        axes=sorted(scores), composite=check.score, ok=check.ok, reasons=list(check.reasons),
+        diverged_prompts=list(check.diverged_prompts), seconds=time.perf_counter() - t0,
+    )
     return check, detail
 
 
@@ -429,144 +433,257 @@ def execute_score(
     *,
     reporter: Reporter | None = None,
     engine: Any = None,
-) -> dict[str, Any]:
-    """Load the model (unless ``engine`` is given), run the plan, return the report dict.
+) -> list[dict[str, Any]]:
+    """Load the model (unless ``engine`` is given), run the plan; one report per candidate.
 
-    Raises :class:`FloorFailed` when ``measure_floor`` finds an unclean ref-vs-ref floor.
+    Raises :class:`FloorFailed` (with the marked reports) when ``measure_floor`` finds an
+    unclean ref-vs-ref floor, and :class:`ReferenceInvalid` when the reference's logits are
+    not finite.
     """
-    from refract.report.build import build_report
-
     reporter = reporter or Reporter()
+    opts = plan.options
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    shared: dict[str, float] = {}
     own_engine = engine is None
     if own_engine:
         from refract.engine import Engine
 
-        t0 = time.perf_counter()
-        engine = Engine(plan.model_path, n_threads=plan.threads, n_gpu_layers=plan.n_gpu_layers,
-                        seed=plan.seed)
-        timings["load_s"] = time.perf_counter() - t0
+        with _timed(shared, "load_s"):
+            engine = Engine(plan.model_path, n_threads=opts.threads,
+                            n_gpu_layers=opts.n_gpu_layers, seed=opts.seed)
     try:
-        # a type whose block size does not divide the head dim fails here, before any work
-        engine.kv(plan.reference)
-        engine.kv(plan.candidate, slot=1)
-        ref, cand = plan.reference.label, plan.candidate.label
-        axes: dict[str, Any] = {}
-        extras: dict[str, Any] = {}
-        notes: list[str] = []
-        tokens = None
-        if plan.needs_corpus:
-            t0 = time.perf_counter()
-            tokens = engine.tokenize(plan.corpus_text or "")
-            timings["tokenize_corpus_s"] = time.perf_counter() - t0
-
-        floor: FloorCheck | None = None
-        if plan.measure_floor:
-            t0 = time.perf_counter()
-            floor, detail = _floor(engine, plan, tokens, reporter)
-            timings["floor_s"] = time.perf_counter() - t0
-            extras["floor"] = detail
-            if not floor.ok:
-                raise FloorFailed(floor, detail)
-            engine.release()
-
-        if plan.trajectory:
-            from refract.axes.trajectory import run_trajectory
-
-            t0 = time.perf_counter()
-            phases = 1 if plan.measure_floor else 2  # the floor already decoded the reference
-            with reporter.axis("A trajectory", phases=phases) as cb:
-                axes["gtm"] = run_trajectory(
-                    engine, plan.prompts, reference=ref, candidate=cand,
-                    n_predict=plan.n_predict, ctx=plan.ctx, chat_template=plan.chat_template,
-                    progress=cb,
-                )
-            timings["gtm_s"] = time.perf_counter() - t0
-            engine.release()
-        else:
-            axes["gtm"] = {"skipped": True, "reason": "--skip-trajectory"}
-
-        if plan.kld:
-            t0 = time.perf_counter()
-            with reporter.axis("B KLD@D") as cb:
-                [res] = engine.kld(tokens, ref, [cand], ctx=plan.ctx, chunks=plan.chunks,
-                                   progress=cb)
-            kld_axis = res.to_dict(per_token=True)
-            kld_axis["corpus"] = {"path": str(plan.corpus_path)}
-            axes["kld"] = kld_axis
-            timings["kld_s"] = time.perf_counter() - t0 + timings.get("tokenize_corpus_s", 0.0)
-            engine.release()
-        else:
-            axes["kld"] = {"skipped": True, "reason": "--skip-kld"}
-
-        if plan.rniah:
-            from refract.axes.rniah import run_rniah
-
-            t0 = time.perf_counter()
-            with reporter.axis("C R-NIAH") as cb:
-                axes["rniah"] = run_rniah(
-                    engine, plan.haystack_text or "", reference=ref, candidate=cand,
-                    up_to=plan.rniah_up_to, lengths=plan.rniah_lengths,
-                    positions=plan.rniah_positions, n_trials=plan.rniah_trials, seed=plan.seed,
-                    n_predict=plan.rniah_n_predict, progress=cb,
-                )
-            axes["rniah"]["haystack"] = str(plan.haystack_path)
-            timings["rniah_s"] = time.perf_counter() - t0
-            engine.release()
-
-        if plan.plad:
-            from refract.axes.plad import run_plad
-
-            t0 = time.perf_counter()
-            with reporter.axis("D PLAD", phases=2) as cb:
-                axes["plad"] = run_plad(
-                    engine, plan.prompts, reference=ref, candidate=cand,
-                    n_predict=plan.n_predict, ctx=plan.ctx, seed=plan.seed, progress=cb,
-                )
-            timings["plad_s"] = time.perf_counter() - t0
-            engine.release()
-
-        env = collect_environment(engine)
-        allocated = env.get("kv_allocated") or {}
-        for warning in kv_allocation_warnings(allocated, [plan.reference, plan.candidate]):
-            notes.append(warning)
-        if notes:
-            env["kv_allocation_warnings"] = list(notes)
-        timings["total_s"] = time.perf_counter() - t_start
-        report = build_report(
-            model=str(plan.model_path),
-            reference=ref,
-            candidate=cand,
-            axes=axes,
-            model_info=engine.model_info,
-            environment=env,
-            timings=timings,
-            repro_command=shlex.join(plan.repro_command()),
-            notes=notes,
-            floor=floor,
-            extras=extras,
-        )
-        report["settings"] = plan.settings()
-        return report
+        return _run(plan, engine, reporter, shared, t_start)
     finally:
         if own_engine:
             engine.close()
 
 
-def run_score(
+def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, float],
+         t_start: float) -> list[dict[str, Any]]:
+    opts = plan.options
+    ref = plan.reference.label
+    cands = [c.label for c in plan.candidates]
+    # a type whose block size does not divide the head dim fails here, before any work
+    engine.kv(plan.reference)
+    for c in plan.candidates:
+        engine.kv(c, slot=1)
+    if opts.trajectory or opts.kld or opts.plad:
+        try:
+            engine.check_ctx(opts.ctx)
+        except ValueError as exc:
+            raise UsageError(f"--ctx: {exc}") from None
+    axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
+    timings: dict[str, dict[str, float]] = {c: {} for c in cands}
+    extras: dict[str, Any] = {}
+    corpus_used: dict[str, Any] = {}
+    tokens = None
+    if opts.needs_corpus:
+        with _timed(shared, "tokenize_corpus_s"):
+            tokens, corpus_used = _corpus_tokens(engine, plan)
+
+    floor: FloorCheck | None = None
+    if opts.measure_floor and not (opts.trajectory or opts.kld):
+        extras["floor"] = {"skipped": True, "reason": "the floor measures axes A and B, and "
+                           "both are skipped"}
+    elif opts.measure_floor:
+        with _timed(shared, "floor_s"):
+            floor, detail = _floor(engine, plan, tokens, reporter)
+        extras["floor"] = detail
+        if not floor.ok:
+            skipped = {k: {"skipped": True, "reason": "the noise floor check failed"}
+                       for k in opts.axes}
+            reports = [
+                _report(plan, engine, c, dict(skipped), {**shared}, extras, floor,
+                        corpus_used, t_start)
+                for c in plan.candidates
+            ]
+            for r in reports:
+                r["floor_failed"] = True
+            raise FloorFailed(floor, detail, reports)
+
+    if opts.trajectory:
+        from refract.axes.trajectory import run_trajectory, trajectory_noise_floor
+
+        for c in cands:
+            with reporter.axis(_title("A trajectory", c, cands), phases=2) as cb, \
+                    _timed(timings[c], "gtm_s"):
+                axes[c]["gtm"] = _guarded("gtm", ref, lambda c=c, cb=cb: run_trajectory(
+                    engine, plan.prompts, reference=ref, candidate=c,
+                    n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
+                    sequential=opts.sequential, progress=cb,
+                ))
+        if opts.with_noise_floor:
+            with reporter.axis("A noise floor (reference, other decode)") as cb, \
+                    _timed(shared, "gtm_noise_floor_s"):
+                nf = _guarded("gtm", ref, lambda: trajectory_noise_floor(
+                    engine, plan.prompts, reference=ref, n_predict=opts.n_predict,
+                    ctx=opts.ctx, chat_template=opts.chat_template,
+                    sequential=opts.sequential, progress=cb,
+                ))
+            for c in cands:
+                if axes[c]["gtm"].get("score") is not None:
+                    axes[c]["gtm"]["noise_floor"] = nf
+        engine.release()
+    else:
+        for c in cands:
+            axes[c]["gtm"] = {"skipped": True, "reason": "--skip-trajectory"}
+
+    if opts.kld:
+        with reporter.axis("B KLD@D" + (f" ({len(cands)} candidates)" if len(cands) > 1
+                                        else "")) as cb, _timed(shared, "kld_s"):
+            results = _guarded("kld", ref, lambda: {"results": engine.kld(
+                tokens, ref, cands, ctx=opts.ctx, chunks=opts.chunks, progress=cb)})
+        for i, c in enumerate(cands):
+            if "results" in results:
+                entry = results["results"][i].to_dict(per_token=True)
+                entry["corpus"] = {"path": str(plan.corpus_path), **corpus_used}
+            else:
+                entry = dict(results)
+            axes[c]["kld"] = entry
+            timings[c]["kld_s"] = shared["kld_s"] + shared.get("tokenize_corpus_s", 0.0)
+        engine.release()
+    else:
+        for c in cands:
+            axes[c]["kld"] = {"skipped": True, "reason": "--skip-kld"}
+
+    if opts.rniah:
+        from refract.axes.rniah import run_rniah
+
+        for c in cands:
+            with reporter.axis(_title("C R-NIAH", c, cands)) as cb, \
+                    _timed(timings[c], "rniah_s"):
+                axes[c]["rniah"] = _guarded("rniah", ref, lambda c=c, cb=cb: run_rniah(
+                    engine, plan.haystack_text or "", reference=ref, candidate=c,
+                    up_to=opts.rniah_up_to, lengths=opts.rniah_lengths,
+                    positions=opts.rniah_positions, n_trials=opts.rniah_trials,
+                    seed=opts.seed, n_predict=opts.rniah_n_predict, progress=cb,
+                ))
+            axes[c]["rniah"]["haystack"] = str(plan.haystack_path)
+        engine.release()
+
+    if opts.plad:
+        from refract.axes.plad import run_plad
+
+        for c in cands:
+            with reporter.axis(_title("D PLAD", c, cands), phases=2) as cb, \
+                    _timed(timings[c], "plad_s"):
+                axes[c]["plad"] = _guarded("plad", ref, lambda c=c, cb=cb: run_plad(
+                    engine, plan.prompts, reference=ref, candidate=c,
+                    n_predict=opts.n_predict, ctx=opts.ctx, seed=opts.seed, progress=cb,
+                ))
+        engine.release()
+
+    return [
+        _report(plan, engine, cfg, axes[cfg.label], {**shared, **timings[cfg.label]}, extras,
+                floor, corpus_used, t_start)
+        for cfg in plan.candidates
+    ]
+
+
+def _title(axis: str, cand: str, cands: Sequence[str]) -> str:
+    return axis if len(cands) == 1 else f"{axis} · {cand}"
+
+
+def _corpus_tokens(engine: Any, plan: ScorePlan) -> tuple[Any, dict[str, Any]]:
+    """The corpus tokens the KLD chunks need (only as much text as they need, when the
+    engine can do that), and how much of the corpus was used."""
+    text = plan.corpus_text or ""
+    opts = plan.options
+    if hasattr(engine, "corpus_tokens"):
+        tokens, n_chars = engine.corpus_tokens(text, opts.ctx, opts.chunks)
+    else:
+        tokens, n_chars = engine.tokenize(text), len(text)
+    return tokens, {"chars_used": int(n_chars), "chars_total": len(text),
+                    "tokens_tokenized": int(len(tokens))}
+
+
+def _report(
+    plan: ScorePlan, engine: Any, cand: KVConfig, axes: dict[str, Any],
+    timings: dict[str, float], extras: dict[str, Any], floor: FloorCheck | None,
+    corpus_used: dict[str, Any], t_start: float,
+) -> dict[str, Any]:
+    from refract.report.build import build_report
+
+    env = collect_environment(engine)
+    notes = list(kv_allocation_warnings(env.get("kv_allocated") or {}, [plan.reference, cand]))
+    if notes:
+        env["kv_allocation_warnings"] = list(notes)
+    timings = dict(timings)
+    timings["total_s"] = time.perf_counter() - t_start
+    if len(plan.candidates) > 1:
+        notes.append(
+            f"scored with {len(plan.candidates)} candidates in one run: the reference side of "
+            "every axis was computed once and shared; load, KLD and floor timings are for the "
+            "whole run"
+        )
+    report = build_report(
+        model=str(plan.model_path),
+        reference=plan.reference.label,
+        candidate=cand.label,
+        axes=axes,
+        model_info=engine.model_info,
+        environment=env,
+        timings=timings,
+        repro_command=shlex.join(plan.repro_command(cand)),
+        notes=notes,
+        floor=floor,
+        extras=dict(extras),
+    )
+    report["settings"] = plan.settings()
+    report["self_check"] = cand.label == plan.reference.label
+    prov = _provenance(plan)
+    if prov is not None:
+        report["provenance"] = prov
+    return report
+
+
+def _provenance(plan: ScorePlan) -> dict[str, Any] | None:
+    try:
+        from refract.provenance import build_provenance  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return build_provenance(  # type: ignore[no-any-return]
+        model_path=plan.model_path, corpus_path=plan.corpus_path,
+        haystack_path=plan.haystack_path, prompts=plan.prompts,
+        prompts_path=plan.prompts_path,
+    )
+
+
+def run_scores(
     model: str | os.PathLike[str],
-    candidate: str,
-    reference: str = DEFAULT_REFERENCE,
+    candidates: Sequence[str],
+    options: ScoreOptions | None = None,
     *,
     reporter: Reporter | None = None,
     engine: Any = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Score ``candidate`` against ``reference`` on ``model``; returns the report dict.
-
-    ``options`` are those of :func:`prepare_score` (``trajectory``, ``kld``, ``rniah``,
-    ``plad``, ``measure_floor``, ``prompts``, ``corpus``, ``chunks``, ``ctx``, ...).
-    """
-    plan = prepare_score(model, candidate, reference, reporter=reporter, **options)
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Score every candidate against the reference on ``model`` (one load, one shared
+    reference); one report dict per candidate, in order."""
+    plan = prepare_score(model, candidates, options, reporter=reporter, **overrides)
     return execute_score(plan, reporter=reporter, engine=engine)
+
+
+def run_score(
+    model: str | os.PathLike[str],
+    candidate: str,
+    options: ScoreOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+    engine: Any = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Score one ``candidate`` against the reference on ``model``; returns the report dict.
+
+    ``overrides`` are :class:`ScoreOptions` fields (``chunks=4``, ``full=True``, ...).
+    """
+    [report] = run_scores(model, [candidate], options, reporter=reporter, engine=engine,
+                          **overrides)
+    return report
+
+
+def is_cached_wikitext(path: Path) -> bool:
+    try:
+        return path.resolve().parent == wikitext_dir().resolve()
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -364,6 +365,65 @@ def reference_trajectories(
             sequential=sequential, topk=TOPK, progress=progress,
         ),
     )
+
+
+NOISE_FLOOR_METHOD = {
+    "batched": "reference vs reference, the batch order reversed (same model, KV type, kernels "
+    "and batch size; only each sequence's slot and KV-cell layout change)",
+    "sequential": "reference decoded one prompt at a time vs the same reference decoded as one "
+    "batch",
+}
+
+
+def trajectory_noise_floor(
+    engine: Any,
+    prompts: Sequence[PromptLike],
+    *,
+    reference: str,
+    n_predict: int = 128,
+    ctx: int = 512,
+    chat_template: bool = False,
+    sequential: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Trajectory's numerical-noise floor: the reference scored against itself under an
+    equivalent computation that differs only in floating-point summation order.
+
+    Batched runs decode the reference again with the prompts in reverse batch order (each
+    sequence in another slot, its KV cells elsewhere in the unified cache); sequential runs
+    compare the sequential reference with a batched one. The reference decode of the axis is
+    reused (cached), so the floor costs one more reference decode, shared by every candidate.
+    """
+    texts = [p.prompt for p in prompts]
+    main, _, _ = reference_trajectories(
+        engine, texts, reference, n_predict=n_predict, ctx=ctx, chat_template=chat_template,
+        sequential=sequential, progress=progress,
+    )
+
+    def other() -> list[Any]:
+        if sequential:
+            return list(engine.greedy(texts, reference, n_predict, ctx, chat_template,
+                                      progress=progress, _slot=1))
+        rev = engine.greedy(texts[::-1], reference, n_predict, ctx, chat_template,
+                            progress=progress, _slot=1)
+        return list(rev)[::-1]
+
+    t0 = time.perf_counter()
+    key = ("gtm-noise-floor", reference, tuple(texts), n_predict, ctx, chat_template,
+           sequential)
+    alt = engine.reference_cache.get_or_compute(key, other)
+    scored = score_trajectories(prompts, list(main), alt, n_predict)
+    n_matched = sum(1 for pp in scored["per_prompt"] if pp["matched"])
+    return {
+        "score": scored["score"],
+        "full_match_rate": scored["full_match_rate"],
+        "median_first_divergence": scored["median_first_divergence"],
+        "mean_prefix_agreement_length": scored["mean_prefix_agreement_length"],
+        "n_matched": n_matched,
+        "n_prompts": scored["n_prompts"],
+        "method": NOISE_FLOOR_METHOD["sequential" if sequential else "batched"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _concat(a: Any, b: Any) -> Any:
