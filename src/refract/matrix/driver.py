@@ -118,7 +118,7 @@ class _Driver:
         outcome.stderr_tail = list(tail or [])
         outcome.seconds = time.monotonic() - self.started[key]
         self.progress.cell_end(outcome.cell.model.name, outcome.cell.candidate, state == "ok",
-                               message)
+                               message, outcome.seconds)
 
     def handle(self, index: int, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -36,7 +36,10 @@ def format_eta(seconds: float | None) -> str:
 
 
 class MatrixProgress:
-    """Plain lines: ``refract: [3/8] model · candidate: done in 12.3 s, ETA 1m02s``."""
+    """Plain lines: ``refract: [3/8] model · candidate: done in 12.3 s, ETA 1m02s``.
+
+    A cell's time runs from its start to its report; with several candidates scored together
+    on one model load they overlap."""
 
     def __init__(self, file: TextIO | None = None, *, quiet: bool = False) -> None:
         self.file = file
@@ -45,7 +48,6 @@ class MatrixProgress:
         self.finished = 0  # done + failed + skipped
         self.ran = 0  # cells finished in this run (for the ETA)
         self.t0 = time.monotonic()
-        self.cell_t0: float | None = None
         self.current = ""
 
     def _line(self, text: str) -> None:
@@ -66,21 +68,20 @@ class MatrixProgress:
         self._line(f"matrix: {total} cells{extra}, {todo} to score ({executor} executor)")
 
     def cell_start(self, model: str, candidate: str) -> None:
-        self.cell_t0 = time.monotonic()
         self.current = f"{model} · {candidate}"
-        self._line(f"[{self.finished + 1}/{self.total}] {self.current}: scoring")
+        self._line(f"{self.current}: scoring")
 
     def axis(self, model: str, candidate: str | None, axis: str, done: int, total: int) -> None:
         return None
 
-    def cell_end(self, model: str, candidate: str, ok: bool, message: str = "") -> None:
+    def cell_end(self, model: str, candidate: str, ok: bool, message: str = "",
+                 seconds: float | None = None) -> None:
         self.finished += 1
         self.ran += 1
-        took = "" if self.cell_t0 is None else f" in {time.monotonic() - self.cell_t0:.1f} s"
+        took = "" if seconds is None else f" in {seconds:.1f} s"
         state = f"done{took}" if ok else f"FAILED: {message}"
         self._line(f"[{self.finished}/{self.total}] {model} · {candidate}: {state}, "
                    f"ETA {format_eta(self.eta())}")
-        self.cell_t0 = None
 
     def note(self, text: str) -> None:
         self._line(text)
@@ -90,19 +91,18 @@ class MatrixProgress:
 
 
 class RichMatrixProgress(MatrixProgress):
-    """One live line: bar, cells done/total, current model · candidate · axis, elapsed, ETA."""
+    """One live line: bar, cells done/total, elapsed, ETA, current model · candidate · axis."""
 
     def __init__(self, file: TextIO | None = None) -> None:
         super().__init__(file)
         self.console = Console(file=file or sys.stderr, stderr=file is None)
         self.bar = Progress(
             TextColumn("[bold]matrix"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("elapsed"),
             TimeElapsedColumn(),
             TextColumn("eta {task.fields[eta]}"),
+            TextColumn("{task.description}"),
             console=self.console,
         )
         self.task: TaskID | None = None
@@ -122,7 +122,6 @@ class RichMatrixProgress(MatrixProgress):
         self.task = self.bar.add_task("", total=total, completed=skipped, eta="?")
 
     def cell_start(self, model: str, candidate: str) -> None:
-        self.cell_t0 = time.monotonic()
         self.current = f"{model} · {candidate}"
         self._update(self.current)
 
@@ -131,12 +130,12 @@ class RichMatrixProgress(MatrixProgress):
         count = f" {done}/{total}" if total else ""
         self._update(f"{where} · {axis}{count}")
 
-    def cell_end(self, model: str, candidate: str, ok: bool, message: str = "") -> None:
+    def cell_end(self, model: str, candidate: str, ok: bool, message: str = "",
+                 seconds: float | None = None) -> None:
         self.finished += 1
         self.ran += 1
         if not ok:
             self._line(f"{model} · {candidate}: FAILED: {message}")
-        self.cell_t0 = None
         self._update()
 
     def close(self) -> None:
