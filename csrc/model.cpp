@@ -11,6 +11,10 @@
 #include <fstream>
 #include <thread>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #ifndef REFRACT_LLAMA_COMMIT
 #define REFRACT_LLAMA_COMMIT "unknown"
 #endif
@@ -31,6 +35,15 @@ int meta_int(const Model & m, const std::string & key, int fallback) {
     } catch (...) {
         return fallback;
     }
+}
+
+// Give the freed buffers of contexts back to the OS: glibc raises its mmap threshold after the
+// first large free, so later compute/KV buffers come from the heap and, freed, would stay in
+// the process (100 engines created and closed grew RSS by ~40 MiB without this).
+void return_freed_memory() {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 bool abort_requested(void * data) { return static_cast<std::atomic<bool> *>(data)->load(std::memory_order_relaxed); }
@@ -215,6 +228,8 @@ Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool fla
 
 Model::~Model() {
     contexts_.clear();  // contexts before the model they belong to
+    model_.reset();
+    return_freed_memory();
 }
 
 std::string Model::meta(const std::string & key) const {
@@ -312,7 +327,10 @@ std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, in
 
 std::map<std::string, std::vector<kv::Allocation>> Model::allocations() const { return alloc_seen_; }
 
-void Model::release_contexts() { contexts_.clear(); }
+void Model::release_contexts() {
+    contexts_.clear();
+    return_freed_memory();
+}
 
 ContextStats Model::context_stats() const {
     ContextStats s;
