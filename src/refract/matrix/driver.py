@@ -65,19 +65,16 @@ class MatrixResult:
         return [o for o in self.outcomes if o.state == "failed"]
 
 
-def write_leaderboards(out_dir: Path) -> list[Path]:
+def write_leaderboards(out_dir: Path, progress: MatrixProgress | None = None) -> list[Path]:
     """LEADERBOARD.md and leaderboard.html of every report in ``out_dir``."""
-    from refract.report import leaderboard as lb
+    from refract.report.leaderboard import write_leaderboards as write_boards
 
-    writer = getattr(lb, "write_leaderboards", None)
-    if writer is not None:
-        result = writer(out_dir, out_dir)
-        if isinstance(result, (list, tuple)):
-            return [Path(p) for p in result]
-        return [out_dir / "LEADERBOARD.md", out_dir / "leaderboard.html"]
-    board = lb.build_leaderboard(out_dir)
-    return [lb.write_leaderboard(board, out_dir / "LEADERBOARD.md"),
-            lb.write_leaderboard(board, out_dir / "leaderboard.html")]
+    files = write_boards(out_dir, out_dir)
+    if progress is not None:
+        for group in files.board.incompatible:
+            progress.note(f"leaderboard: the reports for {group.candidate} are not all "
+                          "comparable (marked in the leaderboard)")
+    return [files.markdown, files.html]
 
 
 class _Driver:
@@ -213,6 +210,6 @@ def run_matrix(
         progress.close()
     outcomes = list(driver.outcomes.values())
     _write_status(out_dir, outcomes)
-    boards = write_leaderboards(out_dir) if any(o.state in ("ok", "skipped")
-                                                for o in outcomes) else []
+    boards = (write_leaderboards(out_dir, progress)
+              if any(o.state in ("ok", "skipped") for o in outcomes) else [])
     return MatrixResult(outcomes=outcomes, leaderboards=boards)

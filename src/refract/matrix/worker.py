@@ -103,15 +103,24 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
         emit({"type": "fatal", "message": f"on worker host {socket.gethostname()}: {exc}"})
         return
     reporter = EventReporter(emit)
+    in_flight: list[str] = []
 
     def on_start(cand: str) -> None:
-        reporter.candidate = cand
+        in_flight.append(cand)
+        # candidates scored together: axis progress is for all of them, not one
+        reporter.candidate = cand if len(in_flight) == 1 else None
         emit({"type": "start", "candidate": cand})
 
+    def on_end(cand: str) -> None:
+        if cand in in_flight:
+            in_flight.remove(cand)
+
     def on_report(cand: str, report: dict[str, Any]) -> None:
+        on_end(cand)
         emit({"type": "report", "candidate": cand, "report": report})
 
     def on_error(cand: str, exc: BaseException) -> None:
+        on_end(cand)
         emit({"type": "error", "candidate": cand, "message": _message(exc)})
 
     try:
