@@ -539,6 +539,13 @@ def selftest(
             raise typer.Exit(EXIT_USAGE)
 
 
+# --------------------------------------------------------------------------- matrix
+
+from refract.matrix.command import matrix  # noqa: E402  (its module imports nothing heavy)
+
+app.command("matrix")(matrix)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -4,19 +4,32 @@
 :func:`run_matrix` runs the cells not yet done through an executor (:class:`LocalExecutor`:
 one worker process per model; :class:`refract.matrix.ray.RayExecutor`: one Ray task per
 model) and writes the reports, a status file and the leaderboards.
+
+The names below are imported on first use, so that the CLI (which registers
+:func:`refract.matrix.command.matrix`) starts without loading the scoring code.
 """
 
-from refract.matrix.driver import MatrixResult, run_matrix, write_leaderboards
-from refract.matrix.local import LocalExecutor
-from refract.matrix.spec import MatrixSpec, ModelEntry, check_out_dir, load_spec
+from __future__ import annotations
 
-__all__ = [
-    "LocalExecutor",
-    "MatrixResult",
-    "MatrixSpec",
-    "ModelEntry",
-    "check_out_dir",
-    "load_spec",
-    "run_matrix",
-    "write_leaderboards",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LocalExecutor": "refract.matrix.local",
+    "MatrixResult": "refract.matrix.driver",
+    "MatrixSpec": "refract.matrix.spec",
+    "ModelEntry": "refract.matrix.spec",
+    "check_out_dir": "refract.matrix.spec",
+    "load_spec": "refract.matrix.spec",
+    "run_matrix": "refract.matrix.driver",
+    "write_leaderboards": "refract.matrix.driver",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refract.matrix' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
