@@ -336,6 +336,39 @@ def test_contexts_are_freed_with_the_engine(tiny_model: Path) -> None:
     eng.close()
 
 
+def test_chat_render_past_its_deadline_leaves_no_thread_running() -> None:
+    from refract.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
+
+    spins = [0]
+
+    def spin() -> str:  # a helper the per-line deadline checks never see
+        while True:
+            spins[0] += 1
+
+    tmpl = ChatTemplate("{{ spin() }}{{ messages[0].content }}", model_name="m", timeout_s=0.3)
+    with pytest.raises(ChatTemplateError, match="time limit"):
+        tmpl.render("hi", extra_context={"spin": spin})
+    workers = [t for t in threading.enumerate() if t.name == WORKER_THREAD_NAME]
+    for t in workers:
+        t.join(10)
+    assert not any(t.is_alive() for t in workers)
+    stopped_at = spins[0]
+    time.sleep(0.2)
+    assert spins[0] == stopped_at > 0  # nothing is spinning any more
+
+
+def test_chat_render_loop_stops_at_the_deadline() -> None:
+    from refract.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
+
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(ChatTemplateError, match="time limit"):  # the system-role probe render
+        ChatTemplate(loop + "{{ messages[0].content }}", model_name="m", timeout_s=0.3)
+    workers = [t for t in threading.enumerate() if t.name == WORKER_THREAD_NAME]
+    for t in workers:
+        t.join(10)
+    assert not any(t.is_alive() for t in workers)
+
+
 # ---------------------------------------------------------------------------- 4. context cache
 
 

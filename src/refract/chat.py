@@ -11,7 +11,9 @@ style ``tojson`` and a no-op ``{% generation %}`` block -- but inside jinja2's
   rendering as an empty string;
 * template source is capped (:data:`MAX_TEMPLATE_BYTES`);
 * rendering runs in a worker thread under a deadline that is checked on every executed line
-  (``sys.settrace`` in that thread) and on every call, filter and arithmetic operator;
+  (``sys.settrace`` in that thread) and on every call, filter and arithmetic operator; a worker
+  still running shortly after the deadline (stuck in a helper the checks do not reach) gets
+  an exception raised inside it, so no render keeps burning CPU after its error;
 * the output and every intermediate string or list are capped in size, and size-growing
   operations (``*``, ``**``, ``+``, ``%``, ``~``, int arguments to calls and filters) are
   checked before they allocate.
@@ -23,6 +25,7 @@ Every failure is a :class:`ChatTemplateError` naming the model.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 import threading
@@ -61,8 +64,10 @@ _MAX_POW_BITS = 1 << 16
 #: Output / intermediate size cap: this many times the input size, plus a floor.
 _SIZE_FACTOR = 8
 _SIZE_FLOOR = 1 << 20
-#: Grace beyond the deadline before the worker thread is abandoned (it is stuck in C code).
+#: Grace beyond the deadline before the worker thread is stopped from outside.
 _JOIN_GRACE_S = 2.0
+#: Name of the thread a template renders in.
+WORKER_THREAD_NAME = "refract-chat-template"
 
 #: ChatML, used when a model has no chat template (same text as llama.cpp's fallback).
 CHATML_TEMPLATE = (
@@ -241,14 +246,30 @@ def _run_limited(
         finally:
             sys.settrace(None)
 
-    thread = threading.Thread(target=worker, name="refract-chat-template", daemon=True)
+    thread = threading.Thread(target=worker, name=WORKER_THREAD_NAME, daemon=True)
     thread.start()
     thread.join(timeout_s + _JOIN_GRACE_S)
     if thread.is_alive():
+        # Stuck where the deadline checks do not reach (a long loop inside a Python-level
+        # helper, a slow builtin): raise in the worker itself so that it stops instead of
+        # burning CPU for the rest of the process. The exception fires at its next bytecode.
+        _raise_in_thread(thread, _RenderAborted)
+        thread.join(_JOIN_GRACE_S)
         raise _RenderAborted("time limit exceeded (the template is stuck in a builtin)")
     if "error" in outcome:
         raise outcome["error"]
     return str(outcome["text"])
+
+
+def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Asynchronously raise ``exc_type`` in ``thread`` (CPython's PyThreadState_SetAsyncExc)."""
+    if thread.ident is None:
+        return
+    set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_async.argtypes = (ctypes.c_ulong, ctypes.py_object)
+    set_async.restype = ctypes.c_int
+    if set_async(thread.ident, exc_type) > 1:  # more than one thread: undo (cannot happen)
+        set_async(thread.ident, None)  # type: ignore[arg-type]
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:
