@@ -457,11 +457,11 @@ void init_generate(nb::module_ & m) {
     m.def(
         "bench_decode",
         [](Model & self, const KVRequest & kv, std::vector<IdArray> prompts, std::vector<int> n_gen, int n_ctx_seq,
-           int group) {
+           int group, int logits_from) {
             std::vector<Tokens> ps;
             for (auto & p : prompts) ps.push_back(to_tokens(p));
             auto r = run_unlocked(
-                self, [&] { return refract::generate::bench_decode(self, kv, ps, n_gen, n_ctx_seq, group); });
+                self, [&] { return refract::generate::bench_decode(self, kv, ps, n_gen, n_ctx_seq, group, logits_from); });
             nb::dict d;
             d["prefill_s"] = r.prefill_s;
             d["decode_s"] = r.decode_s;
@@ -469,7 +469,7 @@ void init_generate(nb::module_ & m) {
             d["decoded_tokens"] = r.decoded_tokens;
             return d;
         },
-        "model"_a, "kv"_a, "prompts"_a, "n_gen"_a, "n_ctx_seq"_a, "group"_a = 64,
+        "model"_a, "kv"_a, "prompts"_a, "n_gen"_a, "n_ctx_seq"_a, "group"_a = 64, "logits_from"_a = -1,
         "Benchmark floor: a bare llama_decode loop (prefill, then n_gen tokens per prompt), timed.");
 }
 

@@ -206,7 +206,7 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
 }
 
 FloorTimes bench_decode(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts,
-                        const std::vector<int> & n_gen, int n_ctx_seq, int group) {
+                        const std::vector<int> & n_gen, int n_ctx_seq, int group, int logits_from) {
     if (n_gen.size() != prompts.size()) throw UsageError("one n_gen per prompt is required");
     const int n = (int) prompts.size();
     for (int i = 0; i < n; ++i) {
@@ -232,7 +232,7 @@ FloorTimes bench_decode(Model & model, const KVRequest & kv, const std::vector<T
                     check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
                     batch.clear();
                 }
-                batch.add(p[j], j, s, j + 1 == (int) p.size());
+                batch.add(p[j], j, s, j + 1 == (int) p.size() || (logits_from >= 0 && j >= logits_from));
             }
             ft.prompt_tokens += (int64_t) p.size();
         }

@@ -58,8 +58,10 @@ struct FloorTimes {
 
 // The bare cost of decoding `prompts` as parallel sequences, `group` at a time, then n_gen[i]
 // more tokens for prompt i (a fixed token, no argmax): llama_decode and nothing else. The
-// floor a batched greedy decode of the same shapes is measured against.
+// prefill asks for logits at each prompt's last token and at every position >= logits_from
+// (when logits_from >= 0: teacher-forced scoring of a window's second half). The floor a
+// batched greedy decode (or a corpus KLD pass) of the same shapes is measured against.
 FloorTimes bench_decode(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts,
-                        const std::vector<int> & n_gen, int n_ctx_seq, int group);
+                        const std::vector<int> & n_gen, int n_ctx_seq, int group, int logits_from = -1);
 
 }  // namespace refract::generate

@@ -410,12 +410,14 @@ class Engine:
         *,
         ctx: int,
         group: int = 64,
+        logits_from: int = -1,
     ) -> dict[str, Any]:
-        """Benchmark floor: the same prompts and token counts through a bare llama_decode loop."""
+        """Benchmark floor: the same prompts and token counts through a bare llama_decode loop
+        (logits at each prompt's end, and at every position >= ``logits_from`` if >= 0)."""
         self._check_ctx(ctx)
         req = self.kv(kv, slot=0)
         return self._call(_core.bench_decode, self._m, req, [_ids(p) for p in prompts],
-                          [int(n) for n in n_gen], ctx, group)
+                          [int(n) for n in n_gen], ctx, group, logits_from)
 
     def prompt_ids(
         self,
