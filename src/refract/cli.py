@@ -28,13 +28,29 @@ try:  # typer >= 0.20 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as _cx  # type: ignore[no-redef]
 
+_Abort = getattr(_cx, "Abort", None) or typer.Abort
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
 class _OneLineErrors(TyperGroup):
-    """Usage errors (bad option values, unknown options) as one line on stderr, exit 2."""
+    """Usage errors (bad option values, unknown options) as one line on stderr, exit 2.
+
+    Flags show no ``<bool>`` placeholder in ``--help``.
+    """
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _no_flag_metavar([*cmd.params, cmd.get_help_option(ctx)])
+        return cmd
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)
+        _no_flag_metavar(params)
+        return params
 
     def main(  # type: ignore[override]
         self,
@@ -65,12 +81,18 @@ class _OneLineErrors(TyperGroup):
         except _cx.ClickException as exc:
             _say(f"refract: error: {exc.format_message()}")
             code = exc.exit_code
-        except _cx.Abort:
+        except _Abort:
             _say("refract: aborted")
             code = EXIT_RUNTIME
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _no_flag_metavar(params: Sequence[Any]) -> None:
+    for param in params:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
 
 
 def _offending_value(exc: Exception, args: Sequence[str] | None) -> str | None:

@@ -1,0 +1,299 @@
+"""ScoreOptions (one object for every score setting) and the CLI flags made from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import needs_core
+from refract.cli import app
+from refract.options import ScoreOptions, UsageError
+
+PROMPTS = [
+    {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
+    {"id": "b", "category": "dialogue", "prompt": "Show the big answer about Gold."},
+]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The big city of Paris is the capital of France. " * 400)
+    return {"prompts": prompts, "corpus": corpus}
+
+
+def run(*args: Any) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result: Any, code: int, *needles: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- the object
+
+
+def test_defaults_and_derived_axes() -> None:
+    o = ScoreOptions()
+    assert o.axes == ["gtm", "kld"] and not o.with_noise_floor
+    full = ScoreOptions(full=True)
+    assert full.axes == ["gtm", "kld", "rniah", "plad"] and full.with_noise_floor
+    assert ScoreOptions(full=True, skip_trajectory=True).with_noise_floor is False
+    with pytest.raises(UsageError, match="nothing to score"):
+        ScoreOptions(skip_trajectory=True, skip_kld=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("threads", 2**40, "--threads"),
+        ("chunks", 2**40, "--chunks"),
+        ("n_predict", 2**33, "--n-predict"),
+        ("n_gpu_layers", 2**40, "--n-gpu-layers"),
+        ("seed", 2**80, "--seed"),
+        ("seed", -1, "--seed"),
+        ("ctx", 8, "--ctx"),
+        ("chunks", True, "--chunks"),
+        ("rniah_lengths", (), "--rniah-lengths"),
+        ("rniah_lengths", (4096, 4096), "duplicates"),
+        ("rniah_positions", (1.5,), "--rniah-positions"),
+        ("corpus", "  ", "--corpus"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(field: str, value: Any, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle.replace("-", r"\-")):
+        ScoreOptions(**{field: value})
+
+
+def test_from_mapping_toml_style() -> None:
+    o = ScoreOptions.from_mapping(
+        {"full": True, "chunks": 8, "rniah-lengths": [4096, 6000], "rniah_positions": "0.5",
+         "corpus": "wiki.txt"},
+        base_dir=Path("/data"),
+    )
+    assert o.chunks == 8 and o.rniah_lengths == (4096, 6000) and o.rniah_positions == (0.5,)
+    assert o.corpus == "/data/wiki.txt"
+    assert ScoreOptions.from_mapping({"corpus": "bundled"}, base_dir=Path("/x")).corpus == (
+        "bundled")
+    with pytest.raises(UsageError, match="unknown setting 'chunkz'"):
+        ScoreOptions.from_mapping({"chunkz": 3})
+    with pytest.raises(UsageError, match="--rniah-lengths"):
+        ScoreOptions.from_mapping({"rniah_lengths": "4096,8k"})
+
+
+def test_fingerprint_follows_the_numbers_not_the_threads() -> None:
+    base = ScoreOptions()
+    assert base.fingerprint() == ScoreOptions().fingerprint()
+    assert base.fingerprint() == ScoreOptions(threads=7).fingerprint()
+    assert base.fingerprint() == ScoreOptions(no_auto_fetch=True).fingerprint()
+    for change in ({"chunks": 8}, {"seed": 1}, {"sequential": True}, {"axis_plad": True},
+                   {"reference": "ctk=q8_0,ctv=q8_0"}, {"n_gpu_layers": 0}):
+        assert ScoreOptions(**change).fingerprint() != base.fingerprint(), change
+    # --full and --axis-rniah --axis-plad --noise-floor run the same work
+    assert ScoreOptions(full=True).fingerprint() == ScoreOptions(
+        axis_rniah=True, axis_plad=True, noise_floor=True).fingerprint()
+    s = ScoreOptions(rniah_lengths=(4096,)).settings()
+    assert s["rniah_lengths"] == [4096] and s["fingerprint"] and json.dumps(s)
+
+
+def test_every_field_is_a_score_flag_and_round_trips() -> None:
+    """Adding a ScoreOptions field is enough to get its --flag on score and repeatability."""
+    for command in ("score", "repeatability"):
+        r = run(command, "--help")
+        assert r.exit_code == 0
+        text = r.output
+        for f in dataclasses.fields(ScoreOptions):
+            assert "--" + f.name.replace("_", "-") in text, (command, f.name)
+        assert "<bool>" not in text
+    # the CLI form of a non-default options object parses back to the same object
+    o = ScoreOptions(full=True, chunks=4, seed=7, rniah_lengths=(4096, 6000),
+                     rniah_positions=(0.25,), threads=1, sequential=True, corpus="c.txt")
+    seen: list[ScoreOptions] = []
+
+    def capture(model: Any, candidates: Any, options: ScoreOptions, **kw: Any) -> Any:
+        seen.append(options)
+        raise UsageError("stop here")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("refract.score.prepare_score", capture)
+        r = run("score", "-m", "x.gguf", "-c", "ctk=q8_0", *o.cli_args())
+    assert r.exit_code == 2 and seen == [o], r.output
+
+
+# --------------------------------------------------------------------------- bad input (issue 11)
+
+
+def test_empty_candidate_is_a_usage_error(files: dict[str, Path]) -> None:
+    for bad in ("", "   ", " , "):
+        r = run("score", "-m", "x.gguf", "-c", bad)
+        one_line_error(r, 2, "--candidate", "empty")
+
+
+def test_huge_integers_are_usage_errors_not_internal_errors() -> None:
+    for flag_, value in (("--threads", 2**40), ("--chunks", 2**40), ("--n-predict", 2**40),
+                         ("--n-gpu-layers", 2**40), ("--seed", 2**80)):
+        r = run("score", "-m", "x.gguf", "-c", "ctk=q8_0", flag_, value)
+        line = one_line_error(r, 2, flag_)
+        assert "internal error" not in line
+
+
+def test_outputs_never_overwrite_inputs(files: dict[str, Path], tmp_path: Path) -> None:
+    from tinymodel import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "m.gguf")
+    before = model.read_bytes()
+    common = ["score", "-m", model, "-c", "ctk=q8_0", "--prompts", files["prompts"],
+              "--corpus", files["corpus"]]
+    one_line_error(run(*common, "--json-out", model), 2, "--json-out", "model")
+    one_line_error(run(*common, "--html-out", files["corpus"]), 2, "--html-out", "corpus")
+    one_line_error(run(*common, "--json-out", files["prompts"]), 2, "prompt set")
+    link = tmp_path / "link.gguf"
+    link.symlink_to(model)
+    one_line_error(run(*common, "--json-out", link), 2, "model")
+    out = tmp_path / "r.json"
+    one_line_error(run(*common, "--json-out", out, "--html-out", out), 2, "also given")
+    assert model.read_bytes() == before and not out.exists()
+
+
+def test_unwritable_outputs_found_before_the_model_loads(files: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    from tinymodel import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "m.gguf")
+    for bad in ("/proc/refract-report.json", "/sys/refract.json", "/proc/self/status"):
+        r = run("score", "-m", model, "-c", "ctk=q8_0", "--corpus", files["corpus"],
+                "--json-out", bad)
+        line = one_line_error(r, 2, bad)
+        assert ".refract-probe" not in line and "tmp" not in line.split(bad)[0]
+
+
+def test_fifo_model_is_named_as_such(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    one_line_error(run("score", "-m", fifo, "-c", "ctk=q8_0"), 2, "not a regular file")
+
+
+def test_several_candidates_need_out_dir(files: dict[str, Path], tmp_path: Path) -> None:
+    r = run("score", "-m", "x.gguf", "-c", "ctk=q8_0", "-c", "ctk=q4_0",
+            "--json-out", tmp_path / "r.json")
+    one_line_error(r, 2, "--out-dir")
+    r = run("score", "-m", "x.gguf", "-c", "ctk=q8_0", "-c", " ctk=q8_0 ")
+    one_line_error(r, 2, "given twice")
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _strip_volatile(report: dict[str, Any]) -> dict[str, Any]:
+    """The measured content of a report (no times, no run-wide notes)."""
+    out = json.loads(json.dumps(report, default=str))
+    for key in ("timestamp", "timings", "notes", "repro_command", "environment", "extras"):
+        out.pop(key, None)
+    for axis in out["axes"].values():
+        if isinstance(axis, dict):
+            axis.pop("seconds", None)
+            if isinstance(axis.get("noise_floor"), dict):
+                axis["noise_floor"].pop("seconds", None)
+    return out
+
+
+@needs_core
+def test_several_candidates_equal_separate_runs(files: dict[str, Path],
+                                                tiny_model: Path) -> None:
+    from refract.score import run_score, run_scores
+
+    opts = {"prompts": files["prompts"], "corpus": files["corpus"], "chunks": 2, "ctx": 128,
+            "n_predict": 8, "threads": 1, "axis_plad": True, "noise_floor": True}
+    cands = ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=f16,ctv=f16"]
+    together = run_scores(tiny_model, cands, **opts)
+    assert [r["candidate"] for r in together] == cands
+    for cand, rep in zip(cands, together, strict=True):
+        alone = run_score(tiny_model, cand, **opts)
+        assert _strip_volatile(rep) == _strip_volatile(alone), cand
+    assert together[2]["self_check"] is True and together[0]["self_check"] is False
+    assert together[0]["axes"]["gtm"]["noise_floor"]["n_prompts"] == 2
+
+
+@needs_core
+def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
+                                                      tiny_model: Path) -> None:
+    from refract import Engine
+    from refract.score import run_scores
+
+    calls: list[str] = []
+    with Engine(tiny_model, n_threads=1) as eng:
+        real = eng.greedy
+
+        def counting(prompts: Any, kv: Any = "ctk=f16,ctv=f16", *a: Any, **kw: Any) -> Any:
+            calls.append(str(kv))
+            return real(prompts, kv, *a, **kw)
+
+        eng.greedy = counting  # type: ignore[method-assign]
+        run_scores(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
+                   engine=eng, prompts=str(files["prompts"]), corpus=str(files["corpus"]),
+                   chunks=1, ctx=128, n_predict=4, axis_plad=True)
+    # trajectory + PLAD: the reference once per axis, each candidate once per axis
+    assert calls.count("ctk=f16,ctv=f16") == 2
+    assert all(calls.count(c) == 2 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
+                                              "ctk=q5_0,ctv=q5_0"))
+
+
+@needs_core
+@pytest.mark.parametrize("axis", ["gtm", "kld", "rniah", "plad"])
+def test_one_failing_axis_keeps_the_others(files: dict[str, Path], tiny_chat_model: Path,
+                                           tmp_path: Path, axis: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime failure inside one axis marks it `error`; the report is written, exit 1."""
+    import refract.engine as engine_mod
+
+    method = {"gtm": "compare_sequence", "kld": "kld", "rniah": "generate_cells",
+              "plad": "greedy"}[axis]
+    real = getattr(engine_mod.Engine, method)
+
+    def boom(self: Any, *a: Any, **kw: Any) -> Any:
+        if axis == "plad" and not kw.get("chat_template", a[4] if len(a) > 4 else False):
+            return real(self, *a, **kw)  # trajectory's greedy runs; PLAD's (chat) fails
+        raise RuntimeError(f"llama_decode failed at a {axis} cell (forced)")
+
+    if not hasattr(engine_mod.Engine, method):
+        method = "generate_one"
+        real = getattr(engine_mod.Engine, method)
+    monkeypatch.setattr(engine_mod.Engine, method, boom)
+    hay = tmp_path / "hay.txt"
+    hay.write_text("The river runs to the sea. " * 3000)
+    out = tmp_path / "r.json"
+    r = run("score", "-m", tiny_chat_model, "-c", "ctk=q8_0,ctv=q8_0", "--full",
+            "--prompts", files["prompts"], "--corpus", files["corpus"], "--rniah-haystack",
+            hay, "--rniah-lengths", "4096", "--rniah-n-predict", "4", "--chunks", "1",
+            "--ctx", "128", "--n-predict", "4", "--threads", "1", "--json-out", out,
+            "--no-progress")
+    assert r.exit_code == 1, r.output
+    assert f"{axis}" in r.stderr.splitlines()[-1] and "Traceback" not in r.output
+    rep = json.loads(out.read_text())
+    assert "forced" in rep["axes"][axis]["error"] and rep["axes"][axis]["score"] is None
+    assert rep["status"] == "partial"
+    others = [k for k in ("gtm", "kld", "rniah", "plad") if k != axis]
+    for k in others:
+        assert rep["axes"][k].get("error") is None, k
+        assert rep["axes"][k]["score"] is not None or rep["axes"][k].get("skipped"), k
+
+
+def test_repro_command_is_shell_safe() -> None:
+    o = ScoreOptions(corpus="my corpus.txt", rniah_positions=(0.1, 0.9))
+    args = shlex.split(shlex.join(o.cli_args()))
+    assert args == ["--corpus", "my corpus.txt", "--rniah-positions", "0.1,0.9"]
