@@ -297,3 +297,85 @@ def test_repro_command_is_shell_safe() -> None:
     o = ScoreOptions(corpus="my corpus.txt", rniah_positions=(0.1, 0.9))
     args = shlex.split(shlex.join(o.cli_args()))
     assert args == ["--corpus", "my corpus.txt", "--rniah-positions", "0.1,0.9"]
+
+
+# --------------------------------------------------------------------------- non-finite, memory
+
+
+@pytest.fixture
+def poison() -> Any:
+    from refract import _core
+    from refract.kvconfig import KVConfig
+
+    def set_poison(kv: str, value: float) -> None:
+        _core._test_poison(KVConfig.parse(kv).label, value)
+
+    yield set_poison
+    _core._test_poison("", 0.0)
+
+
+@needs_core
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_poisoned_candidate_axes_are_invalid_not_perfect(
+    files: dict[str, Path], tiny_chat_model: Path, poison: Any, value: float
+) -> None:
+    """A KV type whose kernels emit NaN/inf scores 0 on every axis it touches (issue 11)."""
+    from refract.score import run_scores
+
+    poison("ctk=q8_0,ctv=q8_0", value)
+    bad, good = run_scores(
+        tiny_chat_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"],
+        prompts=str(files["prompts"]), corpus=str(files["corpus"]), chunks=1, ctx=128,
+        n_predict=4, threads=1, axis_plad=True,
+    )
+    for axis in ("gtm", "kld", "plad"):
+        entry = bad["axes"][axis]
+        assert entry["invalid"] is True and entry["score"] == 0.0, axis
+        assert entry["band"] == "FAIL" and "non-finite" in entry["invalid_reason"], axis
+        assert good["axes"][axis].get("invalid") in (None, False), axis
+        assert good["axes"][axis]["score"] > 0, axis
+    assert bad["composite"] == 0.0 and bad["band"] == "FAIL"
+    assert any("invalid" in d for d in bad["diagnosis"]) if isinstance(
+        bad["diagnosis"], list) else "invalid" in bad["diagnosis"]
+
+
+@needs_core
+def test_poisoned_reference_stops_the_run(files: dict[str, Path], tiny_model: Path,
+                                          tmp_path: Path, poison: Any) -> None:
+    poison("ctk=f16,ctv=f16", float("nan"))
+    out = tmp_path / "r.json"
+    for extra in ([], ["--skip-trajectory"]):
+        r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--prompts",
+                files["prompts"], "--corpus", files["corpus"], "--chunks", "1", "--ctx", "128",
+                "--n-predict", "4", "--threads", "1", "--json-out", out, "--no-progress",
+                *extra)
+        one_line_error(r, 1, "reference ctk=f16,ctv=f16", "non-finite")
+        assert not out.exists()
+
+
+@needs_core
+def test_memory_is_checked_before_it_is_spent(files: dict[str, Path], tiny_model: Path,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from refract import Engine
+    from refract.score import memory_plan, prepare_score
+
+    plan = prepare_score(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"],
+                         prompts=str(files["prompts"]), corpus=str(files["corpus"]),
+                         ctx=512, full=True, rniah_lengths=(4096,),
+                         rniah_haystack=str(files["corpus"]))
+    with Engine(tiny_model, n_threads=1) as eng:
+        need = memory_plan(eng, plan)
+        more = memory_plan(eng, prepare_score(
+            tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
+            prompts=str(files["prompts"]), corpus=str(files["corpus"]), ctx=512))
+    assert set(need) == {"trajectory", "kld", "rniah", "plad"}
+    assert need["rniah"] > need["kld"] > 0 and more["kld"] > need["kld"]  # one more context
+    monkeypatch.setenv("REFRACT_MEMORY_LIMIT", "64K")
+    out = tmp_path / "r.json"
+    r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--prompts",
+            files["prompts"], "--corpus", files["corpus"], "--chunks", "1", "--ctx", "128",
+            "--threads", "1", "--json-out", out, "--no-progress")
+    line = one_line_error(r, 2, "needs about", "REFRACT_MEMORY_LIMIT")
+    assert "64" in line.split("but only")[1]
+    assert not out.exists()

@@ -472,6 +472,7 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
             engine.check_ctx(opts.ctx)
         except ValueError as exc:
             raise UsageError(f"--ctx: {exc}") from None
+    check_memory(engine, plan)
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     timings: dict[str, dict[str, float]] = {c: {} for c in cands}
     extras: dict[str, Any] = {}
@@ -578,6 +579,55 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
                 floor, corpus_used, t_start)
         for cfg in plan.candidates
     ]
+
+
+def memory_plan(engine: Any, plan: ScorePlan) -> dict[str, int]:
+    """Bytes each axis's contexts need at their peak (contexts are freed between axes)."""
+    opts = plan.options
+    ref, cands = plan.reference.label, [c.label for c in plan.candidates]
+    est = engine.estimate_context_bytes
+    need: dict[str, int] = {}
+    n_prompts = max(1, len(plan.prompts))
+    if opts.trajectory or opts.measure_floor:
+        n_seq = 1 if opts.sequential else min(n_prompts, 64)
+        gen = opts.ctx  # each sequence's cells: prompt + generation within ctx
+        need["trajectory"] = (
+            est(ref, gen, n_seq, n_seq) + max(est(c, gen, n_seq, n_seq) for c in cands)
+            # teacher-forced comparison along one trajectory: one sequence per side
+            + 2 * est(ref, gen, 1, gen)
+        )
+    if opts.kld or opts.measure_floor:
+        need["kld"] = est(ref, opts.ctx, 1, opts.ctx) + sum(
+            est(c, opts.ctx, 1, opts.ctx) for c in cands)
+    if opts.rniah:
+        n_train = int(engine.model_info.get("n_ctx_train") or 0) or None
+        longest = max(opts.rniah_lengths) if opts.rniah_lengths else opts.rniah_up_to
+        if n_train:
+            longest = min(longest, n_train)
+        cells = len(opts.rniah_positions)
+        n_ctx = longest + opts.rniah_n_predict + 256
+        need["rniah"] = est(ref, n_ctx, cells, cells) + max(
+            est(c, n_ctx, cells, cells) for c in cands)
+    if opts.plad:
+        n_seq = min(n_prompts * 5, 256)
+        need["plad"] = est(ref, opts.ctx, n_seq, n_seq) + max(
+            est(c, opts.ctx, n_seq, n_seq) for c in cands)
+    return need
+
+
+def check_memory(engine: Any, plan: ScorePlan) -> None:
+    """Refuse, before any axis runs, a plan whose contexts would not fit in memory."""
+    from refract.memory import check_fits
+
+    if not hasattr(engine, "estimate_context_bytes"):
+        return
+    need = memory_plan(engine, plan)
+    if not need:
+        return
+    axis, peak = max(need.items(), key=lambda kv: kv[1])
+    what = (f"the {axis} axis with {len(plan.candidates)} candidate(s) "
+            f"(ctx {plan.options.ctx}, KV {plan.reference.label} + candidates)")
+    check_fits(peak, what)
 
 
 def _title(axis: str, cand: str, cands: Sequence[str]) -> str:
