@@ -96,7 +96,7 @@ def test_matrix_writes_every_cell_and_leaderboards(first_run: dict[str, Any]) ->
 def test_matrix_one_load_per_model_matches_direct_scores(first_run: dict[str, Any]) -> None:
     """The matrix's cells carry the same numbers as scoring the model directly."""
     from refract.matrix import load_spec
-    from refract.matrix.compat import score_candidates
+    from refract.matrix.scoring import score_candidates
 
     spec = load_spec(first_run["spec"])
     got: dict[str, dict[str, Any]] = {}

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refract.kvconfig import KVConfig, KVConfigError
-from refract.matrix import compat
+from refract.kvconfig import KVConfig
+from refract.matrix import scoring
+from refract.options import ScoreOptions
 from refract.progress import Reporter
 from refract.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
+from refract.score import _check_kv as check_kv
+from refract.score import _known_kv_types as known_kv_types
 
 try:
     import tomllib
@@ -56,12 +59,12 @@ class MatrixSpec:
     settings: dict[str, Any]
     """The ``[settings]`` table as written (what the workers rebuild the options from)."""
     base_dir: Path
-    options: Any
-    """The score options object (:func:`refract.matrix.compat.make_options`)."""
+    options: ScoreOptions
+    """The options every cell runs with (``[settings]`` + ``reference``)."""
 
     @property
     def fingerprint(self) -> str:
-        return compat.options_fingerprint(self.options)
+        return self.options.fingerprint()
 
 
 def slug(text: str) -> str:
@@ -70,30 +73,11 @@ def slug(text: str) -> str:
     return s or "x"
 
 
-def _known_kv_types() -> list[str] | None:
-    try:
-        from refract import _core
-    except ImportError:
-        return None
-    return list(_core.kv_types())
-
-
 def _kv(text: Any, what: str, known: Sequence[str] | None) -> KVConfig:
     if not isinstance(text, str):
         raise UsageError(f"{what} must be a KV config string like 'ctk=q8_0,ctv=q8_0', "
                          f"got {text!r}")
-    try:
-        cfg = KVConfig.parse(text)
-    except KVConfigError as exc:
-        raise UsageError(f"{what}: {exc}") from None
-    if known:
-        for key, name in (("ctk", cfg.ctk), ("ctv", cfg.ctv)):
-            if name not in known:
-                raise UsageError(
-                    f"{what} {text!r}: {key}={name} is not a KV type of this llama.cpp build "
-                    f"(it has: {', '.join(known)})"
-                )
-    return cfg
+    return check_kv(text, what, known)
 
 
 def load_spec(path: str | os.PathLike[str]) -> MatrixSpec:
@@ -124,7 +108,7 @@ def parse_spec(
     for key in data:
         if key not in TOP_KEYS:
             raise UsageError(f"{where}: unknown key {key!r} (expected: {', '.join(TOP_KEYS)})")
-    known = _known_kv_types()
+    known = known_kv_types()
     reference = _kv(data.get("reference", DEFAULT_REFERENCE), "reference", known).label
 
     cands = data.get("candidates")
@@ -141,7 +125,7 @@ def parse_spec(
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
         raise UsageError(f"{where}: [settings] must be a table")
-    options = compat.make_options(settings, reference, base_dir=base_dir)
+    options = scoring.make_options(settings, reference, base_dir=base_dir)
 
     entries = data.get("models")
     if not isinstance(entries, list) or not entries:
@@ -192,7 +176,7 @@ def check_settings(spec: MatrixSpec, reporter: Reporter | None = None) -> None:
     This may fetch the default corpus once (unless ``no_auto_fetch``), so workers find it
     cached.
     """
-    compat.prepare_model(spec.models[0].path, spec.candidates, spec.options, reporter=reporter)
+    scoring.prepare_model(spec.models[0].path, spec.candidates, spec.options, reporter=reporter)
 
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:

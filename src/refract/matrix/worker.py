@@ -91,7 +91,7 @@ def _message(exc: BaseException) -> str:
 
 def run_job(job: dict[str, Any], emit: Emit) -> None:
     """Score one model's candidates; every outcome is an event (never raises for a cell)."""
-    from refract.matrix import compat
+    from refract.matrix import scoring
     from refract.score import UsageError, resolve_model
 
     model = job["model"]
@@ -124,9 +124,9 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
         emit({"type": "error", "candidate": cand, "message": _message(exc)})
 
     try:
-        options = compat.make_options(job["settings"], job["reference"],
+        options = scoring.make_options(job["settings"], job["reference"],
                                       base_dir=Path(job["base_dir"]))
-        compat.score_candidates(model["path"], candidates, options, reporter=reporter,
+        scoring.score_candidates(model["path"], candidates, options, reporter=reporter,
                                 on_start=on_start, on_report=on_report, on_error=on_error)
     except Exception as exc:  # model load failure, a settings file gone since the check …
         emit({"type": "fatal", "message": _message(exc)})
