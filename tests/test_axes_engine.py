@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from conftest import shared_file
 from refract import Engine
 from refract.axes.plad import run_plad
-from refract.axes.rniah import run_rniah
+from refract.axes.rniah import DEFAULT_POSITIONS, is_hit, run_rniah, schedule_rniah
 from refract.chat import ChatTemplateError
+from refract.kvconfig import KVConfig
 from refract.promptset import Prompt, load_prompts
 from tinymodel import write_tiny_model
 
@@ -105,3 +108,122 @@ def test_demo_rniah_and_plad_ref_vs_ref(demo_engine: Engine, haystack: str) -> N
     p = run_plad(demo_engine, load_prompts(None), reference=F16, candidate=F16, n_predict=24)
     assert p["score"] == 100.0
     assert p["per_perturbation_score"]["paraphrase"] == 100.0  # our set fires paraphrase
+
+
+# ------------------------------------------------------------------ shared reference, batching
+
+Q8 = "ctk=q8_0,ctv=q8_0"
+Q8V = "ctk=f16,ctv=q8_0"
+
+
+def _count_decodes(eng: Engine, attr: str) -> dict[str, int]:
+    """Wraps ``eng.<attr>`` (instance-level) to count calls per KV label."""
+    calls: dict[str, int] = {}
+    inner = getattr(eng, attr)
+
+    def counted(*args: object, **kw: object) -> object:
+        label = KVConfig.parse(str(args[1])).label
+        calls[label] = calls.get(label, 0) + 1
+        return inner(*args, **kw)
+
+    setattr(eng, attr, counted)
+    return calls
+
+
+def test_rniah_reference_decoded_once_for_two_candidates(tiny_chat_model: Path,
+                                                          haystack: str) -> None:
+    kw = dict(reference=F16, up_to=4096, positions=(0.1, 0.9), n_predict=8)
+    with Engine(tiny_chat_model, n_threads=2) as eng:
+        calls = _count_decodes(eng, "generate_cells")
+        first = run_rniah(eng, haystack, candidate=Q8, **kw)
+        second = run_rniah(eng, haystack, candidate=Q8V, **kw)
+        assert calls == {F16: 1, Q8: 1, Q8V: 1}
+        assert (eng.reference_cache.misses, eng.reference_cache.hits) == (1, 1)
+    with Engine(tiny_chat_model, n_threads=2) as fresh:
+        alone = run_rniah(fresh, haystack, candidate=Q8V, **kw)
+    assert second == alone
+    assert [c["needle_logprob_ref"] for c in first["cells"]] == [
+        c["needle_logprob_ref"] for c in second["cells"]]
+
+
+def test_plad_reference_decoded_once_in_one_batch(tiny_chat_model: Path) -> None:
+    prompts = load_prompts(None)[:20]  # > 64 texts: one batch all the same
+    kw = dict(reference=F16, n_predict=6, ctx=128)
+    with Engine(tiny_chat_model, n_threads=2) as eng:
+        calls = _count_decodes(eng, "greedy")
+        groups: list[int] = []
+        inner = eng.greedy
+
+        def spy(*args: object, **k: object) -> object:
+            groups.append(int(k["group"]))  # type: ignore[call-overload]
+            return inner(*args, **k)
+
+        eng.greedy = spy  # type: ignore[method-assign]
+        run_plad(eng, prompts, candidate=Q8, **kw)
+        second = run_plad(eng, prompts, candidate=Q8V, **kw)
+        assert calls == {F16: 1, Q8: 1, Q8V: 1}
+    n_texts = second["decode"]["n_texts"]
+    assert n_texts > 64 and groups == [n_texts] * 3 and second["decode"]["batch"] == n_texts
+    with Engine(tiny_chat_model, n_threads=2) as fresh:
+        assert run_plad(fresh, prompts, candidate=Q8V, **kw) == second
+
+
+def _without_decode_fields(axis: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in axis.items() if k not in ("decode", "generation")}
+
+
+def _check_early_stop(eng: Engine, cells: list[list[tuple[np.ndarray, np.ndarray]]], ctx: int,
+                      n_predict: int, middle: int) -> None:
+    """A stop string that cell `middle` first produces at its token >= 8: that cell stops right
+    there, every cell's tokens are a prefix of the full-length run's, the others are cut only
+    where they produce the string too; hits (is_hit on the stop string) are the same."""
+    full = eng.generate_cells(cells, F16, n_predict=n_predict, ctx=ctx)
+    toks = [r["tokens"] for r in full["groups"][0]]
+    assert all(r["reused_prefix"] > 0 for r in full["groups"][0][1:])  # copied prefixes
+
+    def text(n: int) -> str:
+        return eng.detokenize(toks[middle][:n]).lower()
+
+    cut, stop = next((i, text(i)[-4:].upper()) for i in range(8, toks[middle].size)
+                     if text(i)[-4:].isascii() and text(i)[-4:].strip()
+                     and text(i)[-4:] not in text(i - 1))
+    early = eng.generate_cells(cells, F16, n_predict=n_predict, ctx=ctx, stop=stop)
+    for r, t in zip(early["groups"][0], toks, strict=True):
+        got = r["tokens"]
+        assert np.array_equal(got, t[: got.size])  # a prefix of the full-length run
+        assert is_hit(eng.detokenize(got), stop) == is_hit(eng.detokenize(t), stop)
+        assert r["stopped_early"] == (got.size < t.size)
+        if r["stopped_early"]:
+            assert not is_hit(eng.detokenize(got[:-1]), stop)
+    assert early["groups"][0][middle]["stopped_early"]
+    assert early["groups"][0][middle]["tokens"].size == cut
+    assert early["generated_tokens"] <= full["generated_tokens"]
+
+
+def test_generate_cells_early_stop_cuts_only_the_cell_that_matched(chat_engine: Engine,
+                                                                     haystack: str) -> None:
+    prompts = [chat_engine.prompt_ids("Summarize.", chat_template=True, system=haystack[:n])
+               for n in (1200, 600, 300)]
+    _check_early_stop(chat_engine, [[(p, np.zeros(0, dtype=np.int32)) for p in prompts]],
+                      ctx=1024, n_predict=24, middle=1)
+
+
+def test_rniah_early_stop_equals_full_length_on_tiny_model(chat_engine: Engine,
+                                                            haystack: str) -> None:
+    kw = dict(reference=F16, candidate=Q8, up_to=4096, n_predict=12)
+    early = run_rniah(chat_engine, haystack, early_stop=True, **kw)
+    full = run_rniah(chat_engine, haystack, early_stop=False, **kw)
+    assert early["decode"] == "parallel-cells, early-stop"
+    assert full["decode"] == "parallel-cells, full-length"
+    assert _without_decode_fields(early) == _without_decode_fields(full)
+
+
+def test_demo_rniah_early_stop_equals_full_length(demo_engine: Engine, haystack: str) -> None:
+    # the real R-NIAH prompts of the 4096 cells; the demo model rarely names the keyword
+    # there, so the stop string is a piece of what it does generate
+    sched = schedule_rniah(demo_engine, haystack, up_to=4096, lengths=[4096],
+                      positions=DEFAULT_POSITIONS, n_trials=1, seed=42, n_predict=24,
+                      early_stop=True)
+    [group] = sched.groups
+    cells = [[(sched.prompts[i], np.asarray(sched.probes[i], dtype=np.int32)) for i in group]]
+    _check_early_stop(demo_engine, cells, ctx=sched.ctx, n_predict=24, middle=1)

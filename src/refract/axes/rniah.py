@@ -50,7 +50,9 @@ __all__ = [
     "is_hit",
     "plan_lengths",
     "plan_rniah",
+    "RniahSchedule",
     "rniah_axis",
+    "schedule_rniah",
     "score_rniah",
     "snap_to_sentence_end",
 ]
@@ -418,7 +420,7 @@ DECODE_FULL = "parallel-cells, full-length"
 
 
 @dataclass
-class _Schedule:
+class RniahSchedule:
     """What both sides decode: cells grouped by length, each group in insertion-point order."""
 
     plan: RniahPlan
@@ -470,7 +472,7 @@ def run_rniah(
     log-probability after the question is scored on the logit buffers for both configs. The
     reference side is decoded once per engine and shared by every candidate.
     """
-    sched = _schedule(engine, haystack, up_to=up_to, lengths=lengths, positions=positions,
+    sched = schedule_rniah(engine, haystack, up_to=up_to, lengths=lengths, positions=positions,
                       n_trials=n_trials, seed=seed, n_predict=n_predict, early_stop=early_stop)
     plan = sched.plan
     ref_label = KVConfig.parse(reference).label
@@ -521,7 +523,7 @@ def run_rniah(
     return result
 
 
-def _schedule(
+def schedule_rniah(
     engine: Any,
     haystack: str,
     *,
@@ -532,7 +534,7 @@ def _schedule(
     seed: int,
     n_predict: int,
     early_stop: bool,
-) -> _Schedule:
+) -> RniahSchedule:
     """Plan the cells, render and tokenize their prompts, drop those that do not fit."""
     n_ctx_train = int(engine.model_info["n_ctx_train"]) or None
     plan = plan_rniah(
@@ -574,12 +576,12 @@ def _schedule(
         cells = [i for i, c in enumerate(plan.cells) if c.length == length]
         groups.append(sorted(cells, key=lambda i: (-plan.cells[i].insert_at, i)))
     stop = plan.keyword if early_stop and plan.keyword.isascii() else ""
-    return _Schedule(plan, prompts, probes, groups, ctx, stop)
+    return RniahSchedule(plan, prompts, probes, groups, ctx, stop)
 
 
 def _decode_side(
     engine: Any,
-    sched: _Schedule,
+    sched: RniahSchedule,
     kv: str,
     slot: int,
     progress: Callable[[int, int], None] | None,

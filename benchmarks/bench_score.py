@@ -1,0 +1,207 @@
+"""A whole score, axis by axis: refract's time next to the floor for the same work, one run.
+
+    python benchmarks/bench_score.py [--model PATH] [--candidate ctk=q8_0,ctv=q8_0]
+        [--threads 2] [--prompts 12] [--n-predict 64] [--ctx 512] [--chunks 8]
+        [--rniah-lengths 4096] [--rniah-n-predict 64] [--skip-sequential]
+
+Each axis runs the way ``refract score`` runs it (fresh reference cache, reference and
+candidate), then its floor is measured on the same engine, same KV configs, same prompts and
+token counts: a bare batched ``llama_decode`` loop with no metric work (``Engine.bench_decode``:
+no argmax, no top-k, no kernel, no detokenizing), split into prefill and generation steps.
+
+- A trajectory: greedy of every prompt (chat template off), both configs; floor = the same
+  prompts, n_predict steps each, same group. Also the batched vs sequential reference decode
+  (issue 14's target: batched >= 3x sequential), unless --skip-sequential.
+- B KLD: llama-perplexity's windows; floor = every window decoded with logits for its scored
+  second half, once per config (what llama-perplexity's base and KLD passes decode).
+- C R-NIAH: cells of a length as parallel sequences; refract early-stop and full-length runs;
+  floor = the same cell prompts prefilled in full (no prefix reuse) plus n_predict steps each,
+  so refract's prefix reuse and early stop can take it below the floor.
+- D PLAD: anchors and perturbed texts as one batch; floor = the same texts and n_predict steps.
+
+Not a test: the numbers are wall times on whatever machine runs it (print the load with
+them); every ratio compares two numbers measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kld_vs_llama_perplexity import default_corpus, default_model, load_now
+
+REFERENCE = "ctk=f16,ctv=f16"
+TARGET_FLOOR_RATIO = 1.15
+TARGET_BATCHED_SPEEDUP = 3.0
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def floor(engine: Any, prompts: Sequence[np.ndarray], n_gen: Sequence[int], configs: Sequence[str],
+          *, ctx: int, group: int, logits_from: int = -1) -> dict[str, float]:
+    """Bare decode of the same shapes, once per KV config; seconds summed over configs."""
+    tot = {"prefill_s": 0.0, "decode_s": 0.0}
+    for kv in configs:
+        r = engine.bench_decode(prompts, kv, n_gen, ctx=ctx, group=group, logits_from=logits_from)
+        tot["prefill_s"] += r["prefill_s"]
+        tot["decode_s"] += r["decode_s"]
+    tot["total_s"] = tot["prefill_s"] + tot["decode_s"]
+    return tot
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    flags = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("Flags:"):
+                fl = set(line.split(":", 1)[1].split())
+                flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni")
+                                  if f in fl)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs, {flags or 'no AVX2'}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--candidate", default="ctk=q8_0,ctv=q8_0")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=12, help="first N prompts of the bundled set")
+    ap.add_argument("--n-predict", type=int, default=64)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--rniah-lengths", default="4096")
+    ap.add_argument("--rniah-n-predict", type=int, default=64)
+    ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of axes to skip: a,b,c,d")
+    args = ap.parse_args()
+
+    from refract import Engine
+    from refract.axes.plad import plan_plad, run_plad
+    from refract.axes.rniah import run_rniah
+    from refract.axes.trajectory import run_trajectory
+    from refract.promptset import load_prompts
+
+    model = args.model or default_model()
+    cand = args.candidate
+    configs = (REFERENCE, cand)
+    skip = set(args.skip.split(",")) if args.skip else set()
+    prompts = load_prompts(None)[: args.prompts]
+    rows: list[tuple[str, float, dict[str, float], str]] = []
+    print(f"# bench_score  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"machine: {machine()}; threads {args.threads}; load at start {load_now()}")
+    print(f"model: {model.name}; reference {REFERENCE}; candidate {cand}")
+    with Engine(model, n_threads=args.threads) as eng:
+        if "a" not in skip:
+            texts = [p.prompt for p in prompts]
+            _, t = timed(lambda: run_trajectory(eng, prompts, reference=REFERENCE, candidate=cand,
+                                                n_predict=args.n_predict, ctx=args.ctx))
+            ids = [eng.prompt_ids(s) for s in texts]
+            fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx, group=64)
+            rows.append(("A trajectory", t, fl, f"{len(ids)} prompts x {args.n_predict} tokens"))
+            if not args.skip_sequential:
+                _, tb = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx))
+                _, ts = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx,
+                                                 sequential=True))
+                print(f"trajectory reference decode: batched {tb:.2f} s, sequential {ts:.2f} s, "
+                      f"speedup {ts / tb:.2f}x (target >= {TARGET_BATCHED_SPEEDUP:g}x)")
+            eng.release()
+        if "b" not in skip:
+            tokens = eng.tokenize(default_corpus().read_text(encoding="utf-8"))
+            _, t = timed(lambda: eng.kld(tokens, REFERENCE, [cand], ctx=args.ctx,
+                                         chunks=args.chunks))
+            from refract import _core
+
+            n_chunks, first, _last = _core.chunk_plan(int(tokens.size), args.ctx, args.chunks)
+            wins = [tokens[i * args.ctx:(i + 1) * args.ctx] for i in range(n_chunks)]
+            fl = floor(eng, wins, [0] * n_chunks, configs, ctx=args.ctx, group=1,
+                       logits_from=first)
+            rows.append(("B KLD", t, fl, f"{n_chunks} windows of {args.ctx}, logits from {first}"))
+            eng.release()
+        if "c" not in skip:
+            hay = default_corpus().read_text(encoding="utf-8")
+            lengths = [int(x) for x in args.rniah_lengths.split(",")]
+            kw = dict(reference=REFERENCE, candidate=cand, lengths=lengths,
+                      n_predict=args.rniah_n_predict)
+            eng.reference_cache.clear()
+            r_full, t_full = timed(lambda: run_rniah(eng, hay, early_stop=False, **kw))
+            eng.reference_cache.clear()
+            r, t = timed(lambda: run_rniah(eng, hay, early_stop=True, **kw))
+            cells = r["cells"]
+            ids = [eng.prompt_ids("Q", chat_template=True)] if not cells else []
+            if cells:
+                # the same prompts the cells decoded, rebuilt by the planner
+                from refract.axes.rniah import schedule_rniah
+
+                sched = schedule_rniah(eng, hay, up_to=max(lengths), lengths=lengths,
+                                  positions=(0.1, 0.5, 0.9), n_trials=1, seed=42,
+                                  n_predict=args.rniah_n_predict, early_stop=True)
+                fl = {"prefill_s": 0.0, "decode_s": 0.0, "total_s": 0.0}
+                for g in sched.groups:
+                    part = floor(eng, [sched.prompts[i] for i in g],
+                                 [args.rniah_n_predict] * len(g), configs, ctx=sched.ctx,
+                                 group=len(g))
+                    for k in fl:
+                        fl[k] += part[k]
+                pre = r["prefill"]
+                gen = r["generation"]
+                note = (f"{len(cells)} cells; prefix reuse {pre['reused_fraction']:.1%}; "
+                        f"early stop ref {gen['stopped_early_ref']}/{len(cells)} cand "
+                        f"{gen['stopped_early_cand']}/{len(cells)}")
+                rows.append(("C R-NIAH full-length", t_full, fl, note))
+                rows.append(("C R-NIAH early-stop", t, fl, "same floor (full length, no reuse)"))
+                assert r_full["score"] == r["score"]
+            eng.release()
+        if "d" not in skip:
+            _, t = timed(lambda: run_plad(eng, prompts, reference=REFERENCE, candidate=cand,
+                                          n_predict=args.n_predict, ctx=args.ctx))
+            texts = plan_plad(prompts).texts()
+            ids = [eng.prompt_ids(s, chat_template=True) for s in texts]
+            fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx,
+                       group=len(ids))
+            rows.append(("D PLAD", t, fl, f"{len(ids)} texts in one batch x {args.n_predict}"))
+            eng.release()
+
+    print()
+    print("| axis | refract s | floor s (prefill + decode) | refract / floor | target | work |")
+    print("|---|---:|---:|---:|---:|---|")
+    tot_r = tot_f = 0.0
+    counted: set[str] = set()
+    for name, t, fl, note in rows:
+        ratio = t / fl["total_s"] if fl["total_s"] else float("nan")
+        ok = "ok" if ratio <= TARGET_FLOOR_RATIO else "over"
+        print(f"| {name} | {t:.2f} | {fl['total_s']:.2f} ({fl['prefill_s']:.2f} + "
+              f"{fl['decode_s']:.2f}) | {ratio:.2f}x | <= {TARGET_FLOOR_RATIO}x {ok} | {note} |")
+        axis = name.split()[0]
+        if name != "C R-NIAH full-length":  # the score runs R-NIAH with early stop
+            tot_r += t
+        if axis not in counted:
+            tot_f += fl["total_s"]
+            counted.add(axis)
+    if rows:
+        print(f"| whole score | {tot_r:.2f} | {tot_f:.2f} | {tot_r / tot_f:.2f}x | "
+              f"<= {TARGET_FLOOR_RATIO}x | sum of the axes above |")
+    print(f"\nload at end {load_now()} (1/5 min); a shared machine inflates both columns alike "
+          "only roughly: compare ratios, not seconds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
