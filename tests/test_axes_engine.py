@@ -227,3 +227,21 @@ def test_demo_rniah_early_stop_equals_full_length(demo_engine: Engine, haystack:
     [group] = sched.groups
     cells = [[(sched.prompts[i], np.asarray(sched.probes[i], dtype=np.int32)) for i in group]]
     _check_early_stop(demo_engine, cells, ctx=sched.ctx, n_predict=24, middle=1)
+
+
+def test_generate_cells_reuses_prefixes_across_groups(chat_engine: Engine, haystack: str) -> None:
+    long, mid, short = (chat_engine.prompt_ids("Summarize.", chat_template=True,
+                                               system=haystack[:n]) for n in (1200, 600, 300))
+    no_probe = np.zeros(0, dtype=np.int32)
+    # group 2's prompt starts like group 1's first: its KV is taken over, not prefilled again
+    split = chat_engine.generate_cells([[(mid, no_probe), (short, no_probe)], [(long, no_probe)]],
+                                       F16, n_predict=4, ctx=1024)
+    together = chat_engine.generate_cells([[(long, no_probe)]], F16, n_predict=4, ctx=1024)
+    [[r_mid, r_short], [r_long]] = split["groups"]
+    common = int(np.argmax(long[: mid.size] != mid))  # where `long` and `mid` part
+    assert r_short["reused_prefix"] > 0 and r_long["reused_prefix"] >= common > 0
+    assert split["reused_tokens"] == r_short["reused_prefix"] + r_long["reused_prefix"]
+    assert split["prompt_tokens"] == long.size + mid.size + short.size and split["n_seq"] == 2
+    # the taken-over KV is the KV a fresh prefill computes (same tokens, same positions)
+    assert np.array_equal(r_long["tokens"], together["groups"][0][0]["tokens"])
+    assert r_long["tokens"].size == 4
