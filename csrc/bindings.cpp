@@ -125,7 +125,8 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
     const size_t n = rows.size();
     std::vector<double> kl(n), dp(n), lr(n), lc(n);
     std::vector<int32_t> ar(n), ac(n), rr(n), rc(n);
-    std::vector<uint8_t> same(n);
+    std::vector<uint8_t> same(n), bad_r(n), bad_c(n);
+    int64_t n_bad_r = 0, n_bad_c = 0;
     for (size_t i = 0; i < n; ++i) {
         kl[i] = rows[i].kld;
         dp[i] = rows[i].dp;
@@ -135,7 +136,11 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
         ac[i] = rows[i].argmax_cand;
         rr[i] = rows[i].rank_ref;
         rc[i] = rows[i].rank_cand;
-        same[i] = rows[i].argmax_ref == rows[i].argmax_cand;
+        bad_r[i] = (rows[i].nonfinite & refract::kld::kNonFiniteRef) != 0;
+        bad_c[i] = (rows[i].nonfinite & refract::kld::kNonFiniteCand) != 0;
+        n_bad_r += bad_r[i];
+        n_bad_c += bad_c[i];
+        same[i] = rows[i].nonfinite == 0 && rows[i].argmax_ref == rows[i].argmax_cand;
     }
     nb::dict d;
     d["kld"] = to_numpy(std::move(kl));
@@ -147,6 +152,10 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
     d["rank_ref"] = to_numpy(std::move(rr));
     d["rank_cand"] = to_numpy(std::move(rc));
     d["same_top1"] = to_numpy(std::move(same));
+    d["nonfinite_ref"] = to_numpy(std::move(bad_r));   // row held NaN/inf reference logits
+    d["nonfinite_cand"] = to_numpy(std::move(bad_c));  // row held NaN/inf candidate logits
+    d["n_nonfinite_ref"] = n_bad_r;
+    d["n_nonfinite_cand"] = n_bad_c;
     return d;
 }
 
@@ -229,7 +238,9 @@ void init_kld(nb::module_ & m) {
             return rows_to_dict(std::move(out));
         },
         "ref_logits"_a, "cand_logits"_a, "next_tokens"_a = nb::none(), "n_threads"_a = 0,
-        "Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1.");
+        "Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1; "
+        "nonfinite_ref/nonfinite_cand flag rows holding NaN or infinite logits on that side (their kld, dp "
+        "and logp are NaN, that side's argmax and rank -1) and n_nonfinite_ref/n_nonfinite_cand count them.");
 }
 
 void init_model(nb::module_ & m) {
