@@ -1,6 +1,8 @@
 #include "decode.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <string>
 
 namespace refract::decode {
@@ -15,9 +17,17 @@ void check_decode(int32_t rc, const Context & ctx) {
     throw EngineError("llama_decode failed with code " + std::to_string(rc) + " for " + ctx.request().label);
 }
 
-const float * logits_at(const Context & ctx, int32_t i) {
-    const float * p = llama_get_logits_ith(ctx.get(), i);
-    if (!p) throw EngineError("llama.cpp returned no logits for batch row " + std::to_string(i));
+const float * logits_at(const Context & ctx, int32_t i) { return logits_row(ctx, i); }
+
+// The test-only poison hook's state (set_test_poison).
+struct Poison {
+    std::atomic<bool> active{false};
+    std::mutex mu;
+    std::string label;
+    float value = 0.0f;
+};
+Poison & poison() {
+    static Poison p;
     return p;
 }
 
@@ -30,6 +40,29 @@ void check_tokens(const Model & model, const Tokens & toks, const char * what) {
 }
 
 }  // namespace
+
+void set_test_poison(const std::string & label, float value) {
+    Poison & p = poison();
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.label = label;
+    p.value = value;
+    p.active.store(!label.empty());
+}
+
+const float * logits_row(const Context & ctx, int32_t i) {
+    float * p = llama_get_logits_ith(ctx.get(), i);
+    if (!p) throw EngineError("llama.cpp returned no logits for batch row " + std::to_string(i));
+    Poison & z = poison();
+    if (z.active.load(std::memory_order_relaxed)) {
+        std::lock_guard<std::mutex> lock(z.mu);
+        if (!z.label.empty() && z.label == ctx.request().label) {
+            const int64_t n = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx.get())));
+            p[n / 2] = z.value;  // away from the ends, and once more at the end
+            p[n - 1] = z.value;
+        }
+    }
+    return p;
+}
 
 GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
                     int n_ctx_seq, int group, int topk, const Progress & progress) {
@@ -70,6 +103,7 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         // Per-row work (argmax over the vocabulary, top-k log-probabilities) runs in parallel over
         // the rows of a step; the bookkeeping after it is serial and in row order.
         std::vector<llama_token> row_best;
+        std::vector<uint8_t> row_bad;  // row held a NaN or infinite logit
         std::vector<int32_t> row_ids;
         std::vector<float> row_lps;
         std::vector<const float *> ptr;
@@ -78,6 +112,7 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
             ptr.resize(nr);
             for (int i = 0; i < nr; ++i) ptr[i] = logits_at(*ctx, rows[i].second);
             row_best.assign(nr, 0);
+            row_bad.assign(nr, 0);
             if (topk > 0) {
                 row_ids.assign((size_t) nr * topk, 0);
                 row_lps.assign((size_t) nr * topk, 0.0f);
@@ -85,11 +120,15 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
             const int nt = model.n_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (nr > 1 && nt > 1)
             for (int i = 0; i < nr; ++i) {
-                row_best[i] = kld::argmax(ptr[i], n_vocab);
+                bool bad = false;
+                row_best[i] = kld::argmax(ptr[i], n_vocab, &bad);
+                row_bad[i] = bad;
                 if (topk > 0 && !finished[rows[i].first])
                     kld::topk_logprobs(ptr[i], n_vocab, topk, row_ids.data() + (size_t) i * topk,
                                        row_lps.data() + (size_t) i * topk);
             }
+            res.n_rows += nr;
+            for (int i = 0; i < nr; ++i) res.n_nonfinite += row_bad[i];
             for (int i = 0; i < nr; ++i) {
                 const int s = rows[i].first;
                 const llama_token t = row_best[i];
@@ -161,6 +200,10 @@ ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & pro
     const int64_t n_vocab = model.info().n_vocab;
     llama_memory_t mem = ctx->memory();
     ProbeResult res;
+    auto note = [&res](bool bad) {
+        ++res.n_rows;
+        res.n_nonfinite += bad;
+    };
 
     // Longest common prefix with what the cache holds; keep at least the last prompt token to
     // recompute (its logits are needed).
@@ -189,6 +232,9 @@ ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & pro
     ctx->seq0 = prompt;
     const llama_pos P = (llama_pos) prompt.size();
 
+    bool bad = false;
+    llama_token t = kld::argmax(last_row.data(), n_vocab, &bad);  // also checks the probe's first row
+    note(bad);
     if (!probe.empty()) {
         kld::RowStats st;
         kld::row(last_row.data(), last_row.data(), n_vocab, probe[0], st);
@@ -201,6 +247,7 @@ ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & pro
             for (size_t j = 1; j < probe.size(); ++j) {
                 const float * row = logits_at(*ctx, (int32_t) j - 1);
                 kld::row(row, row, n_vocab, probe[j], st);
+                note(st.nonfinite != 0);
                 res.probe_logprobs.push_back(st.logp_ref);
                 res.probe_ranks.push_back(st.rank_ref);
             }
@@ -208,14 +255,14 @@ ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & pro
         }
     }
 
-    llama_token t = kld::argmax(last_row.data(), n_vocab);
     for (int k = 0;; ++k) {
         res.tokens.push_back(t);
         if (model.is_eog(t) || (int) res.tokens.size() >= n_predict) break;
         batch.clear();
         batch.add(t, P + k, 0, true);
         check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
-        t = kld::argmax(logits_at(*ctx, 0), n_vocab);
+        t = kld::argmax(logits_at(*ctx, 0), n_vocab, &bad);
+        note(bad);
     }
     llama_memory_seq_rm(mem, 0, P, -1);
     return res;

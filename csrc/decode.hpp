@@ -7,6 +7,7 @@
 #include "model.hpp"
 
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace refract::decode {
@@ -14,10 +15,21 @@ namespace refract::decode {
 using Progress = std::function<void(int64_t done, int64_t total)>;
 using Tokens = std::vector<llama_token>;
 
+// Logits row `i` of the context's last decode (EngineError when llama.cpp has none). Every
+// read of a logits row goes through here, so that the test-only poison hook reaches all paths.
+const float * logits_row(const Context & ctx, int32_t i);
+
+// Test-only fault injection, process-wide: while set, every logits row read through
+// logits_row from a context whose KV label equals `label` first gets some of its elements
+// overwritten with `value` (NaN, +inf or -inf). An empty label clears it.
+void set_test_poison(const std::string & label, float value);
+
 struct GreedyResult {
     std::vector<Tokens> tokens;               // generated ids per prompt, EOG included
     std::vector<std::vector<int32_t>> topk_ids;  // per prompt: steps x k (if k > 0)
     std::vector<std::vector<float>> topk_logprobs;
+    int64_t n_rows = 0;       // logits rows read (one per sequence and step, prefill included)
+    int64_t n_nonfinite = 0;  // of those, rows holding a NaN or infinite logit
 };
 
 // Greedy (argmax, lowest id on ties) continuation of every prompt. Prompts decode as parallel
@@ -32,6 +44,8 @@ struct ProbeResult {
     std::vector<double> probe_logprobs;  // log p(probe[j] | prompt + probe[:j])
     std::vector<int32_t> probe_ranks;    // ids with a larger logit (0 = top-1)
     int64_t reused_prefix = 0;           // prompt tokens whose KV came from the previous call
+    int64_t n_rows = 0;                  // logits rows read (probe and generation)
+    int64_t n_nonfinite = 0;             // of those, rows holding a NaN or infinite logit
 };
 
 // One prompt in a single-sequence context, reusing the KV of the longest common prefix with
@@ -42,7 +56,8 @@ ProbeResult generate_one(Model & model, const KVRequest & kv, const Tokens & pro
 
 // Teacher-forced: reference and each candidate decode `tokens` (one sequence each); for every
 // position j in [first, last] the kernel compares the two contexts' logits predicting
-// tokens[j + 1] in place. Returns one row list per candidate.
+// tokens[j + 1] in place. Returns one row list per candidate; each row's `nonfinite` bits say
+// which side's logits held a NaN or infinite value.
 std::vector<std::vector<kld::RowStats>> compare(Model & model, const KVRequest & ref,
                                                 const std::vector<KVRequest> & cands, const Tokens & tokens,
                                                 int first, int last, int n_ctx_seq);

@@ -25,9 +25,12 @@ N_BOOTSTRAP = 2000
 
 
 def kld_score(mean_kld: float) -> float:
-    """100·exp(−mean KLD); a negative mean (impossible but for rounding) scores 100."""
+    """100·exp(−mean KLD); a negative mean (impossible but for rounding) scores 100.
+
+    A non-finite mean (inf, or NaN from non-finite logits) is damage and scores 0, never NaN.
+    """
     if not math.isfinite(mean_kld):
-        return float("nan")
+        return 0.0
     if mean_kld <= 0.0:
         return 100.0
     return 100.0 * math.exp(-mean_kld)
@@ -57,10 +60,26 @@ class KLDResult:
     same_top1: np.ndarray = field(repr=False)
     logp_ref: np.ndarray = field(repr=False)
     logp_cand: np.ndarray = field(repr=False)
+    #: scored rows whose candidate logits held NaN/inf (then every statistic is NaN, score 0)
+    n_nonfinite_rows: int = 0
 
     @property
     def n_scored(self) -> int:
         return int(self.kld.size)
+
+    @property
+    def invalid(self) -> bool:
+        """The candidate produced non-finite logits: its numbers measure nothing."""
+        return self.n_nonfinite_rows > 0
+
+    @property
+    def invalid_reason(self) -> str | None:
+        if not self.invalid:
+            return None
+        return (
+            f"candidate produced non-finite (NaN/inf) logits in {self.n_nonfinite_rows} of "
+            f"{self.n_scored} scored rows"
+        )
 
     def to_dict(self, *, per_token: bool = False) -> dict[str, Any]:
         """The report's `axes.kld` fields (refract-llm names first, ours after)."""
@@ -82,7 +101,11 @@ class KLDResult:
             "n_scored_tokens": self.n_scored,
             "scored_per_chunk": self.scored_per_chunk,
             "n_corpus_tokens": self.n_corpus_tokens,
+            "invalid": self.invalid,
+            "n_nonfinite_rows": self.n_nonfinite_rows,
         }
+        if self.invalid:
+            out["invalid_reason"] = self.invalid_reason
         if per_token:
             out["per_token_kld"] = self.kld
         return out
@@ -103,6 +126,22 @@ def summarize_kld(
     n = int(kld.size)
     if n == 0:
         raise ValueError("no scored tokens")
+    dp, lr, lc = rows["dp"], rows["logp_ref"], rows["logp_cand"]
+    same = rows["same_top1"]
+    same = same.view(np.bool_) if same.dtype == np.uint8 else same.astype(bool)
+    n_bad = int(np.count_nonzero(rows["nonfinite_cand"])) if "nonfinite_cand" in rows else 0
+    if n_bad or not np.isfinite(kld).all():
+        # non-finite logits are damage, never a score: every statistic is NaN (null in reports)
+        nan = float("nan")
+        return KLDResult(
+            reference=reference, candidate=candidate, mean_kld=nan, kld_se=nan,
+            kld_ci95=(nan, nan), percentiles={name: nan for name in PERCENTILES},
+            ppl_ref=nan, ppl_cand=nan, mean_ln_ppl_ratio=nan, rms_dp_pct=nan,
+            same_top_p_pct=nan, score=0.0, n_chunks=n_chunks, ctx=ctx,
+            scored_per_chunk=scored_per_chunk, n_corpus_tokens=n_corpus_tokens,
+            kld=kld, dp=dp, same_top1=same, logp_ref=lr, logp_cand=lc,
+            n_nonfinite_rows=max(n_bad, int(np.count_nonzero(~np.isfinite(kld)))),
+        )
     mean = float(kld.mean(dtype=np.float64))
     se = float(kld.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     pct = {name: float(np.percentile(kld, q)) for name, q in PERCENTILES.items()}
@@ -117,11 +156,8 @@ def summarize_kld(
     else:
         ci = (mean, mean)
 
-    lr, lc = rows["logp_ref"], rows["logp_cand"]
     nll_ref = -float(lr.mean(dtype=np.float64))
     nll_cand = -float(lc.mean(dtype=np.float64))
-    dp = rows["dp"]
-    same = rows["same_top1"]
     return KLDResult(
         reference=reference,
         candidate=candidate,
@@ -141,7 +177,7 @@ def summarize_kld(
         n_corpus_tokens=n_corpus_tokens,
         kld=kld,
         dp=dp,
-        same_top1=same.view(np.bool_) if same.dtype == np.uint8 else same.astype(bool),
+        same_top1=same,
         logp_ref=lr,
         logp_cand=lc,
     )
