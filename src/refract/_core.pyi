@@ -37,7 +37,7 @@ def drain_log() -> list[tuple[int, str]]:
 
 def kld_rows(ref_logits: NDArray, cand_logits: NDArray, next_tokens: object | None = None, n_threads: int = 0) -> dict:
     """
-    Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1.
+    Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1; nonfinite_ref/nonfinite_cand flag rows holding NaN or infinite logits on that side (their kld, dp and logp are NaN, that side's argmax and rank -1) and n_nonfinite_ref/n_nonfinite_cand count them.
     """
 
 class KV:
@@ -96,7 +96,10 @@ class Model:
 
     def validate(self, kv: KV) -> None: ...
 
-    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None) -> tuple: ...
+    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None) -> tuple:
+        """
+        Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows)), the last counting the logits rows read and those holding NaN or infinite values.
+        """
 
     def generate_one(self, kv: KV, prompt: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], probe: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], n_predict: int, n_ctx_seq: int) -> dict: ...
 
