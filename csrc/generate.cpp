@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <string>
 
 namespace refract::generate {
@@ -38,6 +39,14 @@ bool contains_ci(const std::string & text, const std::string & needle_lc) {
     auto it = std::search(text.begin(), text.end(), needle_lc.begin(), needle_lc.end(),
                           [](char a, char b) { return lower_ascii(a) == b; });
     return it != text.end();
+}
+
+// Counts a logit row read (and whether it held a NaN or an infinity).
+void note_row(const float * p, int64_t n, CellsResult & res) {
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
+    ++res.n_rows;
+    res.n_nonfinite_rows += !ok;
 }
 
 size_t common_prefix(const Tokens & a, const Tokens & b) {
@@ -127,6 +136,7 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
                 done += batch.size();
                 if (j == prompt.size()) {
                     const float * row = logits_at(*ctx, batch.size() - 1);
+                    note_row(row, n_vocab, res);
                     last_rows[k].assign(row, row + n_vocab);
                 }
                 if (progress) progress(done, total);
@@ -149,6 +159,7 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
                     check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
                     for (size_t j = first + 1; j <= p0; ++j) {
                         const float * row = logits_at(*ctx, (int32_t) (j - 1 - first));
+                        note_row(row, n_vocab, res);
                         kld::row(row, row, n_vocab, probe[j], st);
                         out[k].probe_logprobs.push_back(st.logp_ref);
                         out[k].probe_ranks.push_back(st.rank_ref);
@@ -198,7 +209,11 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
             if (batch.size() == 0) break;
             check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
             res.generated_tokens += batch.size();
-            for (const auto & [s, r] : rows) take(s, kld::argmax(logits_at(*ctx, r), n_vocab));
+            for (const auto & [s, r] : rows) {
+                const float * row = logits_at(*ctx, r);
+                note_row(row, n_vocab, res);
+                take(s, kld::argmax(row, n_vocab));
+            }
             if (progress) progress(done, total);
         }
     }

@@ -34,6 +34,8 @@ struct CellsResult {
     int64_t reused_tokens = 0;
     int64_t generated_tokens = 0;  // tokens fed in generation steps (stopped rows included)
     int n_seq = 0;                 // sequences of the context
+    int64_t n_rows = 0;            // logit rows read (prompt ends, probes, generation steps)
+    int64_t n_nonfinite_rows = 0;  // of those, rows holding a NaN or an infinity
 };
 
 // Groups decode one after the other in one context of n_seq = the largest group's size and
