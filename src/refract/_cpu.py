@@ -7,7 +7,8 @@ writes what it needs into ``refract/_build_config.py``; :func:`install_guard` (c
 ``refract/__init__.py``) puts a finder in front of ``import refract._core`` that compares
 it with the CPU's flags and raises :class:`ImportError` with a one-line explanation
 instead. Local builds (``-march=native``) record no baseline and are not checked.
-``REFRACT_SKIP_CPU_CHECK=1`` disables the check.
+``REFRACT_SKIP_CPU_CHECK=1`` disables the check; ``REFRACT_CPUINFO`` reads the flags from
+another file than ``/proc/cpuinfo`` (tests use it to play an older CPU).
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from types import ModuleType
 
 CORE = "refract._core"
 SKIP_ENV = "REFRACT_SKIP_CPU_CHECK"
+CPUINFO_ENV = "REFRACT_CPUINFO"
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
+def cpu_flags(cpuinfo: str | Path | None = None) -> set[str] | None:
     """The CPU's feature flags as Linux names them, or None where they cannot be read."""
+    if cpuinfo is None:
+        cpuinfo = os.environ.get(CPUINFO_ENV, "").strip() or "/proc/cpuinfo"
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
