@@ -17,11 +17,8 @@ void check_decode(int32_t rc, const Context & ctx) {
     throw EngineError("llama_decode failed with code " + std::to_string(rc) + " for " + ctx.request().label);
 }
 
-const float * logits_at(const Context & ctx, int32_t i) {
-    const float * p = llama_get_logits_ith(ctx.get(), i);
-    if (!p) throw EngineError("llama.cpp returned no logits for batch row " + std::to_string(i));
-    return p;
-}
+// through decode::logits_row, so that the test-only poison hook reaches this path too
+const float * logits_at(const Context & ctx, int32_t i) { return decode::logits_row(ctx, i); }
 
 void check_tokens(const Model & model, const Tokens & toks, const char * what) {
     const int nv = model.info().n_vocab;
@@ -129,6 +126,7 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
             done += (int64_t) lcp;
 
             for (size_t j = lcp; j < prompt.size();) {
+                model.check_abort();
                 batch.clear();
                 for (; j < prompt.size() && batch.size() < batch.capacity(); ++j)
                     batch.add(prompt[j], (llama_pos) j, k, j + 1 == prompt.size());
@@ -198,6 +196,7 @@ CellsResult generate_cells(Model & model, const KVRequest & kv, const std::vecto
         std::vector<std::pair<int, int>> rows;
         for (int k = 0; k + 1 < max_limit; ++k) {
             if (std::all_of(finished.begin(), finished.end(), [](bool f) { return f; })) break;
+            model.check_abort();
             batch.clear();
             rows.clear();
             for (int s = 0; s < m; ++s) {
