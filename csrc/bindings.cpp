@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 namespace nb = nanobind;
@@ -125,7 +126,8 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
     const size_t n = rows.size();
     std::vector<double> kl(n), dp(n), lr(n), lc(n);
     std::vector<int32_t> ar(n), ac(n), rr(n), rc(n);
-    std::vector<uint8_t> same(n);
+    std::vector<uint8_t> same(n), bad_r(n), bad_c(n);
+    int64_t n_bad_r = 0, n_bad_c = 0;
     for (size_t i = 0; i < n; ++i) {
         kl[i] = rows[i].kld;
         dp[i] = rows[i].dp;
@@ -135,7 +137,11 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
         ac[i] = rows[i].argmax_cand;
         rr[i] = rows[i].rank_ref;
         rc[i] = rows[i].rank_cand;
-        same[i] = rows[i].argmax_ref == rows[i].argmax_cand;
+        bad_r[i] = (rows[i].nonfinite & refract::kld::kNonFiniteRef) != 0;
+        bad_c[i] = (rows[i].nonfinite & refract::kld::kNonFiniteCand) != 0;
+        n_bad_r += bad_r[i];
+        n_bad_c += bad_c[i];
+        same[i] = rows[i].nonfinite == 0 && rows[i].argmax_ref == rows[i].argmax_cand;
     }
     nb::dict d;
     d["kld"] = to_numpy(std::move(kl));
@@ -147,6 +153,10 @@ nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows) {
     d["rank_ref"] = to_numpy(std::move(rr));
     d["rank_cand"] = to_numpy(std::move(rc));
     d["same_top1"] = to_numpy(std::move(same));
+    d["nonfinite_ref"] = to_numpy(std::move(bad_r));   // row held NaN/inf reference logits
+    d["nonfinite_cand"] = to_numpy(std::move(bad_c));  // row held NaN/inf candidate logits
+    d["n_nonfinite_ref"] = n_bad_r;
+    d["n_nonfinite_cand"] = n_bad_c;
     return d;
 }
 
@@ -229,7 +239,16 @@ void init_kld(nb::module_ & m) {
             return rows_to_dict(std::move(out));
         },
         "ref_logits"_a, "cand_logits"_a, "next_tokens"_a = nb::none(), "n_threads"_a = 0,
-        "Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1.");
+        "Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1; "
+        "nonfinite_ref/nonfinite_cand flag rows holding NaN or infinite logits on that side (their kld, dp "
+        "and logp are NaN, that side's argmax and rank -1) and n_nonfinite_ref/n_nonfinite_cand count them.");
+    m.def(
+        "_test_poison",
+        [](const std::string & label, float value) { refract::decode::set_test_poison(label, value); },
+        "label"_a, "value"_a = std::numeric_limits<float>::quiet_NaN(),
+        "TEST-ONLY fault injection (process-wide): every logits row the engine reads from a context whose KV "
+        "label equals `label` gets some elements overwritten with `value` (nan, inf or -inf) right after "
+        "decoding, in every path (kld, compare, greedy, generate_one). An empty label clears it.");
 }
 
 void init_model(nb::module_ & m) {
@@ -321,6 +340,7 @@ void init_model(nb::module_ & m) {
                     return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog);
                 });
                 nb::list toks, ids, lps;
+                const auto nonfinite = nb::make_tuple(r.n_nonfinite, r.n_rows);
                 for (size_t i = 0; i < r.tokens.size(); ++i) {
                     const size_t steps = r.tokens[i].size();
                     toks.append(to_numpy(std::move(r.tokens[i])));
@@ -329,10 +349,12 @@ void init_model(nb::module_ & m) {
                         lps.append(to_numpy(std::move(r.topk_logprobs[i]), {steps, (size_t) topk}));
                     }
                 }
-                return nb::make_tuple(toks, ids, lps);
+                return nb::make_tuple(toks, ids, lps, nonfinite);
             },
             "kv"_a, "prompts"_a, "n_predict"_a, "n_ctx_seq"_a, "group"_a = 64, "topk"_a = 0,
-            "progress"_a = nb::none())
+            "progress"_a = nb::none(),
+            "Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows)), the last "
+            "counting the logits rows read and those holding NaN or infinite values.")
         .def(
             "generate_one",
             [](Model & self, const KVRequest & kv, IdArray prompt, IdArray probe, int n_predict, int n_ctx_seq) {
@@ -345,6 +367,8 @@ void init_model(nb::module_ & m) {
                 d["probe_logprobs"] = to_numpy(std::move(r.probe_logprobs));
                 d["probe_ranks"] = to_numpy(std::move(r.probe_ranks));
                 d["reused_prefix"] = r.reused_prefix;
+                d["n_nonfinite_rows"] = r.n_nonfinite;
+                d["n_rows"] = r.n_rows;
                 return d;
             },
             "kv"_a, "prompt"_a, "probe"_a, "n_predict"_a, "n_ctx_seq"_a)

@@ -295,6 +295,8 @@ class Engine:
             self._m.kld_corpus, ref_req, cand_reqs, tokens, ctx, chunks, progress or _noop
         )
         ref_label = KVConfig.parse(reference).label
+        # a broken reference measures nothing; a broken candidate is reported invalid
+        _raise_nonfinite(raw["candidates"][:1], "n_nonfinite_ref", [ref_label], "kld")
         return [
             summarize_kld(
                 rows,
@@ -326,7 +328,12 @@ class Engine:
         ref_req = self.kv(reference, slot=0)
         cand_reqs = [self.kv(c, slot=1) for c in candidates]
         stop = ids.size - 2 if last is None else last
-        return self._call(self._m.compare, ref_req, cand_reqs, ids, first, stop, n_ctx)
+        out: list[dict[str, np.ndarray]] = self._call(
+            self._m.compare, ref_req, cand_reqs, ids, first, stop, n_ctx
+        )
+        _raise_nonfinite(out[:1], "n_nonfinite_ref", [ref_req.label], "compare")
+        _raise_nonfinite(out, "n_nonfinite_cand", [c.label for c in cand_reqs], "compare")
+        return out
 
     # ------------------------------------------------------------------ generation
     def greedy(
@@ -355,10 +362,12 @@ class Engine:
         self._check_ctx(ctx)
         req = self.kv(kv, slot=_slot)
         ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
-        toks, top_ids, top_lps = self._call(
+        toks, top_ids, top_lps, (n_bad, n_rows) = self._call(
             self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
             progress or _noop,
         )
+        if n_bad:
+            raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
         if topk > 0:
             return list(toks), list(top_ids), list(top_lps)
         return list(toks)
@@ -380,7 +389,14 @@ class Engine:
         self._check_ctx(ctx)
         req = self.kv(kv, slot=_slot)
         ids = self.prompt_ids(prompt, chat_template=chat_template, system=system)
-        return self._call(self._m.generate_one, req, ids, _ids(probe), n_predict, ctx)
+        out: dict[str, Any] = self._call(
+            self._m.generate_one, req, ids, _ids(probe), n_predict, ctx
+        )
+        if out["n_nonfinite_rows"]:
+            raise NonFiniteLogits(
+                req.label, int(out["n_nonfinite_rows"]), int(out["n_rows"]), "generate"
+            )
+        return out
 
     def generate_cells(
         self,
@@ -496,6 +512,16 @@ class Engine:
 
 def _noop(done: int, total: int) -> None:
     return None
+
+
+def _raise_nonfinite(
+    rows: Sequence[dict[str, Any]], key: str, labels: Sequence[str], where: str
+) -> None:
+    """Raise NonFiniteLogits for the first row set whose ``key`` count is non-zero."""
+    for r, label in zip(rows, labels, strict=False):
+        n_bad = int(r[key])
+        if n_bad:
+            raise NonFiniteLogits(label, n_bad, int(r["kld"].size), where)
 
 
 def build_info() -> dict[str, Any]:
