@@ -379,3 +379,46 @@ def test_memory_is_checked_before_it_is_spent(files: dict[str, Path], tiny_model
     line = one_line_error(r, 2, "needs about", "REFRACT_MEMORY_LIMIT")
     assert "64" in line.split("but only")[1]
     assert not out.exists()
+
+
+@needs_core
+def test_several_candidates_equal_separate_runs_on_the_demo_model(demo_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """The real model: one run with two candidates = two single-candidate runs, number for
+    number (trajectories, KLD arrays' statistics, noise floor)."""
+    from refract.promptset import load_prompts
+    from refract.score import run_score, run_scores
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(
+        json.dumps({"id": p.id, "category": p.category, "prompt": p.prompt}) + "\n"
+        for p in load_prompts(None)[:8]))
+    opts = {"corpus": "bundled", "prompts": str(prompts), "chunks": 2, "n_predict": 16,
+            "threads": 2, "noise_floor": True}
+    cands = ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"]
+    together = run_scores(demo_model, cands, **opts)
+    for cand, rep in zip(cands, together, strict=True):
+        alone = run_score(demo_model, cand, **opts)
+        assert _strip_volatile(rep) == _strip_volatile(alone), cand
+    # the axes measured something real: q4_0 moves the distribution more than q8_0
+    assert together[1]["axes"]["kld"]["mean_kld"] > together[0]["axes"]["kld"]["mean_kld"] > 0
+
+
+@needs_core
+def test_repeatability_is_exact_on_cpu(files: dict[str, Path], tiny_chat_model: Path,
+                                       tmp_path: Path) -> None:
+    """Determinism, proven (issue 12): three fresh loads, every axis identical (stdev 0)."""
+    hay = tmp_path / "hay.txt"
+    hay.write_text("The river runs to the sea. " * 3000)
+    out = tmp_path / "rep.json"
+    r = run("repeatability", "-m", tiny_chat_model, "-c", "ctk=q4_0,ctv=q4_0", "--runs", "3",
+            "--full", "--prompts", files["prompts"], "--corpus", files["corpus"],
+            "--rniah-haystack", hay, "--rniah-lengths", "4096", "--rniah-n-predict", "4",
+            "--chunks", "2", "--ctx", "128", "--n-predict", "8", "--threads", "2",
+            "--json-out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(out.read_text())
+    assert stats["verdict"] == "HEALTHY"
+    assert {"gtm", "kld", "plad"} <= set(stats["stats"])
+    for axis, s in stats["stats"].items():
+        assert s["stdev"] == 0.0 and s["range"] == 0.0, axis
