@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from refract.composite import FloorCheck, check_floor
-from refract.corpus import CorpusError, default_corpus_path, read_text, wikitext_dir
+from refract.corpus import (
+    BUNDLED,
+    CorpusError,
+    bundled_corpus_path,
+    default_corpus_path,
+    read_text,
+    wikitext_dir,
+)
 from refract.environment import collect_environment, kv_allocation_warnings
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.options import (
@@ -42,7 +49,6 @@ from refract.progress import Reporter
 from refract.promptset import Prompt, load_prompts
 
 DEMO = "demo"
-BUNDLED = "bundled"
 
 __all__ = [
     "DEFAULT_REFERENCE",
@@ -267,21 +273,13 @@ def _read_text(path: str | os.PathLike[str], what: str) -> tuple[Path, str]:
         raise UsageError(f"{what}: {exc}") from None
 
 
-def _bundled(split: str, what: str) -> Path:
-    try:
-        from refract.corpus import bundled_corpus_path  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError(f"{what}: this refract build has no bundled corpus") from None
-    return bundled_corpus_path(split)  # type: ignore[no-any-return]
-
-
 def _resolve_text(
     value: str | None, split: str, what: str, *, demo: bool, auto_fetch: bool,
     reporter: Reporter,
 ) -> tuple[Path, str]:
     """A corpus option → (path, text): a file, ``bundled``, or the default for the model."""
-    if value == BUNDLED or (value is None and demo and _has_bundled()):
-        return _read_text(_bundled(split, what), what)
+    if value == BUNDLED or (value is None and demo):
+        return _read_text(bundled_corpus_path(split), f"bundled {what}")
     if value is not None:
         return _read_text(value, what)
     try:
@@ -294,12 +292,6 @@ def _resolve_text(
         with reporter.download("fetching WikiText-2") as cb:
             path = fetch_wikitext(progress=cb)[split]  # network failures stay CorpusError
     return _read_text(path, f"default {what}")
-
-
-def _has_bundled() -> bool:
-    import refract.corpus as c
-
-    return hasattr(c, "bundled_corpus_path")
 
 
 def prepare_score(
@@ -619,8 +611,6 @@ def check_memory(engine: Any, plan: ScorePlan) -> None:
     """Refuse, before any axis runs, a plan whose contexts would not fit in memory."""
     from refract.memory import check_fits
 
-    if not hasattr(engine, "estimate_context_bytes"):
-        return
     need = memory_plan(engine, plan)
     if not need:
         return
@@ -639,10 +629,7 @@ def _corpus_tokens(engine: Any, plan: ScorePlan) -> tuple[Any, dict[str, Any]]:
     engine can do that), and how much of the corpus was used."""
     text = plan.corpus_text or ""
     opts = plan.options
-    if hasattr(engine, "corpus_tokens"):
-        tokens, n_chars = engine.corpus_tokens(text, opts.ctx, opts.chunks)
-    else:
-        tokens, n_chars = engine.tokenize(text), len(text)
+    tokens, n_chars = engine.corpus_tokens(text, opts.ctx, opts.chunks)
     return tokens, {"chars_used": int(n_chars), "chars_total": len(text),
                     "tokens_tokenized": int(len(tokens))}
 
@@ -688,15 +675,18 @@ def _report(
 
 
 def _provenance(plan: ScorePlan) -> dict[str, Any] | None:
+    """Hashes of every input (a file that vanished during the run is noted, not fatal: the
+    scores are already computed)."""
+    from refract.provenance import build_provenance
+
     try:
-        from refract.provenance import build_provenance  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return build_provenance(  # type: ignore[no-any-return]
-        model_path=plan.model_path, corpus_path=plan.corpus_path,
-        haystack_path=plan.haystack_path, prompts=plan.prompts,
-        prompts_path=plan.prompts_path,
-    )
+        return build_provenance(
+            model_path=plan.model_path, corpus_path=plan.corpus_path,
+            haystack_path=plan.haystack_path, prompts=plan.prompts,
+            prompts_path=plan.prompts_path,
+        )
+    except OSError as exc:
+        return {"error": f"could not hash an input: {exc}"}
 
 
 def run_scores(
