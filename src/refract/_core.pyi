@@ -129,7 +129,7 @@ def generate_cells(model: Model, kv: KV, groups: Sequence[Sequence[tuple[Annotat
     Groups of (prompt, probe) cells decoded as parallel sequences sharing common prefixes (see generate.hpp).
     """
 
-def bench_decode(model: Model, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_gen: Sequence[int], n_ctx_seq: int, group: int = 64) -> dict:
+def bench_decode(model: Model, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_gen: Sequence[int], n_ctx_seq: int, group: int = 64, logits_from: int = -1) -> dict:
     """
     Benchmark floor: a bare llama_decode loop (prefill, then n_gen tokens per prompt), timed.
     """

