@@ -53,7 +53,9 @@ def _model_checks(model: Path, threads: int | None) -> list[Check]:
         ctx = min(SELFTEST_CTX, n_train) if n_train > 0 else SELFTEST_CTX
         checks.append(Check("model loads", True, f"{model.name}, {eng.n_threads} threads"))
 
-        first = eng.greedy([SELFTEST_PROMPT], REFERENCE, n_predict=16, ctx=ctx)[0]
+        out = eng.greedy([SELFTEST_PROMPT], REFERENCE, n_predict=16, ctx=ctx)
+        assert isinstance(out, list)  # topk=0: one id array per prompt, no top-k tuple
+        first = out[0]
         try:
             text = repr(eng.detokenize(first).replace("\n", " ")[:60])
         except UnicodeDecodeError:  # a partial UTF-8 sequence at the end of 16 tokens
@@ -61,7 +63,9 @@ def _model_checks(model: Path, threads: int | None) -> list[Check]:
         checks.append(
             Check("short generation", first.size > 0, f"{first.size} tokens: {text}")
         )
-        again = eng.greedy([SELFTEST_PROMPT], REFERENCE, n_predict=16, ctx=ctx, _slot=1)[0]
+        out = eng.greedy([SELFTEST_PROMPT], REFERENCE, n_predict=16, ctx=ctx, _slot=1)
+        assert isinstance(out, list)
+        again = out[0]
         same = first.tolist() == again.tolist()
         checks.append(
             Check("ref-vs-ref generation is token-identical", same,
