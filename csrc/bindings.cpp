@@ -195,14 +195,18 @@ void init_log(nb::module_ & m) {
 void init_kld(nb::module_ & m) {
     m.def(
         "kld_rows",
-        [](nb::ndarray<> ref, nb::ndarray<> cand, nb::object next_tokens, int n_threads) {
-            auto check = [](const nb::ndarray<> & a, const char * name) {
+        [](nb::ndarray<nb::ro> ref, nb::ndarray<nb::ro> cand, nb::object next_tokens, int n_threads) {
+            // read-only arrays are fine: the kernel only reads
+            auto check = [](const nb::ndarray<nb::ro> & a, const char * name) {
                 if (a.dtype() != nb::dtype<float>())
                     throw nb::value_error((std::string(name) + " must be float32").c_str());
                 if (a.ndim() != 2) throw nb::value_error((std::string(name) + " must be 2-D [rows, vocab]").c_str());
                 if (a.device_type() != nb::device::cpu::value)
                     throw nb::value_error((std::string(name) + " must live in CPU memory").c_str());
-                if (a.stride(1) != 1 || a.stride(0) != (int64_t) a.shape(1))
+                if (a.shape(1) == 0)
+                    throw nb::value_error((std::string(name) + ": the vocab dimension is empty (shape [rows, 0])").c_str());
+                // an array without rows has no meaningful strides
+                if (a.shape(0) > 0 && (a.stride(1) != 1 || (a.shape(0) > 1 && a.stride(0) != (int64_t) a.shape(1))))
                     throw nb::value_error((std::string(name) + " must be C-contiguous").c_str());
             };
             check(ref, "ref_logits");
@@ -210,13 +214,12 @@ void init_kld(nb::module_ & m) {
             if (ref.shape(0) != cand.shape(0) || ref.shape(1) != cand.shape(1))
                 throw nb::value_error("ref_logits and cand_logits must have the same shape");
             const int64_t n = (int64_t) ref.shape(0), v = (int64_t) ref.shape(1);
-            if (v < 1) throw nb::value_error("vocab dimension must be >= 1");
             std::vector<int32_t> next;
             if (!next_tokens.is_none()) {
-                auto nt = nb::cast<nb::ndarray<>>(next_tokens);
+                auto nt = nb::cast<nb::ndarray<nb::ro>>(next_tokens);
                 if (nt.ndim() != 1 || (int64_t) nt.shape(0) != n)
                     throw nb::value_error("next_tokens must be 1-D with one id per row");
-                if (nt.dtype() != nb::dtype<int32_t>() || nt.stride(0) != 1)
+                if (nt.dtype() != nb::dtype<int32_t>() || (n > 1 && nt.stride(0) != 1))
                     throw nb::value_error("next_tokens must be contiguous int32");
                 const int32_t * p = static_cast<const int32_t *>(nt.data());
                 next.assign(p, p + n);

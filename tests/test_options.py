@@ -422,3 +422,42 @@ def test_repeatability_is_exact_on_cpu(files: dict[str, Path], tiny_chat_model: 
     assert {"gtm", "kld", "plad"} <= set(stats["stats"])
     for axis, s in stats["stats"].items():
         assert s["stdev"] == 0.0 and s["range"] == 0.0, axis
+
+
+# --------------------------------------------------------------------------- Python API (issue 11)
+
+
+@needs_core
+def test_engine_api_misuse_gets_clear_errors(tiny_model: Path) -> None:
+    import numpy as np
+
+    from refract import Engine, _core
+
+    eng = Engine(tiny_model, n_threads=1)
+    with pytest.raises(TypeError, match=r"greedy\(\[text\]"):
+        eng.greedy("The capital of France is", n_predict=2)
+    [ids] = eng.greedy(["The capital of France is"], n_predict=2)
+    assert ids.size == 2
+    eng.close()
+    eng.close()  # twice is fine
+    assert eng.closed
+    for call in (lambda: eng.model_info, lambda: eng.tokenize("x"), lambda: eng.metadata(),
+                 lambda: eng.greedy(["x"], n_predict=1), lambda: eng.chat_template,
+                 lambda: eng.kld("some text", chunks=1, ctx=16)):
+        with pytest.raises(RuntimeError, match="the engine is closed"):
+            call()
+
+    # kld_rows: read-only inputs are fine, zero rows give empty results, zero vocab is named
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3, 50)).astype(np.float32)
+    cand = ref + 0.01 * rng.standard_normal((3, 50)).astype(np.float32)
+    ref.flags.writeable = False
+    cand.flags.writeable = False
+    nxt = np.array([1, 2, 3], dtype=np.int32)
+    nxt.flags.writeable = False
+    out = _core.kld_rows(ref, cand, nxt)
+    assert out["kld"].shape == (3,) and np.all(out["kld"] > 0)
+    empty = _core.kld_rows(np.zeros((0, 50), np.float32), np.zeros((0, 50), np.float32))
+    assert empty["kld"].shape == (0,)
+    with pytest.raises(ValueError, match="vocab dimension is empty"):
+        _core.kld_rows(np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32))

@@ -147,7 +147,7 @@ class Engine:
             os.environ.setdefault(key, "0")
         self.fork_switches = {key: os.environ[key] for key in FORK_SWITCHES}
         try:
-            self._m: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
+            self._model: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
         except ValueError as err:  # llama.cpp refused the file
             raise ModelError(str(err)) from None
         finally:
@@ -210,8 +210,9 @@ class Engine:
     def interrupt(self) -> None:
         """Stop the call running on this engine in another thread (it raises
         KeyboardInterrupt there). Ctrl-C does the same for a call in the main thread."""
-        if self._m is not None:
-            self._m.interrupt()
+        model = self.__dict__.get("_model")
+        if model is not None:
+            model.interrupt()
 
     # ------------------------------------------------------------------ tokens
     def tokenize(
@@ -357,6 +358,11 @@ class Engine:
         included. With ``topk > 0`` also returns, per prompt, [steps, topk] ids and
         log-probabilities of each step's distribution.
         """
+        if isinstance(prompts, (str, bytes)):
+            raise TypeError(
+                "prompts must be a list of prompts, not one string (it would decode one prompt "
+                "per character): use greedy([text], ...)"
+            )
         if n_predict < 1:
             raise ValueError(f"n_predict must be >= 1, got {n_predict}")
         self._check_ctx(ctx)
@@ -477,9 +483,22 @@ class Engine:
         self._m.release_contexts()
 
     def close(self) -> None:
-        if getattr(self, "_m", None) is not None:
-            self._m.release_contexts()
-            self._m = None
+        model = self.__dict__.get("_model")
+        if model is not None:
+            model.release_contexts()
+            self._model = None
+
+    @property
+    def closed(self) -> bool:
+        return self.__dict__.get("_model") is None
+
+    @property
+    def _m(self) -> Any:
+        """The native model; a closed engine says so instead of failing on ``None``."""
+        model = self.__dict__.get("_model")
+        if model is None:
+            raise RuntimeError("the engine is closed")
+        return model
 
     def __enter__(self) -> Engine:
         return self
@@ -488,6 +507,10 @@ class Engine:
         self.close()
 
     # ------------------------------------------------------------------ helpers
+    def check_ctx(self, ctx: int) -> None:
+        """A context size this model can take (``ValueError`` naming both otherwise)."""
+        self._check_ctx(ctx)
+
     def _check_ctx(self, ctx: int) -> None:
         n_train = int(self._m.info["n_ctx_train"])
         if not isinstance(ctx, int) or ctx <= 0:
@@ -496,8 +519,6 @@ class Engine:
             raise ValueError(f"ctx {ctx} exceeds the model's training context {n_train}")
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._m is None:
-            raise RuntimeError("the engine is closed")
         try:
             return fn(*args)
         finally:
