@@ -461,3 +461,27 @@ def test_engine_api_misuse_gets_clear_errors(tiny_model: Path) -> None:
     assert empty["kld"].shape == (0,)
     with pytest.raises(ValueError, match="vocab dimension is empty"):
         _core.kld_rows(np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32))
+
+
+@needs_core
+def test_rniah_lengths_are_any_length_and_an_empty_plan_is_a_usage_error(
+    files: dict[str, Path], tiny_chat_model: Path, tmp_path: Path
+) -> None:
+    hay = tmp_path / "hay.txt"
+    hay.write_text("The river runs to the sea. " * 3000)
+    out = tmp_path / "r.json"
+    common = ["score", "-m", tiny_chat_model, "-c", "ctk=q8_0,ctv=q8_0", "--skip-trajectory",
+              "--skip-kld", "--axis-rniah", "--rniah-haystack", hay, "--rniah-n-predict", "4",
+              "--threads", "1", "--no-progress", "--json-out", out]
+    r = run(*common, "--rniah-lengths", "10,20")
+    one_line_error(r, 2, "--rniah-lengths 10,20", "plans no R-NIAH cell",
+                   "shorter than the needle prompt")
+    assert not out.exists()
+    r = run(*common, "--rniah-lengths", "1500,3000")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    assert rep["axes"]["rniah"]["lengths"] == [1500, 3000]
+    assert len(rep["axes"]["rniah"]["cells"]) == 6
+    r = run(*common, "--rniah-up-to", "2000")
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["axes"]["rniah"]["lengths"] == [2000]

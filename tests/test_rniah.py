@@ -79,6 +79,25 @@ def test_plan_lengths() -> None:
     assert plan_lengths(16384, n_ctx_train=16384) == ([4096, 8192, 16384], [], None)
     kept, capped, note = plan_lengths(16384, n_ctx_train=2048)
     assert kept == [] and capped == [4096, 8192, 16384] and note
+    # issue 11: any length works, not only 4096 * 2**n; up_to below 4096 is that one length
+    assert plan_lengths(lengths=[6000, 12288, 2048]) == ([2048, 6000, 12288], [], None)
+    assert plan_lengths(2048) == ([2048], [], None)
+    kept, capped, _ = plan_lengths(lengths=[6000, 12288], n_ctx_train=8192)
+    assert kept == [6000] and capped == [12288]
+
+
+def test_plan_rniah_at_any_length() -> None:
+    hay = "The river runs to the sea. " * 4000
+
+    def tok(s: str) -> list[int]:
+        return [0] * max(1, len(s) // 4)
+
+    plan = plan_rniah(hay, tok, lengths=[6000, 2048], n_predict=64)
+    assert sorted({c.length for c in plan.cells}) == [2048, 6000]
+    assert len(plan.cells) == 6 and plan.lengths == [2048, 6000]
+    # a length shorter than the needle prompt itself plans nothing, and says why
+    tiny = plan_rniah(hay, tok, lengths=[100], n_predict=64)
+    assert tiny.cells == [] and "shorter than the needle prompt" in " ".join(tiny.notes)
 
 
 def test_snap_left_candidate_first() -> None:

@@ -465,6 +465,8 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
         except ValueError as exc:
             raise UsageError(f"--ctx: {exc}") from None
     check_memory(engine, plan)
+    if opts.rniah:
+        check_rniah_plan(engine, plan)
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     timings: dict[str, dict[str, float]] = {c: {} for c in cands}
     extras: dict[str, Any] = {}
@@ -618,6 +620,25 @@ def check_memory(engine: Any, plan: ScorePlan) -> None:
     what = (f"the {axis} axis with {len(plan.candidates)} candidate(s) "
             f"(ctx {plan.options.ctx}, KV {plan.reference.label} + candidates)")
     check_fits(peak, what)
+
+
+def check_rniah_plan(engine: Any, plan: ScorePlan) -> None:
+    """R-NIAH lengths that plan no cell are a usage error, found before any axis runs."""
+    from refract.axes.rniah import plan_rniah
+
+    opts = plan.options
+    rplan = plan_rniah(
+        plan.haystack_text or "", lambda s: engine.tokenize(s, add_special=False),
+        up_to=opts.rniah_up_to, lengths=opts.rniah_lengths,
+        n_ctx_train=int(engine.model_info.get("n_ctx_train") or 0) or None,
+        positions=opts.rniah_positions, n_trials=opts.rniah_trials, seed=opts.seed,
+        n_predict=opts.rniah_n_predict,
+    )
+    if not rplan.cells:
+        asked = (f"--rniah-lengths {','.join(map(str, opts.rniah_lengths))}"
+                 if opts.rniah_lengths else f"--rniah-up-to {opts.rniah_up_to}")
+        why = " ".join(rplan.notes) or "no length fits"
+        raise UsageError(f"{asked} plans no R-NIAH cell: {why}")
 
 
 def _title(axis: str, cand: str, cands: Sequence[str]) -> str:

@@ -115,18 +115,25 @@ def estimate_tokens(text: str, chars_per_token: float) -> int:
 
 
 def plan_lengths(
-    up_to: int = DEFAULT_UP_TO, n_ctx_train: int | None = None, base: int = BASE_LENGTH
+    up_to: int = DEFAULT_UP_TO, n_ctx_train: int | None = None, base: int = BASE_LENGTH,
+    *, lengths: Sequence[int] | None = None,
 ) -> tuple[list[int], list[int], str | None]:
-    """Lengths ``base, 2*base, ...`` up to ``up_to``, never above ``n_ctx_train``.
+    """Lengths ``base, 2*base, ...`` up to ``up_to`` (``up_to`` itself when it is below
+    ``base``), or exactly ``lengths`` when given; never above ``n_ctx_train``.
 
     Returns ``(lengths, capped_lengths, note)``: the lengths dropped by the cap and a note
     saying so (None when nothing was capped).
     """
     wanted: list[int] = []
-    length = base
-    while length <= up_to:
-        wanted.append(length)
-        length *= 2
+    if lengths is not None:
+        wanted = sorted({int(x) for x in lengths})
+    elif up_to < base:
+        wanted = [up_to]
+    else:
+        length = base
+        while length <= up_to:
+            wanted.append(length)
+            length *= 2
     if n_ctx_train is None or n_ctx_train <= 0:
         return wanted, [], None
     kept = [n for n in wanted if n <= n_ctx_train]
@@ -213,8 +220,9 @@ def plan_rniah(
     question: str = QUESTION,
     keyword: str | None = None,
     chars_per_token: float | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> RniahPlan:
-    """Plan every cell. A cell whose haystack would be too short is skipped with a note,
+    """Plan every cell (at ``lengths`` when given, else 4096 doubling up to ``up_to``). A cell whose haystack would be too short is skipped with a note,
     never shortened; lengths above ``n_ctx_train`` are not planned (noted and listed)."""
     if n_trials < 1:
         raise ValueError("R-NIAH: n_trials must be at least 1")
@@ -227,21 +235,20 @@ def plan_rniah(
     overhead = (
         estimate_tokens(needle, cpt) + estimate_tokens(question, cpt) + n_predict + OVERHEAD_MARGIN
     )
-    lengths, capped, cap_note = plan_lengths(up_to, n_ctx_train)
+    planned, capped, cap_note = plan_lengths(up_to, n_ctx_train, lengths=lengths)
     notes: list[str] = [cap_note] if cap_note else []
     skipped: list[dict[str, Any]] = [
         {"length": n, "position": p, "reason": "length above n_ctx_train"}
         for n in capped
         for p in positions
     ]
-    if not lengths and not capped:
-        notes.append(f"No R-NIAH length: --rniah-up-to {up_to} is below {BASE_LENGTH}.")
     cells: list[RniahCell] = []
-    for length in lengths:
+    for length in planned:
         usable_tokens = length - overhead
         reason = None
         if usable_tokens <= 0:
-            reason = f"no room for haystack after {overhead} tokens of overhead"
+            reason = (f"shorter than the needle prompt itself ({overhead} tokens of needle, "
+                      "question and answer)")
         else:
             usable_chars = int(usable_tokens * cpt)
             if usable_chars > len(haystack):
@@ -263,7 +270,7 @@ def plan_rniah(
         needle=needle,
         question=question,
         keyword=kw,
-        lengths=lengths,
+        lengths=planned,
         positions=tuple(float(p) for p in positions),
         n_trials=n_trials,
         seed=seed,
@@ -539,13 +546,9 @@ def schedule_rniah(
     n_ctx_train = int(engine.model_info["n_ctx_train"]) or None
     plan = plan_rniah(
         haystack, lambda s: engine.tokenize(s, add_special=False),
-        up_to=up_to if lengths is None else max(lengths), n_ctx_train=n_ctx_train,
+        up_to=up_to, lengths=lengths, n_ctx_train=n_ctx_train,
         positions=positions, n_trials=n_trials, seed=seed, n_predict=n_predict,
     )
-    if lengths is not None:
-        wanted = {int(x) for x in lengths}
-        plan.cells = [c for c in plan.cells if c.length in wanted]
-        plan.lengths = [x for x in plan.lengths if x in wanted]
     prompts = [engine.prompt_ids(c.user, chat_template=True, system=c.system) for c in plan.cells]
     probes = [_keyword_tokens(engine, p, plan.keyword) for p in prompts]
     needs = [int(p.size) + max(n_predict, len(q)) + 8
