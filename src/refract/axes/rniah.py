@@ -222,8 +222,10 @@ def plan_rniah(
     chars_per_token: float | None = None,
     lengths: Sequence[int] | None = None,
 ) -> RniahPlan:
-    """Plan every cell (at ``lengths`` when given, else 4096 doubling up to ``up_to``). A cell whose haystack would be too short is skipped with a note,
-    never shortened; lengths above ``n_ctx_train`` are not planned (noted and listed)."""
+    """Plan every cell (at ``lengths`` when given, else 4096 doubling up to ``up_to``).
+
+    A cell whose haystack would be too short is skipped with a note, never shortened; lengths
+    above ``n_ctx_train`` are not planned (noted and listed)."""
     if n_trials < 1:
         raise ValueError("R-NIAH: n_trials must be at least 1")
     if any(not 0.0 <= p <= 1.0 for p in positions):
