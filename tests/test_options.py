@@ -485,3 +485,19 @@ def test_rniah_lengths_are_any_length_and_an_empty_plan_is_a_usage_error(
     r = run(*common, "--rniah-up-to", "2000")
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["axes"]["rniah"]["lengths"] == [2000]
+
+
+@needs_core
+def test_bundled_corpus_is_named_and_not_passed_off_as_wikitext(files: dict[str, Path],
+                                                                tiny_model: Path) -> None:
+    from refract.score import run_score
+
+    rep = run_score(tiny_model, "ctk=q8_0,ctv=q8_0", corpus="bundled", skip_trajectory=True,
+                    chunks=1, ctx=128, threads=1)
+    assert rep["provenance"]["corpus"]["name"].startswith("bundled:")
+    assert any("not WikiText-2 numbers" in n for n in rep["notes"])
+    assert rep["axes"]["kld"]["corpus"]["chars_used"] < rep["axes"]["kld"]["corpus"][
+        "chars_total"]  # only what one chunk needs was tokenized
+    custom = run_score(tiny_model, "ctk=q8_0,ctv=q8_0", corpus=str(files["corpus"]),
+                       skip_trajectory=True, chunks=1, ctx=128, threads=1)
+    assert any("a custom corpus" in n for n in custom["notes"])

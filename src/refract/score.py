@@ -692,6 +692,15 @@ def _report(
     prov = _provenance(plan)
     if prov is not None:
         report["provenance"] = prov
+        corpus = prov.get("corpus") or {}
+        name = str(corpus.get("name") or "")
+        if plan.options.kld and name and not name.startswith("wikitext-2"):
+            what = ("the bundled public-domain text" if name.startswith(BUNDLED)
+                    else "a custom corpus")
+            report["notes"].append(
+                f"KLD was measured on {what} ({name}), not on WikiText-2: these are not "
+                "WikiText-2 numbers and do not compare with WikiText-2 reports"
+            )
     return report
 
 
