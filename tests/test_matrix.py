@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +227,8 @@ def test_matrix_ctrl_c_exits_130_and_rerun_continues(tmp_path: Path) -> None:
     for p in done:
         json.loads(p.read_text())  # every file there is whole
     assert not list(out.glob(".*.tmp"))
-    time.sleep(0.1)
+    states = [s["state"] for s in status(out)]  # the status says where it stopped
+    assert states.count("ok") == len(done) and states.count("interrupted") == 8 - len(done)
     result = run("matrix", spec, "--out-dir", out)
     assert result.exit_code == 0, result.output
     states = [s["state"] for s in status(out)]
@@ -301,3 +301,26 @@ def test_matrix_file_errors(tmp_path: Path) -> None:
     (tmp_path / "typo.toml").write_text('candidate = ["ctk=q8_0,ctv=q8_0"]\n')
     result = run("matrix", tmp_path / "typo.toml", "--out-dir", tmp_path / "out")
     assert result.exit_code == 2 and "'candidate'" in result.stderr
+
+
+def test_matrix_demo_model_path(
+    demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``path = "demo"`` names the demo model and is scored as ``--model demo``."""
+    from refract.matrix import load_spec
+
+    monkeypatch.setenv("REFRACT_CACHE_DIR", str(demo_model.parent.parent))  # the cached copy
+    spec = load_spec(write_matrix(tmp_path, [("Demo", "demo")]))
+    [entry] = spec.models
+    assert entry.demo and entry.path == demo_model.resolve() and entry.arg == "demo"
+
+
+def test_matrix_ray_executor_without_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    spec = write_matrix(tmp_path, tiny_models(tmp_path))
+    result = run("matrix", spec, "--out-dir", tmp_path / "out", "--executor", "ray")
+    assert result.exit_code == 2, result.output
+    assert "pip install 'refract[ray]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

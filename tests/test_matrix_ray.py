@@ -106,3 +106,18 @@ def test_ray_model_unreadable_on_worker(cluster: None, tmp_path: Path) -> None:
     assert "a.gguf" in rows["Tiny A"]["message"]
     assert rows["Tiny B"]["state"] == "ok"
     assert result.count("ok") == 1
+
+
+def test_ray_from_the_command_line(cluster: None, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from refract.cli import app
+
+    models = tiny_models(tmp_path)
+    spec = write_matrix(tmp_path, models[:1], candidates=CANDIDATES[:1])
+    result = CliRunner().invoke(app, ["matrix", str(spec), "--out-dir", str(tmp_path / "out"),
+                                      "--executor", "ray", "--ray-num-cpus", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Tiny A: submitted (1 cell)" in result.stderr
+    assert "[1/1] Tiny A · ctk=q8_0,ctv=q8_0: done" in result.stderr
+    assert (tmp_path / "out" / "tiny-a__ctk-q8_0_ctv-q8_0.json").exists()

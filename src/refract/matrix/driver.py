@@ -2,7 +2,8 @@
 
 Only the driver writes files, each atomically: a cell's HTML, then its JSON (the JSON is the
 "done" mark a rerun looks for), then ``matrix-status.jsonl`` (one line per cell: ok,
-skipped or failed with the reason and the worker's stderr tail) and the leaderboards.
+skipped, failed with the reason and the worker's stderr tail, or interrupted after Ctrl-C)
+and the leaderboards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 
 from refract.matrix.plan import Cell, matrix_extras, plan_cells
 from refract.matrix.progress import MatrixProgress
-from refract.matrix.spec import MatrixSpec
+from refract.matrix.spec import MatrixSpec, ModelEntry
 
 __all__ = ["CellOutcome", "Executor", "MatrixResult", "run_matrix", "write_leaderboards"]
 
@@ -24,12 +25,12 @@ STATUS_FILE = "matrix-status.jsonl"
 
 
 def make_job(
-    name: str, path: Path, candidates: list[str], reference: str,
+    name: str, path: str, candidates: list[str], reference: str,
     settings: dict[str, Any], base_dir: Path,
 ) -> dict[str, Any]:
     """One model's work for a worker (JSON-able: it crosses a pipe or Ray)."""
     return {
-        "model": {"name": name, "path": str(path)},
+        "model": {"name": name, "path": path},
         "candidates": list(candidates),
         "reference": reference,
         "settings": dict(settings),
@@ -46,7 +47,7 @@ class Executor(Protocol):
 @dataclass
 class CellOutcome:
     cell: Cell
-    state: str  # "ok", "skipped", "failed", "pending"
+    state: str  # "ok", "skipped", "failed"; "pending" while running, "interrupted" on Ctrl-C
     message: str = ""
     stderr_tail: list[str] = field(default_factory=list)
     seconds: float | None = None
@@ -86,14 +87,15 @@ class _Driver:
             for c in cells
         }
         self.jobs: list[dict[str, Any]] = []
-        self.job_models: list[Any] = []
+        self.job_models: list[ModelEntry] = []
         for model in spec.models:
             todo = [c.candidate for c in cells if c.model == model and not c.done]
             if todo:
-                self.jobs.append(make_job(model.name, model.path, todo, spec.reference,
+                self.jobs.append(make_job(model.name, model.arg, todo, spec.reference,
                                           spec.settings, spec.base_dir))
                 self.job_models.append(model)
         self.started: dict[tuple[str, str], float] = {}
+        self.announced: set[tuple[str, str]] = set()
 
     def _outcome(self, index: int, candidate: str | None) -> CellOutcome | None:
         model = self.job_models[index]
@@ -101,8 +103,9 @@ class _Driver:
 
     def _start(self, outcome: CellOutcome) -> None:
         key = (str(outcome.cell.model.path), outcome.cell.candidate)
-        if key not in self.started:
-            self.started[key] = time.monotonic()
+        self.started.setdefault(key, time.monotonic())
+        if key not in self.announced:
+            self.announced.add(key)
             self.progress.cell_start(outcome.cell.model.name, outcome.cell.candidate)
 
     def _finish(self, outcome: CellOutcome, state: str, message: str = "",
@@ -120,7 +123,14 @@ class _Driver:
     def handle(self, index: int, event: dict[str, Any]) -> None:
         kind = event.get("type")
         model = self.job_models[index]
-        if kind == "start":
+        if kind == "submitted":  # queued on a cluster: its cells' time starts now
+            now = time.monotonic()
+            pending = self._pending(model)
+            for outcome in pending:
+                self.started.setdefault((str(model.path), outcome.cell.candidate), now)
+            n = len(pending)
+            self.progress.note(f"{model.name}: submitted ({n} cell{'' if n == 1 else 's'})")
+        elif kind == "start":
             outcome = self._outcome(index, event.get("candidate"))
             if outcome is not None:
                 self._start(outcome)
@@ -145,7 +155,7 @@ class _Driver:
             for outcome in self._pending(model):
                 self._finish(outcome, "failed", message, tail)
 
-    def _pending(self, model: Any) -> list[CellOutcome]:
+    def _pending(self, model: ModelEntry) -> list[CellOutcome]:
         return [o for o in self.outcomes.values()
                 if o.cell.model == model and o.state == "pending"]
 
@@ -206,6 +216,13 @@ def run_matrix(
         if driver.jobs:
             executor.run(driver.jobs, driver.handle)
         driver.finish_all()
+    except KeyboardInterrupt:
+        progress.close()
+        for outcome in driver.outcomes.values():
+            if outcome.state == "pending":
+                outcome.state = "interrupted"
+        _write_status(out_dir, list(driver.outcomes.values()))
+        raise
     finally:
         progress.close()
     outcomes = list(driver.outcomes.values())

@@ -86,6 +86,7 @@ class RayExecutor:
         try:
             for index, job in enumerate(jobs):
                 refs[remote.remote(job)] = index
+                handle(index, {"type": "submitted"})
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)

@@ -47,6 +47,13 @@ class ModelEntry:
     name: str
     path: Path
     """Resolved to an absolute path (relative paths are relative to the TOML file)."""
+    demo: bool = False
+    """Written as ``demo``: scored as ``refract score --model demo`` (its default corpus)."""
+
+    @property
+    def arg(self) -> str:
+        """What the worker passes to the scorer as the model."""
+        return DEMO if self.demo else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ def parse_spec(
             raise UsageError(f"{what} name {name!r}: duplicate model name (models"
                              f"[{seen_slugs[s]}] has the same file-name form {s!r})")
         seen_slugs[s] = i
-        models.append(ModelEntry(name=name.strip(), path=resolved))
+        models.append(ModelEntry(name=name.strip(), path=resolved, demo=demo))
 
     return MatrixSpec(
         source=source, reference=reference, candidates=tuple(candidates), models=tuple(models),
@@ -176,7 +183,7 @@ def check_settings(spec: MatrixSpec, reporter: Reporter | None = None) -> None:
     This may fetch the default corpus once (unless ``no_auto_fetch``), so workers find it
     cached.
     """
-    scoring.prepare_model(spec.models[0].path, spec.candidates, spec.options, reporter=reporter)
+    scoring.prepare_model(spec.models[0].arg, spec.candidates, spec.options, reporter=reporter)
 
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:
