@@ -29,6 +29,7 @@ import argparse
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -114,6 +115,12 @@ def main() -> int:
     skip = set(args.skip.split(",")) if args.skip else set()
     prompts = load_prompts(None)[: args.prompts]
     rows: list[tuple[str, float, dict[str, float], str]] = []
+
+    def done(name: str, t: float, fl: dict[str, float], note: str) -> None:
+        rows.append((name, t, fl, note))
+        print(f"  {name}: refract {t:.2f} s, floor {fl['total_s']:.2f} s (load {load_now()})",
+              file=sys.stderr, flush=True)
+
     print(f"# bench_score  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}; threads {args.threads}; load at start {load_now()}")
     print(f"model: {model.name}; reference {REFERENCE}; candidate {cand}")
@@ -125,7 +132,7 @@ def main() -> int:
                          "A trajectory")
             ids = [eng.prompt_ids(s) for s in texts]
             fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx, group=64)
-            rows.append(("A trajectory", t, fl, f"{len(ids)} prompts x {args.n_predict} tokens"))
+            done("A trajectory", t, fl, f"{len(ids)} prompts x {args.n_predict} tokens")
             if not args.skip_sequential:
                 _, tb = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx), "b")
                 _, ts = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx,
@@ -145,7 +152,7 @@ def main() -> int:
             wins = [tokens[i * args.ctx:(i + 1) * args.ctx] for i in range(n_chunks)]
             fl = floor(eng, wins, [0] * n_chunks, configs, ctx=args.ctx, group=1,
                        logits_from=first)
-            rows.append(("B KLD", t, fl, f"{n_chunks} windows of {args.ctx}, logits from {first}"))
+            done("B KLD", t, fl, f"{n_chunks} windows of {args.ctx}, logits from {first}")
             eng.release()
         if "c" not in skip:
             hay = default_corpus().read_text(encoding="utf-8")
@@ -178,8 +185,8 @@ def main() -> int:
                 note = (f"{len(cells)} cells; prefix reuse {pre['reused_fraction']:.1%}; "
                         f"early stop ref {gen['stopped_early_ref']}/{len(cells)} cand "
                         f"{gen['stopped_early_cand']}/{len(cells)}")
-                rows.append(("C R-NIAH full-length", t_full, fl, note))
-                rows.append(("C R-NIAH early-stop", t, fl, "same floor (full length, no reuse)"))
+                done("C R-NIAH full-length", t_full, fl, note)
+                done("C R-NIAH early-stop", t, fl, "same floor (full length, no reuse)")
                 assert r_full["score"] == r["score"]
             eng.release()
         if "d" not in skip:
@@ -189,7 +196,7 @@ def main() -> int:
             ids = [eng.prompt_ids(s, chat_template=True) for s in texts]
             fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx,
                        group=len(ids))
-            rows.append(("D PLAD", t, fl, f"{len(ids)} texts in one batch x {args.n_predict}"))
+            done("D PLAD", t, fl, f"{len(ids)} texts in one batch x {args.n_predict}")
             eng.release()
 
     print()
