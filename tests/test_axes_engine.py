@@ -245,3 +245,25 @@ def test_generate_cells_reuses_prefixes_across_groups(chat_engine: Engine, hayst
     # the taken-over KV is the KV a fresh prefill computes (same tokens, same positions)
     assert np.array_equal(r_long["tokens"], together["groups"][0][0]["tokens"])
     assert r_long["tokens"].size == 4
+
+
+def test_nonfinite_logits_stop_rniah_naming_the_config(chat_engine: Engine, haystack: str) -> None:
+    from refract import _core
+    from refract.engine import NonFiniteLogits
+
+    no_probe = np.zeros(0, dtype=np.int32)
+    prompt = chat_engine.prompt_ids("Summarize.", chat_template=True, system=haystack[:300])
+    try:
+        _core._test_poison(KVConfig.parse(Q8).label, float("nan"))
+        with pytest.raises(NonFiniteLogits) as err:
+            chat_engine.generate_cells([[(prompt, no_probe)]], Q8, n_predict=4, ctx=512)
+        assert (err.value.label, err.value.where) == (KVConfig.parse(Q8).label, "generate")
+        assert err.value.n_rows == err.value.n_total == 4  # every row read was poisoned
+        with pytest.raises(NonFiniteLogits, match="q8_0"):
+            run_rniah(chat_engine, haystack, reference=F16, candidate=Q8, up_to=4096,
+                      positions=(0.5,), n_predict=4)
+    finally:
+        _core._test_poison("", 0.0)
+    # once the hook is cleared the same config decodes clean again
+    assert chat_engine.generate_cells([[(prompt, no_probe)]], Q8, n_predict=4,
+                                      ctx=512)["n_nonfinite_rows"] == 0
