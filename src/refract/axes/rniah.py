@@ -481,8 +481,9 @@ def run_rniah(
     log-probability after the question is scored on the logit buffers for both configs. The
     reference side is decoded once per engine and shared by every candidate.
     """
-    sched = schedule_rniah(engine, haystack, up_to=up_to, lengths=lengths, positions=positions,
-                      n_trials=n_trials, seed=seed, n_predict=n_predict, early_stop=early_stop)
+    sched = schedule_rniah(engine, haystack, up_to=up_to, lengths=lengths,
+                           positions=positions, n_trials=n_trials, seed=seed,
+                           n_predict=n_predict, early_stop=early_stop)
     plan = sched.plan
     ref_label = KVConfig.parse(reference).label
     key = ("rniah", ref_label, hashlib.sha256(haystack.encode("utf-8")).hexdigest(),
