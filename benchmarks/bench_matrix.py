@@ -2,7 +2,7 @@
 the matrix's Ray executor vs its local executor.
 
     python benchmarks/bench_matrix.py [--model demo] [--chunks 32] [--n-predict 128]
-        [--threads N] [--corpus FILE] [--skip-ray] [--keep DIR]
+        [--threads N] [--corpus FILE] [--skip-score] [--skip-ray] [--keep DIR]
 
 Four candidates (q8_0/q8_0, q4_0/q4_0, q8_0/q4_0, q5_0/q5_0) against f16/f16 on one model
 (default: the demo model), default axes (trajectory + KLD) unless the flags shrink them:
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--corpus", type=Path, default=None, help="KLD corpus (default: refract's)")
     ap.add_argument("--skip-ray", action="store_true", help="do not time the Ray executor")
+    ap.add_argument("--skip-score", action="store_true",
+                    help="time only the matrix runs (local and Ray executors)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the reports in this directory")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -105,22 +107,30 @@ def main() -> None:
     print(f"model {model}; {len(CANDIDATES)} candidates; chunks {args.chunks}, n_predict "
           f"{args.n_predict}, threads {args.threads or 'default'}; work dir {work}")
 
-    # 1. one `refract score` process per candidate
-    separate = work / "separate"
-    separate.mkdir(exist_ok=True)
-    t_sep = 0.0
-    for i, cand in enumerate(CANDIDATES):
-        took = timed([*refract, "score", "--model", model, "--candidate", cand,
-                      "--json-out", str(separate / f"{i}.json"), *score_flags(args)])
-        print(f"  refract score {cand}: {took:.1f} s")
-        t_sep += took
+    rows: list[tuple[str, float, float | None, float | None]] = []
+    results: dict[str, Any] = {}
+    t_multi = None
+    if not args.skip_score:
+        # 1. one `refract score` process per candidate
+        separate = work / "separate"
+        separate.mkdir(exist_ok=True)
+        t_sep = 0.0
+        for i, cand in enumerate(CANDIDATES):
+            took = timed([*refract, "score", "--model", model, "--candidate", cand,
+                          "--json-out", str(separate / f"{i}.json"), *score_flags(args)])
+            print(f"  refract score {cand}: {took:.1f} s")
+            t_sep += took
 
-    # 2. one multi-candidate `refract score` (one load, one shared reference)
-    multi = work / "multi"
-    cand_flags = [x for c in CANDIDATES for x in ("--candidate", c)]
-    t_multi = timed([*refract, "score", "--model", model, *cand_flags, "--out-dir", str(multi),
-                     *score_flags(args)])
-    print(f"  refract score, 4 candidates: {t_multi:.1f} s")
+        # 2. one multi-candidate `refract score` (one load, one shared reference)
+        multi = work / "multi"
+        cand_flags = [x for c in CANDIDATES for x in ("--candidate", c)]
+        t_multi = timed([*refract, "score", "--model", model, *cand_flags, "--out-dir", str(multi),
+                         *score_flags(args)])
+        print(f"  refract score, 4 candidates: {t_multi:.1f} s")
+        rows += [("4 × refract score (separate processes)", t_sep, None, None),
+                 ("1 × refract score, 4 candidates", t_multi, t_multi / t_sep, TARGET_MULTI)]
+        results.update(separate=scores(sorted(separate.glob("*.json"))),
+                       multi=scores(sorted(multi.glob("*.json"))))
 
     # 3. the same as a matrix (one worker process per model: here one); in this process, as
     # the Ray run below, so that both include the same things
@@ -133,12 +143,9 @@ def main() -> None:
         sys.exit(f"local matrix failed: {result.failed[0].message}")
     print(f"  refract matrix (local executor): {t_mat:.1f} s")
 
-    rows = [("4 × refract score (separate processes)", t_sep, None, None),
-            ("1 × refract score, 4 candidates", t_multi, t_multi / t_sep, TARGET_MULTI),
-            ("refract matrix, local executor", t_mat, t_mat / t_multi, None)]
-    results = {"separate": scores(sorted(separate.glob("*.json"))),
-               "multi": scores(sorted(multi.glob("*.json"))),
-               "local": scores(sorted((work / "local").glob("*.json")))}
+    rows.append(("refract matrix, local executor", t_mat,
+                 None if t_multi is None else t_mat / t_multi, None))
+    results["local"] = scores(sorted((work / "local").glob("*.json")))
 
     if not args.skip_ray:
         import ray
@@ -171,7 +178,8 @@ def main() -> None:
         else:
             verdict = "PASS" if ratio <= target else "MISS"
             print(f"{name:44} {secs:8.1f} {ratio:6.2f}× {'≤' + str(target):>7}  {verdict}")
-    same = all(results[k] == results["separate"] for k in results)
+    first = next(iter(results.values()))
+    same = all(v == first for v in results.values())
     print(f"scores identical across the runs: {'yes' if same else 'NO'}")
     if not same:
         for k, v in results.items():

@@ -92,15 +92,16 @@ def _message(exc: BaseException) -> str:
 def run_job(job: dict[str, Any], emit: Emit) -> None:
     """Score one model's candidates; every outcome is an event (never raises for a cell)."""
     from refract.matrix import scoring
-    from refract.score import UsageError, resolve_model
+    from refract.score import resolve_model
 
     model = job["model"]
     candidates: list[str] = list(job["candidates"])
     _test_crash_hooks(model["name"])
     try:
         resolve_model(model["path"])
-    except UsageError as exc:
-        emit({"type": "fatal", "message": f"on worker host {socket.gethostname()}: {exc}"})
+    except Exception as exc:  # missing or unreadable here (UsageError), no demo extra here …
+        emit({"type": "fatal",
+              "message": f"on worker host {socket.gethostname()}: {_message(exc)}"})
         return
     reporter = EventReporter(emit)
     in_flight: list[str] = []
