@@ -50,10 +50,12 @@ def one_line_error(result: Any, code: int, *needles: str) -> str:
 
 def test_defaults_and_derived_axes() -> None:
     o = ScoreOptions()
-    assert o.axes == ["gtm", "kld"] and not o.with_noise_floor
+    assert o.axes == ["gtm", "kld"] and o.with_noise_floor  # the floor is on by default
     full = ScoreOptions(full=True)
     assert full.axes == ["gtm", "kld", "rniah", "plad"] and full.with_noise_floor
     assert ScoreOptions(full=True, skip_trajectory=True).with_noise_floor is False
+    assert ScoreOptions(noise_floor=False).with_noise_floor is False
+    assert ScoreOptions(noise_floor=False).cli_args() == ["--no-noise-floor"]
     with pytest.raises(UsageError, match="nothing to score"):
         ScoreOptions(skip_trajectory=True, skip_kld=True)
 
@@ -114,7 +116,7 @@ def test_fingerprint_follows_the_numbers_not_the_threads() -> None:
 def test_every_field_is_a_score_flag_and_round_trips() -> None:
     """Adding a ScoreOptions field is enough to get its --flag on score and repeatability."""
     for command in ("score", "repeatability"):
-        r = run(command, "--help")
+        r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0
         text = r.output
         for f in dataclasses.fields(ScoreOptions):
@@ -122,7 +124,8 @@ def test_every_field_is_a_score_flag_and_round_trips() -> None:
         assert "<bool>" not in text
     # the CLI form of a non-default options object parses back to the same object
     o = ScoreOptions(full=True, chunks=4, seed=7, rniah_lengths=(4096, 6000),
-                     rniah_positions=(0.25,), threads=1, sequential=True, corpus="c.txt")
+                     rniah_positions=(0.25,), threads=1, sequential=True, corpus="c.txt",
+                     noise_floor=False)
     seen: list[ScoreOptions] = []
 
     def capture(model: Any, candidates: Any, options: ScoreOptions, **kw: Any) -> Any:
@@ -247,8 +250,9 @@ def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
         run_scores(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
                    engine=eng, prompts=str(files["prompts"]), corpus=str(files["corpus"]),
                    chunks=1, ctx=128, n_predict=4, axis_plad=True)
-    # trajectory + PLAD: the reference once per axis, each candidate once per axis
-    assert calls.count("ctk=f16,ctv=f16") == 2
+    # trajectory + its noise floor + PLAD: the reference once each for all three candidates,
+    # each candidate once per axis
+    assert calls.count("ctk=f16,ctv=f16") == 3
     assert all(calls.count(c) == 2 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
                                               "ctk=q5_0,ctv=q5_0"))
 

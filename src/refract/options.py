@@ -123,9 +123,10 @@ class ScoreOptions:
         False, "Run A and B ref-vs-ref first; abort (exit 2) if unclean."
     )
     noise_floor: bool = _opt(
-        False,
-        "Measure Trajectory's numerical-noise floor: the reference decoded one prompt at a "
-        "time against its batched decode (on by default with --full).",
+        True,
+        "Measure Trajectory's numerical-noise floor beside its score: the reference against "
+        "itself with the batch order reversed (one more reference decode, shared by every "
+        "candidate).",
     )
     sequential: bool = _opt(
         False,
@@ -224,8 +225,8 @@ class ScoreOptions:
 
     @property
     def with_noise_floor(self) -> bool:
-        """Measure Trajectory's noise floor: asked for, or by default with --full."""
-        return self.trajectory and (self.noise_floor or self.full)
+        """Measure Trajectory's noise floor (on unless switched off, and only with Axis A)."""
+        return self.trajectory and self.noise_floor
 
     @property
     def axes(self) -> list[str]:
@@ -318,7 +319,7 @@ class ScoreOptions:
             if value == default:
                 continue
             if isinstance(value, bool):
-                args.append(flag(f.name))
+                args.append(flag(f.name) if value else "--no-" + flag(f.name)[2:])
             elif isinstance(value, tuple):
                 args += [flag(f.name), ",".join(f"{x:g}" if isinstance(x, float) else str(x)
                                                 for x in value)]
@@ -367,9 +368,13 @@ def with_score_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     option_params = []
     for f in fields:
         meta = _meta(f)
+        # a flag that is on by default can be switched off: --x/--no-x
+        name = flag(f.name)
+        if f.default is True:
+            name = f"{name}/--no-{name[2:]}"
         annotation = Annotated[  # type: ignore[valid-type]
-            _cli_type(f), typer.Option(flag(f.name), *meta.flags, help=meta.help,
-                                       show_default=f.default not in (None, False))
+            _cli_type(f), typer.Option(name, *meta.flags, help=meta.help,
+                                       show_default=f.default not in (None, False, True))
         ]
         option_params.append(inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=_cli_default(f),
