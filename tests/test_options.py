@@ -246,7 +246,15 @@ def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
             calls.append(str(kv))
             return real(prompts, kv, *a, **kw)
 
+        compares: list[list[str]] = []
+        real_compare = eng.compare_sequence
+
+        def counting_compare(seq: Any, reference: Any, candidates: Any, **kw: Any) -> Any:
+            compares.append(list(candidates))
+            return real_compare(seq, reference, candidates, **kw)
+
         eng.greedy = counting  # type: ignore[method-assign]
+        eng.compare_sequence = counting_compare  # type: ignore[method-assign]
         run_scores(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
                    engine=eng, prompts=str(files["prompts"]), corpus=str(files["corpus"]),
                    chunks=1, ctx=128, n_predict=4, axis_plad=True)
@@ -255,6 +263,8 @@ def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
     assert calls.count("ctk=f16,ctv=f16") == 3
     assert all(calls.count(c) == 2 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
                                               "ctk=q5_0,ctv=q5_0"))
+    # the teacher-forced pass decodes the reference once per prompt for all candidates
+    assert len(compares) == len(PROMPTS) and all(len(c) == 3 for c in compares)
 
 
 @needs_core

@@ -376,6 +376,10 @@ def _guarded(axis: str, reference: str, fn: AxisFn) -> dict[str, Any]:
         return {"score": None, "error": f"{type(exc).__name__}: {message}"}
 
 
+def _reraise(exc: BaseException) -> dict[str, Any]:
+    raise exc
+
+
 @contextmanager
 def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -497,16 +501,20 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
             raise FloorFailed(floor, detail, reports)
 
     if opts.trajectory:
-        from refract.axes.trajectory import run_trajectory, trajectory_noise_floor
+        from refract.axes.trajectory import run_trajectories, trajectory_noise_floor
 
+        with reporter.axis(_title("A trajectory", f"{len(cands)} candidates", cands),
+                           phases=1 + len(cands)) as cb, _timed(shared, "gtm_s"):
+            gtm = _guarded("gtm", ref, lambda: {"results": run_trajectories(
+                engine, plan.prompts, reference=ref, candidates=cands,
+                n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
+                sequential=opts.sequential, progress=cb,
+            )})
         for c in cands:
-            with reporter.axis(_title("A trajectory", c, cands), phases=2) as cb, \
-                    _timed(timings[c], "gtm_s"):
-                axes[c]["gtm"] = _guarded("gtm", ref, lambda c=c, cb=cb: run_trajectory(
-                    engine, plan.prompts, reference=ref, candidate=c,
-                    n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
-                    sequential=opts.sequential, progress=cb,
-                ))
+            result = gtm["results"][c] if "results" in gtm else dict(gtm)
+            axes[c]["gtm"] = (_guarded("gtm", ref, lambda r=result: _reraise(r))
+                              if isinstance(result, Exception) else result)
+            timings[c]["gtm_s"] = shared["gtm_s"]
         if opts.with_noise_floor:
             with reporter.axis("A noise floor (reference, other decode)") as cb, \
                     _timed(shared, "gtm_noise_floor_s"):

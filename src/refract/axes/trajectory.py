@@ -288,61 +288,122 @@ def run_trajectory(
     near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Axis A on an :class:`refract.Engine`: decode, score, and explain the divergences.
+    """Axis A on an :class:`refract.Engine` for one candidate (see :func:`run_trajectories`)."""
+    [out] = run_trajectories(
+        engine, prompts, reference=reference, candidates=[candidate], n_predict=n_predict,
+        ctx=ctx, chat_template=chat_template, sequential=sequential,
+        near_tie_threshold=near_tie_threshold, progress=progress,
+    ).values()
+    if isinstance(out, BaseException):
+        raise out
+    return out
 
-    The reference's trajectories (with their top-16 log-probabilities per step) are cached
-    on the engine per prompt set and settings, so several candidates share one reference
-    decode.
+
+def run_trajectories(
+    engine: Any,
+    prompts: Sequence[PromptLike],
+    *,
+    reference: str,
+    candidates: Sequence[str],
+    n_predict: int = 128,
+    ctx: int = 512,
+    chat_template: bool = False,
+    sequential: bool = False,
+    near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
+    progress: Any = None,
+) -> dict[str, dict[str, Any] | Exception]:
+    """Axis A for every candidate: decode, score, and explain the divergences.
+
+    The reference's trajectories (with their top-16 log-probabilities per step) come from the
+    engine's reference cache; the teacher-forced pass along each reference trajectory decodes
+    the reference once per prompt for all candidates. Returns, per candidate label, its axis
+    dict — or the exception that candidate raised (e.g. non-finite logits), so one broken
+    candidate does not cost the others their results. A reference failure raises.
     """
     texts = [p.prompt for p in prompts]
     ref_toks, ref_top_ids, ref_top_lps = reference_trajectories(
         engine, texts, reference, n_predict=n_predict, ctx=ctx,
         chat_template=chat_template, sequential=sequential, progress=progress,
     )
-    cand_toks = engine.greedy(
-        texts, candidate, n_predict, ctx, chat_template, sequential=sequential,
-        progress=progress, _slot=1,
-    )
-    result = score_trajectories(prompts, list(ref_toks), list(cand_toks), n_predict)
+    out: dict[str, dict[str, Any] | Exception] = {}
+    cand_toks: dict[str, list[Any]] = {}
+    for c in candidates:
+        try:
+            cand_toks[c] = list(engine.greedy(
+                texts, c, n_predict, ctx, chat_template, sequential=sequential,
+                progress=progress, _slot=1,
+            ))
+        except Exception as exc:  # reported per candidate by the caller
+            if getattr(exc, "label", None) == reference and reference not in candidates:
+                raise
+            out[c] = exc
+    live = [c for c in candidates if c in cand_toks]
+    results = {c: score_trajectories(prompts, list(ref_toks), cand_toks[c], n_predict)
+               for c in live}
 
     # Teacher-forced along each reference trajectory: the distribution drift exactly where
-    # the model generates, and the candidate's KL at the first divergence step.
-    kls, top1 = [], []
-    div_rows: dict[str, list[Any]] = {"ids": [], "top_ids": [], "top_lps": [], "ref": [],
-                                      "cand": [], "kl": []}
+    # the model generates, and each candidate's KL at its first divergence step.
+    kls: dict[str, list[Any]] = {c: [] for c in live}
+    top1: dict[str, list[Any]] = {c: [] for c in live}
+    div_rows = {c: {"ids": [], "top_ids": [], "top_lps": [], "ref": [], "cand": [], "kl": []}
+                for c in live}
     for i, p in enumerate(prompts):
-        pid = engine.prompt_ids(p.prompt, chat_template=chat_template)
         ref = ref_toks[i]
-        if ref.size == 0:
+        if ref.size == 0 or not live:
             continue
+        pid = engine.prompt_ids(p.prompt, chat_template=chat_template)
         seq = _concat(pid, ref)
         first = int(pid.size) - 1
-        [rows] = engine.compare_sequence(
-            seq, reference, [candidate], first=first, last=first + int(ref.size) - 1,
-            ctx=max(ctx, int(seq.size)),
-        )
-        kls.append(rows["kld"])
-        top1.append(rows["same_top1"])
-        pp = result["per_prompt"][i]
-        j = pp["first_divergence"]
-        if j is None or j >= min(ref.size, cand_toks[i].size):
-            continue
-        div_rows["ids"].append(p.id)
-        div_rows["top_ids"].append(ref_top_ids[i][j])
-        div_rows["top_lps"].append(ref_top_lps[i][j])
-        div_rows["ref"].append(int(ref[j]))
-        div_rows["cand"].append(int(cand_toks[i][j]))
-        div_rows["kl"].append(float(rows["kld"][j]) if j < rows["kld"].size else None)
+        rows_by_cand = _compare_all(engine, seq, reference, live, out, first=first,
+                                    last=first + int(ref.size) - 1, ctx=max(ctx, int(seq.size)))
+        for c, rows in rows_by_cand.items():
+            kls[c].append(rows["kld"])
+            top1[c].append(rows["same_top1"])
+            j = results[c]["per_prompt"][i]["first_divergence"]
+            if j is None or j >= min(ref.size, cand_toks[c][i].size):
+                continue
+            d = div_rows[c]
+            d["ids"].append(p.id)
+            d["top_ids"].append(ref_top_ids[i][j])
+            d["top_lps"].append(ref_top_lps[i][j])
+            d["ref"].append(int(ref[j]))
+            d["cand"].append(int(cand_toks[c][i][j]))
+            d["kl"].append(float(rows["kld"][j]) if j < rows["kld"].size else None)
 
-    result["divergence"] = analyze_divergences(
-        div_rows["top_ids"], div_rows["top_lps"], div_rows["cand"],
-        ref_tokens=div_rows["ref"], cand_kl=div_rows["kl"], ids=div_rows["ids"],
-        near_tie_threshold=near_tie_threshold,
-    )
-    result["teacher_forced"] = _teacher_forced_summary(kls, top1)
-    result["decode_mode"] = "sequential" if sequential else "batched"
-    result["chat_template"] = chat_template
-    return result
+    for c in live:
+        if c in out:  # failed in the teacher-forced pass
+            continue
+        result, d = results[c], div_rows[c]
+        result["divergence"] = analyze_divergences(
+            d["top_ids"], d["top_lps"], d["cand"], ref_tokens=d["ref"], cand_kl=d["kl"],
+            ids=d["ids"], near_tie_threshold=near_tie_threshold,
+        )
+        result["teacher_forced"] = _teacher_forced_summary(kls[c], top1[c])
+        result["decode_mode"] = "sequential" if sequential else "batched"
+        result["chat_template"] = chat_template
+        out[c] = result
+    return {c: out[c] for c in candidates}
+
+
+def _compare_all(
+    engine: Any, seq: Any, reference: str, live: list[str],
+    failed: dict[str, dict[str, Any] | Exception], *, first: int, last: int, ctx: int,
+) -> dict[str, dict[str, Any]]:
+    """compare_sequence for every live candidate at once (one reference decode); a candidate
+    that raises is moved from ``live`` to ``failed`` and the rest are compared again."""
+    while live:
+        try:
+            rows = engine.compare_sequence(seq, reference, list(live), first=first, last=last,
+                                           ctx=ctx)
+            return dict(zip(live, rows, strict=True))
+        except Exception as exc:
+            label = getattr(exc, "label", None)
+            if label in live and not (label == reference and reference not in live):
+                failed[label] = exc
+                live.remove(label)
+                continue
+            raise
+    return {}
 
 
 def reference_trajectories(
