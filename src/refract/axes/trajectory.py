@@ -345,8 +345,10 @@ def run_trajectories(
     # the model generates, and each candidate's KL at its first divergence step.
     kls: dict[str, list[Any]] = {c: [] for c in live}
     top1: dict[str, list[Any]] = {c: [] for c in live}
-    div_rows = {c: {"ids": [], "top_ids": [], "top_lps": [], "ref": [], "cand": [], "kl": []}
-                for c in live}
+    div_rows: dict[str, dict[str, list[Any]]] = {
+        c: {"ids": [], "top_ids": [], "top_lps": [], "ref": [], "cand": [], "kl": []}
+        for c in live
+    }
     for i, p in enumerate(prompts):
         ref = ref_toks[i]
         if ref.size == 0 or not live:
