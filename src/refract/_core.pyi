@@ -35,7 +35,7 @@ def pin_fork_switches() -> dict[str, str]:
 def drain_log() -> list[tuple[int, str]]:
     """llama.cpp log lines (ggml level, text) captured since the last call"""
 
-def kld_rows(ref_logits: NDArray, cand_logits: NDArray, next_tokens: object | None = None, n_threads: int = 0) -> dict:
+def kld_rows(ref_logits: Annotated[NDArray, dict(writable=False)], cand_logits: Annotated[NDArray, dict(writable=False)], next_tokens: object | None = None, n_threads: int = 0) -> dict:
     """
     Per row: KL(ref||cand) (nats), dp, logp_ref/logp_cand of next, argmax of both, ranks, same_top1; nonfinite_ref/nonfinite_cand flag rows holding NaN or infinite logits on that side (their kld, dp and logp are NaN, that side's argmax and rank -1) and n_nonfinite_ref/n_nonfinite_cand count them.
     """
