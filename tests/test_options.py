@@ -210,8 +210,6 @@ def _strip_volatile(report: dict[str, Any]) -> dict[str, Any]:
     for axis in out["axes"].values():
         if isinstance(axis, dict):
             axis.pop("seconds", None)
-            if isinstance(axis.get("noise_floor"), dict):
-                axis["noise_floor"].pop("seconds", None)
     return out
 
 

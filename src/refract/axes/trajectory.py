@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -471,7 +470,6 @@ def trajectory_noise_floor(
                             progress=progress, _slot=1)
         return list(rev)[::-1]
 
-    t0 = time.perf_counter()
     key = ("gtm-noise-floor", reference, tuple(texts), n_predict, ctx, chat_template,
            sequential)
     alt = engine.reference_cache.get_or_compute(key, other)
@@ -485,7 +483,6 @@ def trajectory_noise_floor(
         "n_matched": n_matched,
         "n_prompts": scored["n_prompts"],
         "method": NOISE_FLOOR_METHOD["sequential" if sequential else "batched"],
-        "seconds": time.perf_counter() - t0,
     }
 
 
