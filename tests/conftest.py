@@ -67,11 +67,9 @@ def shared_file(name: str) -> Path:
 def _module_uses_engine(module: object) -> bool:
     if not have_core():
         return False
-    import refract._core as core
+    from refract import _core, engine
 
-    from refract.engine import Engine
-
-    return any(v is core or v is Engine for v in vars(module).values())
+    return any(v is _core or v is engine.Engine for v in vars(module).values())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
