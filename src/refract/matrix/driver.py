@@ -126,8 +126,8 @@ class _Driver:
         if kind == "submitted":  # queued on a cluster: its cells' time starts now
             now = time.monotonic()
             pending = self._pending(model)
-            for outcome in pending:
-                self.started.setdefault((str(model.path), outcome.cell.candidate), now)
+            for o in pending:
+                self.started.setdefault((str(model.path), o.cell.candidate), now)
             n = len(pending)
             self.progress.note(f"{model.name}: submitted ({n} cell{'' if n == 1 else 's'})")
         elif kind == "start":

@@ -109,9 +109,9 @@ class RichMatrixProgress(MatrixProgress):
 
     def _update(self, description: str | None = None) -> None:
         if self.task is not None:
-            kwargs = {} if description is None else {"description": description}
+            # description=None leaves the task's description as it is
             self.bar.update(self.task, completed=self.finished, total=self.total,
-                            eta=format_eta(self.eta()), **kwargs)
+                            description=description, eta=format_eta(self.eta()))
 
     def _line(self, text: str) -> None:
         self.console.print(f"refract: {text}", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,10 @@ from refract.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
 from refract.score import _check_kv as check_kv
 from refract.score import _known_kv_types as known_kv_types
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = ["MatrixSpec", "ModelEntry", "check_out_dir", "load_spec", "parse_spec", "slug"]
 
