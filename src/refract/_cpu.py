@@ -57,7 +57,7 @@ def unsupported_reason(
         return None
     if build is None:
         try:
-            from refract import _build_config as build  # type: ignore[attr-defined, no-redef]
+            build = importlib.import_module("refract._build_config")
         except ImportError:  # a source tree without a build: nothing recorded
             return None
     required = tuple(getattr(build, "X86_BASELINE", ()))
