@@ -593,7 +593,7 @@ def _decode_side(
     progress: Callable[[int, int], None] | None,
 ) -> _SideResult:
     n = len(sched.plan.cells)
-    raw = engine.generate_cells(
+    raw: dict[str, Any] = engine.generate_cells(
         [[(sched.prompts[i], np.asarray(sched.probes[i], dtype=np.int32)) for i in g]
          for g in sched.groups],
         kv, n_predict=sched.plan.n_predict, ctx=sched.ctx, stop=sched.stop, progress=progress,
