@@ -167,7 +167,8 @@ class Engine:
 
     @property
     def chat_template(self) -> str | None:
-        return self._m.info["chat_template"]
+        template: str | None = self._m.info["chat_template"]
+        return template
 
     @property
     def build_info(self) -> dict[str, Any]:
@@ -220,7 +221,8 @@ class Engine:
     ) -> np.ndarray:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
-        return self._call(self._m.tokenize, text, add_special, parse_special)
+        ids: np.ndarray = self._call(self._m.tokenize, text, add_special, parse_special)
+        return ids
 
     def corpus_tokens(self, text: str, ctx: int, chunks: int) -> tuple[np.ndarray, int]:
         """The first tokens of ``text`` that ``chunks`` windows of ``ctx`` need, without
@@ -443,8 +445,10 @@ class Engine:
         (logits at each prompt's end, and at every position >= ``logits_from`` if >= 0)."""
         self._check_ctx(ctx)
         req = self.kv(kv, slot=0)
-        return self._call(_core.bench_decode, self._m, req, [_ids(p) for p in prompts],
-                          [int(n) for n in n_gen], ctx, group, logits_from)
+        out: dict[str, Any] = self._call(
+            _core.bench_decode, self._m, req, [_ids(p) for p in prompts],
+            [int(n) for n in n_gen], ctx, group, logits_from)
+        return out
 
     def prompt_ids(
         self,
