@@ -52,7 +52,7 @@ class _OneLineErrors(TyperGroup):
         _no_flag_metavar(params)
         return params
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
