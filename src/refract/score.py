@@ -16,6 +16,7 @@ them stops the run (:class:`ReferenceInvalid`).
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import stat
@@ -461,8 +462,8 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
     cands = [c.label for c in plan.candidates]
     # a type whose block size does not divide the head dim fails here, before any work
     engine.kv(plan.reference)
-    for c in plan.candidates:
-        engine.kv(c, slot=1)
+    for cfg in plan.candidates:
+        engine.kv(cfg, slot=1)
     if opts.trajectory or opts.kld or opts.plad:
         try:
             engine.check_ctx(opts.ctx)
@@ -512,7 +513,7 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
             )})
         for c in cands:
             result = gtm["results"][c] if "results" in gtm else dict(gtm)
-            axes[c]["gtm"] = (_guarded("gtm", ref, lambda r=result: _reraise(r))
+            axes[c]["gtm"] = (_guarded("gtm", ref, functools.partial(_reraise, result))
                               if isinstance(result, Exception) else result)
             timings[c]["gtm_s"] = shared["gtm_s"]
         if opts.with_noise_floor:
@@ -555,8 +556,8 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
         for c in cands:
             with reporter.axis(_title("C R-NIAH", c, cands)) as cb, \
                     _timed(timings[c], "rniah_s"):
-                axes[c]["rniah"] = _guarded("rniah", ref, lambda c=c, cb=cb: run_rniah(
-                    engine, plan.haystack_text or "", reference=ref, candidate=c,
+                axes[c]["rniah"] = _guarded("rniah", ref, functools.partial(
+                    run_rniah, engine, plan.haystack_text or "", reference=ref, candidate=c,
                     up_to=opts.rniah_up_to, lengths=opts.rniah_lengths,
                     positions=opts.rniah_positions, n_trials=opts.rniah_trials,
                     seed=opts.seed, n_predict=opts.rniah_n_predict, progress=cb,
@@ -570,8 +571,8 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
         for c in cands:
             with reporter.axis(_title("D PLAD", c, cands), phases=2) as cb, \
                     _timed(timings[c], "plad_s"):
-                axes[c]["plad"] = _guarded("plad", ref, lambda c=c, cb=cb: run_plad(
-                    engine, plan.prompts, reference=ref, candidate=c,
+                axes[c]["plad"] = _guarded("plad", ref, functools.partial(
+                    run_plad, engine, plan.prompts, reference=ref, candidate=c,
                     n_predict=opts.n_predict, ctx=opts.ctx, seed=opts.seed, progress=cb,
                 ))
         engine.release()
