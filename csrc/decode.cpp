@@ -6,7 +6,6 @@
 #include <string>
 
 namespace refract::decode {
-namespace {
 
 void check_decode(int32_t rc, const Context & ctx) {
     if (rc == 0) return;
@@ -16,6 +15,8 @@ void check_decode(int32_t rc, const Context & ctx) {
     if (rc == 2) throw EngineError("decoding was aborted");
     throw EngineError("llama_decode failed with code " + std::to_string(rc) + " for " + ctx.request().label);
 }
+
+namespace {
 
 const float * logits_at(const Context & ctx, int32_t i) { return logits_row(ctx, i); }
 

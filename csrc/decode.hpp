@@ -18,6 +18,8 @@ using Tokens = std::vector<llama_token>;
 // Logits row `i` of the context's last decode (EngineError when llama.cpp has none). Every
 // read of a logits row goes through here, so that the test-only poison hook reaches all paths.
 const float * logits_row(const Context & ctx, int32_t i);
+// Maps llama_decode's return code to an EngineError naming the context (0 = ok).
+void check_decode(int32_t rc, const Context & ctx);
 
 // Test-only fault injection, process-wide: while set, every logits row read through
 // logits_row from a context whose KV label equals `label` first gets some of its elements

@@ -8,14 +8,7 @@
 namespace refract::generate {
 namespace {
 
-void check_decode(int32_t rc, const Context & ctx) {
-    if (rc == 0) return;
-    if (rc == 1)
-        throw EngineError("llama.cpp found no KV cache slot for the batch (" + ctx.request().label +
-                          "); reduce the context or the number of prompts");
-    if (rc == 2) throw EngineError("decoding was aborted");
-    throw EngineError("llama_decode failed with code " + std::to_string(rc) + " for " + ctx.request().label);
-}
+using decode::check_decode;
 
 // through decode::logits_row, so that the test-only poison hook reaches this path too
 const float * logits_at(const Context & ctx, int32_t i) { return decode::logits_row(ctx, i); }
