@@ -142,3 +142,22 @@ def demo_engine(demo_model: Path):
     eng = Engine(demo_model, n_threads=2)
     yield eng
     eng.close()
+
+
+#: two prompts for score tests: a factual one and one that fires every PLAD perturbation
+SCORE_PROMPTS = [
+    {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
+    {"id": "b", "category": "dialogue", "prompt": "Show the big answer about Gold."},
+]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A prompt set and a small KLD corpus for score tests."""
+    import json
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in SCORE_PROMPTS))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The big city of Paris is the capital of France. " * 400)
+    return {"prompts": prompts, "corpus": corpus}

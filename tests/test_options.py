@@ -12,23 +12,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from conftest import SCORE_PROMPTS as PROMPTS
 from conftest import needs_core
 from refract.cli import app
 from refract.options import ScoreOptions, UsageError
-
-PROMPTS = [
-    {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
-    {"id": "b", "category": "dialogue", "prompt": "Show the big answer about Gold."},
-]
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("The big city of Paris is the capital of France. " * 400)
-    return {"prompts": prompts, "corpus": corpus}
 
 
 def run(*args: Any) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,6 @@ from refract.score import (
     prepare_score,
     run_score,
 )
-
-PROMPTS = [
-    {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
-    {"id": "b", "category": "dialogue", "prompt": "Show the big answer about Gold."},
-]
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("The big city of Paris is the capital of France. " * 400)
-    return {"prompts": prompts, "corpus": corpus}
-
 
 # --------------------------------------------------------------------------- progress
 
