@@ -32,6 +32,8 @@ Poison & poison() {
     return p;
 }
 
+}  // namespace
+
 void check_tokens(const Model & model, const Tokens & toks, const char * what) {
     const int nv = model.info().n_vocab;
     for (llama_token t : toks)
@@ -39,8 +41,6 @@ void check_tokens(const Model & model, const Tokens & toks, const char * what) {
             throw UsageError(std::string(what) + " contains token id " + std::to_string(t) +
                              " outside the vocabulary (0.." + std::to_string(nv - 1) + ")");
 }
-
-}  // namespace
 
 void set_test_poison(const std::string & label, float value) {
     Poison & p = poison();

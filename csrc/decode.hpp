@@ -20,6 +20,8 @@ using Tokens = std::vector<llama_token>;
 const float * logits_row(const Context & ctx, int32_t i);
 // Maps llama_decode's return code to an EngineError naming the context (0 = ok).
 void check_decode(int32_t rc, const Context & ctx);
+// A UsageError naming `what` when a token id lies outside the model's vocabulary.
+void check_tokens(const Model & model, const Tokens & toks, const char * what);
 
 // Test-only fault injection, process-wide: while set, every logits row read through
 // logits_row from a context whose KV label equals `label` first gets some of its elements

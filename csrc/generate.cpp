@@ -13,13 +13,7 @@ using decode::check_decode;
 // through decode::logits_row, so that the test-only poison hook reaches this path too
 const float * logits_at(const Context & ctx, int32_t i) { return decode::logits_row(ctx, i); }
 
-void check_tokens(const Model & model, const Tokens & toks, const char * what) {
-    const int nv = model.info().n_vocab;
-    for (llama_token t : toks)
-        if (t < 0 || t >= nv)
-            throw UsageError(std::string(what) + " contains token id " + std::to_string(t) +
-                             " outside the vocabulary (0.." + std::to_string(nv - 1) + ")");
-}
+using decode::check_tokens;
 
 char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? (char) (c - 'A' + 'a') : c; }
 
