@@ -2,7 +2,7 @@
 the matrix's Ray executor vs its local executor.
 
     python benchmarks/bench_matrix.py [--model demo] [--chunks 32] [--n-predict 128]
-        [--threads N] [--corpus FILE] [--skip-score] [--skip-ray] [--keep DIR]
+        [--threads N] [--corpus FILE] [--skip-score] [--skip-matrix] [--skip-ray] [--keep DIR]
 
 Four candidates (q8_0/q8_0, q4_0/q4_0, q8_0/q4_0, q5_0/q5_0) against f16/f16 on one model
 (default: the demo model), default axes (trajectory + KLD) unless the flags shrink them:
@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--skip-ray", action="store_true", help="do not time the Ray executor")
     ap.add_argument("--skip-score", action="store_true",
                     help="time only the matrix runs (local and Ray executors)")
+    ap.add_argument("--skip-matrix", action="store_true",
+                    help="do not time the matrix runs (only the two score runs)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the reports in this directory")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -134,6 +136,9 @@ def main() -> None:
 
     # 3. the same as a matrix (one worker process per model: here one); in this process, as
     # the Ray run below, so that both include the same things
+    if args.skip_matrix:
+        report(rows, results)
+        return
     from refract.matrix import LocalExecutor, check_out_dir, load_spec, run_matrix
 
     t0 = time.perf_counter()
@@ -166,7 +171,11 @@ def main() -> None:
         print(f"  refract matrix (ray): {t_ray:.1f} s (+ {t_start:.1f} s cluster start)")
         rows.append(("same matrix, Ray executor (cluster up)", t_ray, t_ray / t_mat, TARGET_RAY))
         results["ray"] = scores(sorted((work / "ray").glob("*.json")))
+    report(rows, results)
 
+
+def report(rows: list[tuple[str, float, float | None, float | None]],
+           results: dict[str, Any]) -> None:
     print()
     print("(each ratio is to the row above)")
     print(f"{'run':44} {'seconds':>8} {'ratio':>7} {'target':>7}  verdict")
