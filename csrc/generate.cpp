@@ -225,6 +225,7 @@ FloorTimes bench_decode(Model & model, const KVRequest & kv, const std::vector<T
     for (int g0 = 0; g0 < n; g0 += group) {
         const int m = std::min(group, n - g0);
         ctx->clear();
+        batch.clear();  // the previous group's last generation step must not lead this prefill
         auto t0 = clock::now();
         for (int s = 0; s < m; ++s) {
             const Tokens & p = prompts[g0 + s];

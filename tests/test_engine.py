@@ -221,3 +221,17 @@ def test_per_token_arrays_are_views_of_engine_buffers(tiny_engine: Engine) -> No
     [res] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=2)
     for arr in (res.kld, res.dp, res.same_top1, res.logp_ref):
         assert not arr.flags.owndata  # owned by the C++ result, not copied into Python
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_bench_decode_counts_every_group(tiny_engine: Engine, group: int) -> None:
+    """The benchmarks' floor decodes every prompt and every generation step, in groups of any
+    size (groups smaller than the prompt count once failed: the last generation step of one
+    group led the next group's prefill)."""
+    prompts = [tiny_engine.prompt_ids(s) for s in ("one two", "three four five", "six")]
+    n_gen = [5, 3, 4]
+    out = tiny_engine.bench_decode(prompts, "ctk=f16,ctv=f16", n_gen, ctx=64, group=group)
+    assert out["prompt_tokens"] == sum(int(p.size) for p in prompts)
+    # the first generated token comes from the prefill; each later one is one decoded token
+    assert out["decoded_tokens"] == sum(n - 1 for n in n_gen)
+    assert out["prefill_s"] >= 0 and out["decode_s"] >= 0
