@@ -15,6 +15,7 @@ from refract import _core
 from refract.chat import ChatTemplate
 from refract.kldstats import KLDResult, summarize_kld
 from refract.kvconfig import KVConfig, KVConfigError
+from refract.threads import default_threads
 
 log = logging.getLogger("refract")
 llama_log = logging.getLogger("refract.llama")
@@ -147,7 +148,8 @@ class Engine:
             os.environ.setdefault(key, "0")
         self.fork_switches = {key: os.environ[key] for key in FORK_SWITCHES}
         try:
-            self._model: Any = _core.Model(str(path), n_gpu_layers, n_threads or 0, flash_attn)
+            self._model: Any = _core.Model(str(path), n_gpu_layers,
+                                           n_threads or default_threads(), flash_attn)
         except ValueError as err:  # llama.cpp refused the file
             raise ModelError(str(err)) from None
         finally:

@@ -160,8 +160,9 @@ class ScoreOptions:
     rniah_n_predict: int = _opt(
         DEFAULT_RNIAH_N_PREDICT, "Tokens per R-NIAH answer.", low=1, high=1 << 20
     )
-    threads: int | None = _opt(None, "CPU threads.", flags=("-t",), low=1, high=4096,
-                               measured=False)
+    threads: int | None = _opt(
+        None, "CPU threads (default: the CPUs this process may use: affinity mask, cgroup quota).",
+        flags=("-t",), low=1, high=4096, measured=False)
     n_gpu_layers: int = _opt(-1, "Layers to offload (-1 = all).", flags=("-ngl",), low=-1,
                              high=1_000_000)
     no_auto_fetch: bool = _opt(
