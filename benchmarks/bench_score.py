@@ -9,9 +9,11 @@ candidate), then its floor is measured on the same engine, same KV configs, same
 token counts: a bare batched ``llama_decode`` loop with no metric work (``Engine.bench_decode``:
 no argmax, no top-k, no kernel, no detokenizing), split into prefill and generation steps.
 
-- A trajectory: greedy of every prompt (chat template off), both configs; floor = the same
-  prompts, n_predict steps each, same group. Also the batched vs sequential reference decode
-  (issue 14's target: batched >= 3x sequential), unless --skip-sequential.
+- A trajectory: greedy of every prompt (chat template off), both configs, then the
+  teacher-forced pass along each reference trajectory; floor = the same prompts, n_predict
+  steps each, same group, plus a bare prefill of each prompt + reference trajectory with
+  logits from the prompt's last token on, once per config. Also the batched vs sequential
+  reference decode (issue 14's target: batched >= 3x sequential), unless --skip-sequential.
 - B KLD: llama-perplexity's windows; floor = every window decoded with logits for its scored
   second half, once per config (what llama-perplexity's base and KLD passes decode).
 - C R-NIAH: cells of a length as parallel sequences; refract early-stop and full-length runs;
@@ -132,7 +134,20 @@ def main() -> int:
                          "A trajectory")
             ids = [eng.prompt_ids(s) for s in texts]
             fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx, group=64)
-            done("A trajectory", t, fl, f"{len(ids)} prompts x {args.n_predict} tokens")
+            # the axis also teacher-forces every config along each reference trajectory (one
+            # sequence per prompt, logits from the prompt's last token on): that prefill is
+            # part of the same work, so the floor prefills the same sequences bare
+            refs = eng.greedy(texts, REFERENCE, args.n_predict, args.ctx)
+            tf_rows = 0
+            for pid, ref in zip(ids, refs, strict=True):
+                seq = np.concatenate([pid, ref]).astype(pid.dtype)
+                part = floor(eng, [seq], [0], configs, ctx=max(args.ctx, int(seq.size)), group=1,
+                             logits_from=int(pid.size) - 1)
+                tf_rows += int(ref.size)
+                for k in ("prefill_s", "cpu_s", "total_s"):
+                    fl[k] += part[k]
+            done("A trajectory", t, fl, f"{len(ids)} prompts x {args.n_predict} tokens, then "
+                 f"teacher-forced ({tf_rows} rows per config)")
             if not args.skip_sequential:
                 _, tb = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx), "b")
                 _, ts = timed(lambda: eng.greedy(texts, REFERENCE, args.n_predict, args.ctx,
@@ -141,6 +156,13 @@ def main() -> int:
                       f"CPU, sequential {ts:.2f} s / {CPU['s']:.2f} s CPU: speedup {ts / tb:.2f}x "
                       f"wall, {CPU['s'] / CPU['b']:.2f}x CPU (target >= "
                       f"{TARGET_BATCHED_SPEEDUP:g}x)")
+                # the same with llama_decode alone: how much batching can give on this machine
+                n_gen = [args.n_predict] * len(ids)
+                fb = floor(eng, ids, n_gen, [REFERENCE], ctx=args.ctx, group=64)
+                fs = floor(eng, ids, n_gen, [REFERENCE], ctx=args.ctx, group=1)
+                print(f"bare llama_decode of the same shapes: batched {fb['total_s']:.2f} s, one "
+                      f"prompt at a time {fs['total_s']:.2f} s: speedup "
+                      f"{fs['total_s'] / fb['total_s']:.2f}x (the most batching gives here)")
             eng.release()
         if "b" not in skip:
             tokens = eng.tokenize(default_corpus().read_text(encoding="utf-8"))
