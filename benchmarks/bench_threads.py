@@ -1,11 +1,12 @@
 """Thread count and OpenMP wait policy, on a quiet and on a busy machine, measured side by side.
 
     python benchmarks/bench_threads.py [--model PATH] [--threads 1,2]
-        [--policies unset,PASSIVE,ACTIVE] [--busy 0,2] [--prompts 12] [--n-predict 32]
+        [--policies unset,PASSIVE,ACTIVE,auto] [--busy 0,2] [--prompts 12] [--n-predict 32]
         [--chunks 4] [--rounds 1]
 
-One fixed workload -- a batched greedy decode of the first N bundled prompts under f16 KV and
-a KLD pass of a few corpus windows (f16 vs q8_0), i.e. the two default axes in small -- runs in
+One fixed workload -- a batched greedy decode of the first N bundled prompts under f16 KV, a
+sequential one of four of them (one row per step: R-NIAH's and --sequential's shape) and a
+KLD pass of a few corpus windows (f16 vs q8_0), the default axes in small -- runs in
 a fresh subprocess for every combination of ``n_threads`` x ``OMP_WAIT_POLICY`` x background
 load. "Busy" starts that many CPU-burning processes (``nice 0``, pure Python loops) for the
 duration of each run: the state of a machine shared with other jobs. Each row prints the
@@ -26,12 +27,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kld_vs_llama_perplexity import default_corpus, default_model, load_now
 
 WORKLOAD = r"""
-import json, sys, time
+import json, os, sys, time
+if os.environ.pop("BENCH_RAW_DEFAULT", None):  # keep refract from choosing: runtime default
+    import refract.threads
+    refract.threads.runnable_others = lambda: 0
 from refract import Engine
+from refract.threads import wait_policy
 from refract.promptset import load_prompts
 model, threads, n_prompts, n_predict, chunks, corpus = sys.argv[1:7]
 texts = [p.prompt for p in load_prompts(None)[: int(n_prompts)]]
@@ -41,9 +47,12 @@ with Engine(model, n_threads=int(threads)) as eng:
     t0 = time.perf_counter()
     eng.greedy(texts, "ctk=f16,ctv=f16", int(n_predict), 512)
     t1 = time.perf_counter()
-    eng.kld(toks, "ctk=f16,ctv=f16", ["ctk=q8_0,ctv=q8_0"], ctx=512, chunks=int(chunks))
+    eng.greedy(texts[:4], "ctk=f16,ctv=f16", int(n_predict), 512, sequential=True)
     t2 = time.perf_counter()
-print(json.dumps({"greedy_s": t1 - t0, "kld_s": t2 - t1}))
+    eng.kld(toks, "ctk=f16,ctv=f16", ["ctk=q8_0,ctv=q8_0"], ctx=512, chunks=int(chunks))
+    t3 = time.perf_counter()
+print(wait_policy(), file=sys.stderr)
+print(json.dumps({"greedy_s": t1 - t0, "seq_s": t2 - t1, "kld_s": t3 - t2}))
 """
 
 
@@ -53,10 +62,12 @@ def burn(stop_at: float) -> None:
         x += 1
 
 
-def run_one(args: argparse.Namespace, threads: int, policy: str, busy: int) -> dict[str, float]:
+def run_one(args: argparse.Namespace, threads: int, policy: str, busy: int) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
-    if policy != "unset":
+    if policy == "unset":
+        env["BENCH_RAW_DEFAULT"] = "1"
+    elif policy != "auto":
         env["OMP_WAIT_POLICY"] = policy
     hogs = [mp.Process(target=burn, args=(time.time() + 3600,), daemon=True) for _ in range(busy)]
     for h in hogs:
@@ -75,8 +86,9 @@ def run_one(args: argparse.Namespace, threads: int, policy: str, busy: int) -> d
     if proc.returncode != 0:
         sys.exit(f"workload failed ({threads} threads, {policy}, busy {busy}):\n"
                  f"{proc.stderr[-2000:]}")
-    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = wall
+    out["chosen"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
     return out
 
 
@@ -85,7 +97,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}")
-    ap.add_argument("--policies", default="unset,PASSIVE,ACTIVE")
+    ap.add_argument("--policies", default="unset,PASSIVE,ACTIVE,auto",
+                    help="unset = the OpenMP runtime's default; auto = what refract chooses")
     ap.add_argument("--busy", default=f"0,{os.cpu_count() or 1}",
                     help="background CPU burners per run, comma list (0 = quiet)")
     ap.add_argument("--prompts", type=int, default=12)
@@ -104,28 +117,29 @@ def main() -> int:
           f"workload: greedy {args.prompts} prompts x {args.n_predict} (f16) + KLD {args.chunks} "
           f"windows of 512 (f16 vs q8_0), {args.rounds} round(s)")
     combos = list(itertools.product(loads, threads, policies))
-    res: dict[tuple[int, int, str], list[dict[str, float]]] = {c: [] for c in combos}
+    res: dict[tuple[int, int, str], list[dict[str, Any]]] = {c: [] for c in combos}
     for r in range(args.rounds):
         order = combos if r % 2 == 0 else combos[::-1]
         for busy, th, pol in order:
             out = run_one(args, th, pol, busy)
             res[(busy, th, pol)].append(out)
             print(f"  round {r + 1}: busy {busy}, threads {th}, OMP_WAIT_POLICY {pol}: "
-                  f"greedy {out['greedy_s']:.2f} s, KLD {out['kld_s']:.2f} s", file=sys.stderr,
-                  flush=True)
+                  f"greedy {out['greedy_s']:.2f} s, sequential {out['seq_s']:.2f} s, KLD "
+                  f"{out['kld_s']:.2f} s [{out['chosen']}]", file=sys.stderr, flush=True)
 
     print()
-    print("| background burners | n_threads | OMP_WAIT_POLICY | greedy s | KLD s | work s | "
-          "vs best of this load |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    print("| background burners | n_threads | OMP_WAIT_POLICY | batched greedy s | sequential s "
+          "| KLD s | work s | vs best of this load |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for busy in loads:
-        med = {c: {k: statistics.median(o[k] for o in res[c]) for k in ("greedy_s", "kld_s")}
+        keys = ("greedy_s", "seq_s", "kld_s")
+        med = {c: {k: statistics.median(o[k] for o in res[c]) for k in keys}
                for c in combos if c[0] == busy}
-        best = min(m["greedy_s"] + m["kld_s"] for m in med.values())
+        best = min(sum(m.values()) for m in med.values())
         for (b, th, pol), m in med.items():
-            work = m["greedy_s"] + m["kld_s"]
-            print(f"| {b} | {th} | {pol} | {m['greedy_s']:.2f} | {m['kld_s']:.2f} | {work:.2f} | "
-                  f"{work / best:.2f}x |")
+            work = sum(m.values())
+            print(f"| {b} | {th} | {pol} | {m['greedy_s']:.2f} | {m['seq_s']:.2f} | "
+                  f"{m['kld_s']:.2f} | {work:.2f} | {work / best:.2f}x |")
     print(f"\nload at end {load_now()}")
     return 0
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from refract.threads import cgroup_cpu_limit, default_threads
+from refract.threads import (
+    cgroup_cpu_limit,
+    choose_wait_policy,
+    default_threads,
+    runnable_others,
+)
 
 
 def test_cgroup_v2_quota_rounds_up(tmp_path: Path) -> None:
@@ -59,3 +66,32 @@ def test_engine_default_threads_follow_the_mask(tiny_model: Path) -> None:
         os.sched_setaffinity(0, before)
     with Engine(tiny_model, n_threads=3) as eng:  # an explicit count is kept as given
         assert eng.n_threads == 3
+
+
+def test_wait_policy_follows_the_load() -> None:
+    assert choose_wait_policy(0, 2) is None  # quiet: the OpenMP runtime's default
+    assert choose_wait_policy(1, 2) is None
+    assert choose_wait_policy(2, 2) == "PASSIVE"  # every CPU already taken by others
+    assert choose_wait_policy(5, 8) is None
+    others = runnable_others(samples=3, interval=0.001)
+    assert others is None or others >= 0
+
+
+def _fresh_policy(env: dict[str, str], pre: str = "") -> str:
+    code = (f"{pre}import os, refract.engine; from refract.threads import wait_policy; "
+            "print(os.environ.get('OMP_WAIT_POLICY', '-'), '|', wait_policy())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_wait_policy_is_chosen_as_the_engine_loads() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    user = _fresh_policy({**env, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert user == "ACTIVE | ACTIVE (set by the user)"
+    busy = "import refract.threads as T; T.runnable_others = lambda: 64; "
+    value, chosen = _fresh_policy(env, busy).split(" | ")
+    assert value == "PASSIVE" and chosen.startswith("PASSIVE (64 other runnable tasks")
+    quiet = "import refract.threads as T; T.runnable_others = lambda: 0; "
+    value, chosen = _fresh_policy(env, quiet).split(" | ")
+    assert value == "-" and chosen.startswith("runtime default (0 other runnable tasks")

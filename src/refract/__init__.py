@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from refract._cpu import install_guard
 from refract.kvconfig import KVConfig
 
-install_guard()  # refuse politely on a CPU this build cannot run on (see refract/_cpu.py)
+# refuse politely on a CPU this build cannot run on, and pick the OpenMP wait policy, both
+# right before refract._core loads (see refract/_cpu.py, refract/threads.py)
+install_guard()
 
 __version__ = "0.1.0"
 

@@ -81,6 +81,9 @@ class _Guard(importlib.abc.MetaPathFinder):
             reason = unsupported_reason()
             if reason is not None:
                 raise ImportError(reason, name=CORE)
+            from refract.threads import apply_wait_policy
+
+            apply_wait_policy()  # the OpenMP runtime reads it once, as the extension loads
         return None  # let the normal finders load it
 
 

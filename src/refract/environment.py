@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from refract.kvconfig import KVConfig
+from refract.threads import wait_policy
 
 __all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
 
@@ -57,6 +58,7 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": getattr(engine, "n_threads", None),
+        "omp_wait_policy": wait_policy(),
         "flash_attn": getattr(engine, "flash_attn", None),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -7,19 +7,34 @@ container given 2 CPUs of a 64-core host, 64 threads would oversubscribe those 2
 every barrier in llama.cpp's graph would wait for descheduled threads.
 ``benchmarks/bench_threads.py`` measures the choice (quiet and busy machine).
 
-``apply_wait_policy()`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, before the
-extension (and with it the OpenMP runtime) loads: idle OpenMP threads then sleep instead of
-spinning, which costs nothing measurable on a quiet machine and gives the CPU back to the
-threads doing work on a busy one (same benchmark).
+``apply_wait_policy()`` picks how idle OpenMP threads wait, just before the extension (and with
+it the OpenMP runtime, which reads ``OMP_WAIT_POLICY`` once) loads. Measured on the 2-core
+machine (``benchmarks/bench_threads.py``, benchmarks/RESULTS.md "Threads"): on a quiet machine
+the runtime's default (spin a while, then sleep) decodes one row per step 1.7-1.9x faster than
+``PASSIVE`` (llama.cpp hands work to its threads many times per token) and is otherwise level;
+with other jobs on every CPU, spinning threads take the CPU from the threads that have work
+and ``PASSIVE`` is 1.5x faster. So: the user's setting if any; else ``PASSIVE`` when, at
+start, at least as many other tasks are runnable as the machine has CPUs
+(``/proc/loadavg``'s instantaneous count, sampled a few times; the 1-minute average would
+count a run that just ended); else the runtime's default. ``wait_policy()`` says what was
+chosen and why (the report's environment).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
-__all__ = ["apply_wait_policy", "cgroup_cpu_limit", "default_threads"]
+__all__ = [
+    "apply_wait_policy",
+    "cgroup_cpu_limit",
+    "choose_wait_policy",
+    "runnable_others",
+    "default_threads",
+    "wait_policy",
+]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -55,6 +70,55 @@ def default_threads() -> int:
     return max(1, n)
 
 
+_CHOSEN: str | None = None
+
+
+def runnable_others(samples: int = 5, interval: float = 0.01) -> int | None:
+    """Other tasks runnable right now, machine-wide (median of a few samples of
+    ``/proc/loadavg``'s running count, minus this thread), or None where unknown."""
+    counts: list[int] = []
+    for k in range(samples):
+        try:
+            field = Path("/proc/loadavg").read_text().split()[3]
+            counts.append(int(field.split("/")[0]))
+        except (OSError, IndexError, ValueError):
+            return None
+        if k + 1 < samples:
+            time.sleep(interval)
+    counts.sort()
+    return max(0, counts[len(counts) // 2] - 1)
+
+
+def choose_wait_policy(others: int, cpus: int) -> str | None:
+    """``PASSIVE`` when other runnable tasks already fill every CPU, else None (the OpenMP
+    runtime's default)."""
+    return "PASSIVE" if others >= cpus else None
+
+
 def apply_wait_policy() -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless set; call before the extension loads."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Set ``OMP_WAIT_POLICY`` (unless the user did); call before the extension loads."""
+    global _CHOSEN
+    if _CHOSEN is not None:
+        return
+    user = os.environ.get("OMP_WAIT_POLICY")
+    if user is not None:
+        _CHOSEN = f"{user} (set by the user)"
+        return
+    others = runnable_others()
+    cpus = os.cpu_count() or 1
+    if others is None:
+        _CHOSEN = "runtime default (machine load unknown)"
+        return
+    policy = choose_wait_policy(others, cpus)
+    if policy:
+        os.environ["OMP_WAIT_POLICY"] = policy
+    _CHOSEN = (f"{policy or 'runtime default'} ({others} other runnable tasks on {cpus} CPUs "
+               "at start)")
+
+
+def wait_policy() -> str:
+    """The OpenMP wait policy in effect, as apply_wait_policy found or chose it."""
+    if _CHOSEN is not None:
+        return _CHOSEN
+    user = os.environ.get("OMP_WAIT_POLICY")
+    return f"{user} (set by the user)" if user else "runtime default"
