@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -97,7 +96,6 @@ def main() -> None:
                     help="do not time the matrix runs (only the two score runs)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the reports in this directory")
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from refract.score import resolve_model
 
