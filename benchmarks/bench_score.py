@@ -108,7 +108,7 @@ def main() -> int:
     from refract import Engine
     from refract.axes.plad import plan_plad, run_plad
     from refract.axes.rniah import run_rniah
-    from refract.axes.trajectory import run_trajectory
+    from refract.axes.trajectory import reference_trajectories, run_trajectory
     from refract.promptset import load_prompts
 
     model = args.model or default_model()
@@ -137,7 +137,10 @@ def main() -> int:
             # the axis also teacher-forces every config along each reference trajectory (one
             # sequence per prompt, logits from the prompt's last token on): that prefill is
             # part of the same work, so the floor prefills the same sequences bare
-            refs = eng.greedy(texts, REFERENCE, args.n_predict, args.ctx)
+            # the very trajectories the axis teacher-forced (from the engine's reference cache)
+            refs, _, _ = reference_trajectories(eng, texts, REFERENCE, n_predict=args.n_predict,
+                                                ctx=args.ctx, chat_template=False,
+                                                sequential=False)
             tf_rows = 0
             for pid, ref in zip(ids, refs, strict=True):
                 seq = np.concatenate([pid, ref]).astype(pid.dtype)

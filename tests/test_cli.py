@@ -314,9 +314,12 @@ def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None
     assert rep["axes"]["plad"]["n_prompts"] == len(PROMPTS)
     env = rep["environment"]
     for key in ("llama_cpp_commit", "llama_cpp_source", "refract_version", "backends", "cpu",
-                "threads", "os", "python", "kv_allocated", "fork_switches"):
+                "threads", "omp_wait_policy", "os", "python", "kv_allocated",
+                "fork_switches"):
         assert key in env, key
     assert env["threads"] == 1
+    # tests/conftest.py sets OMP_WAIT_POLICY before the engine loads: the report names it
+    assert env["omp_wait_policy"] == f"{os.environ['OMP_WAIT_POLICY']} (set by the user)"
     assert env["fork_switches"].get("TURBO_AUTO_ASYMMETRIC") is not None
     assert "ctk=q8_0,ctv=q4_0" in env["kv_allocated"]
     for key in ("load_s", "gtm_s", "kld_s", "rniah_s", "plad_s", "total_s"):

@@ -73,8 +73,17 @@ def test_wait_policy_follows_the_load() -> None:
     assert choose_wait_policy(1, 2) is None
     assert choose_wait_policy(2, 2) == "PASSIVE"  # every CPU already taken by others
     assert choose_wait_policy(5, 8) is None
-    others = runnable_others(samples=3, interval=0.001)
-    assert others is None or others >= 0
+
+
+def test_runnable_others_is_the_median_minus_this_thread(tmp_path: Path) -> None:
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.52 0.41 0.30 4/123 4567\n")
+    assert runnable_others(samples=3, interval=0.0, loadavg=loadavg) == 3
+    loadavg.write_text("0.00 0.00 0.00 1/80 4567\n")  # only the reader itself
+    assert runnable_others(samples=1, interval=0.0, loadavg=loadavg) == 0
+    loadavg.write_text("garbage\n")
+    assert runnable_others(samples=1, interval=0.0, loadavg=loadavg) is None
+    assert runnable_others(samples=1, interval=0.0, loadavg=tmp_path / "missing") is None
 
 
 def _fresh_policy(env: dict[str, str], pre: str = "") -> str:

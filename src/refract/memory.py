@@ -87,7 +87,13 @@ def _meminfo_available(path: Path = Path("/proc/meminfo")) -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _read_int(path: Path) -> int | None:
+#: where cgroup v2 (and, one level down, v1) controllers are mounted; threads.py reads it too
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def read_int(path: Path) -> int | None:
+    """The integer in a one-value kernel file (cgroup, sysfs); None when it is missing, empty,
+    ``max`` or not an integer."""
     try:
         raw = path.read_text().strip()
     except OSError:
@@ -100,16 +106,16 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _cgroup_available(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+def _cgroup_available(root: Path = CGROUP_ROOT) -> int | None:
     """Room left under the cgroup's memory limit (v2, else v1), None when unlimited."""
     for limit_file, usage_file in (
         ("memory.max", "memory.current"),
         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
     ):
-        limit = _read_int(root / limit_file)
+        limit = read_int(root / limit_file)
         if limit is None or limit >= 1 << 60:  # v1 reports "no limit" as a huge number
             continue
-        usage = _read_int(root / usage_file) or 0
+        usage = read_int(root / usage_file) or 0
         return max(limit - usage, 0)
     return None
 

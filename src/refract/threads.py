@@ -27,34 +27,30 @@ import os
 import time
 from pathlib import Path
 
+from refract.memory import CGROUP_ROOT, read_int
+
 __all__ = [
     "apply_wait_policy",
     "cgroup_cpu_limit",
     "choose_wait_policy",
-    "runnable_others",
     "default_threads",
+    "runnable_others",
     "wait_policy",
 ]
 
-_CGROUP = Path("/sys/fs/cgroup")
-
-
-def cgroup_cpu_limit(root: Path = _CGROUP) -> int | None:
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> int | None:
     """CPUs the cgroup's quota allows (rounded up), or None when there is no quota."""
-    try:
+    try:  # v2: "<quota> <period>", quota "max" when unlimited
         quota, period = (root / "cpu.max").read_text().split()[:2]
         if quota != "max" and int(period) > 0:
             return max(1, math.ceil(int(quota) / int(period)))
         return None
     except (OSError, ValueError):
         pass
-    try:
-        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if q > 0 and p > 0:
-            return max(1, math.ceil(q / p))
-    except (OSError, ValueError):
-        pass
+    q = read_int(root / "cpu" / "cpu.cfs_quota_us")  # v1: quota -1 when unlimited
+    p = read_int(root / "cpu" / "cpu.cfs_period_us")
+    if q is not None and p is not None and q > 0 and p > 0:
+        return max(1, math.ceil(q / p))
     return None
 
 
@@ -70,16 +66,14 @@ def default_threads() -> int:
     return max(1, n)
 
 
-_CHOSEN: str | None = None
-
-
-def runnable_others(samples: int = 5, interval: float = 0.01) -> int | None:
+def runnable_others(samples: int = 5, interval: float = 0.01,
+                    loadavg: Path = Path("/proc/loadavg")) -> int | None:
     """Other tasks runnable right now, machine-wide (median of a few samples of
     ``/proc/loadavg``'s running count, minus this thread), or None where unknown."""
     counts: list[int] = []
     for k in range(samples):
         try:
-            field = Path("/proc/loadavg").read_text().split()[3]
+            field = loadavg.read_text().split()[3]
             counts.append(int(field.split("/")[0]))
         except (OSError, IndexError, ValueError):
             return None
@@ -93,6 +87,10 @@ def choose_wait_policy(others: int, cpus: int) -> str | None:
     """``PASSIVE`` when other runnable tasks already fill every CPU, else None (the OpenMP
     runtime's default)."""
     return "PASSIVE" if others >= cpus else None
+
+
+#: what apply_wait_policy found or chose, once per process (for the report)
+_CHOSEN: str | None = None
 
 
 def apply_wait_policy() -> None:
