@@ -9,10 +9,10 @@ candidate), then its floor is measured on the same engine, same KV configs, same
 token counts: a bare batched ``llama_decode`` loop with no metric work (``Engine.bench_decode``:
 no argmax, no top-k, no kernel, no detokenizing), split into prefill and generation steps.
 
-- A trajectory: greedy of every prompt (chat template off), both configs, then the
-  teacher-forced pass along each reference trajectory; floor = the same prompts, n_predict
+- A trajectory: greedy of every prompt (chat template off), both configs, the candidate
+  teacher-forced along each reference trajectory; floor = the same prompts, n_predict
   steps each, same group, plus a bare prefill of each prompt + reference trajectory with
-  logits from the prompt's last token on, once per config. Also the batched vs sequential
+  logits from the prompt's last token on, on the candidate. Also the batched vs sequential
   reference decode (issue 14's target: batched >= 3x sequential), unless --skip-sequential.
 - B KLD: llama-perplexity's windows; floor = every window decoded with logits for its scored
   second half, once per config (what llama-perplexity's base and KLD passes decode).
@@ -134,17 +134,17 @@ def main() -> int:
                          "A trajectory")
             ids = [eng.prompt_ids(s) for s in texts]
             fl = floor(eng, ids, [args.n_predict] * len(ids), configs, ctx=args.ctx, group=64)
-            # the axis also teacher-forces every config along each reference trajectory (one
-            # sequence per prompt, logits from the prompt's last token on): that prefill is
-            # part of the same work, so the floor prefills the same sequences bare
-            # the very trajectories the axis teacher-forced (from the engine's reference cache)
+            # the axis also teacher-forces the candidate along each reference trajectory (the
+            # reference's rows are those of its own greedy decode): that prefill is part of the
+            # same work, so the floor prefills the same sequences bare on the candidate, the
+            # very trajectories the axis teacher-forced (from the engine's reference cache)
             refs, _, _ = reference_trajectories(eng, texts, REFERENCE, n_predict=args.n_predict,
                                                 ctx=args.ctx, chat_template=False,
                                                 sequential=False)
             tf_rows = 0
             for pid, ref in zip(ids, refs, strict=True):
                 seq = np.concatenate([pid, ref]).astype(pid.dtype)
-                part = floor(eng, [seq], [0], configs, ctx=max(args.ctx, int(seq.size)), group=1,
+                part = floor(eng, [seq], [0], [cand], ctx=max(args.ctx, int(seq.size)), group=1,
                              logits_from=int(pid.size) - 1)
                 tf_rows += int(ref.size)
                 for k in ("prefill_s", "cpu_s", "total_s"):

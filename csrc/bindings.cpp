@@ -335,13 +335,19 @@ void init_model(nb::module_ & m) {
         .def(
             "greedy",
             [](Model & self, const KVRequest & kv, std::vector<IdArray> prompts, int n_predict, int n_ctx_seq,
-               int group, int topk, nb::object progress) {
+               int group, int topk, nb::object progress, const std::vector<KVRequest> & shadows) {
                 std::vector<Tokens> ps;
                 for (auto & p : prompts) ps.push_back(to_tokens(p));
                 auto prog = wrap_progress(progress);
                 auto r = run_unlocked(self, [&] {
-                    return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog);
+                    return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog, shadows);
                 });
+                nb::list shadow_rows;
+                for (auto & per_prompt : r.shadow_rows) {
+                    nb::list l;
+                    for (auto & rows : per_prompt) l.append(rows_to_dict(std::move(rows)));
+                    shadow_rows.append(l);
+                }
                 nb::list toks, ids, lps;
                 const auto nonfinite = nb::make_tuple(r.n_nonfinite, r.n_rows);
                 for (size_t i = 0; i < r.tokens.size(); ++i) {
@@ -352,12 +358,14 @@ void init_model(nb::module_ & m) {
                         lps.append(to_numpy(std::move(r.topk_logprobs[i]), {steps, (size_t) topk}));
                     }
                 }
-                return nb::make_tuple(toks, ids, lps, nonfinite);
+                return nb::make_tuple(toks, ids, lps, nonfinite, shadow_rows);
             },
             "kv"_a, "prompts"_a, "n_predict"_a, "n_ctx_seq"_a, "group"_a = 64, "topk"_a = 0,
-            "progress"_a = nb::none(),
-            "Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows)), the last "
-            "counting the logits rows read and those holding NaN or infinite values.")
+            "progress"_a = nb::none(), "shadows"_a = std::vector<KVRequest>{},
+            "Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows), shadow_rows), "
+            "(n_nonfinite_rows, n_rows) counting the logits rows read and those holding NaN or infinite values; "
+            "shadow_rows holds, per shadow KV config, per prompt, the teacher-forced comparison rows (as from "
+            "compare) of each generated token.")
         .def(
             "generate_one",
             [](Model & self, const KVRequest & kv, IdArray prompt, IdArray probe, int n_predict, int n_ctx_seq) {
@@ -446,6 +454,8 @@ void init_model(nb::module_ & m) {
 }
 
 void init_generate(nb::module_ & m) {
+    m.def("shadow_buffer_bytes", &refract::decode::shadow_buffer_bytes, "n_seq"_a, "n_vocab"_a, "n_ctx_seq"_a,
+          "Bytes of reference logit rows a greedy decode with teacher-forced candidates holds at once.");
     m.def(
         "generate_cells",
         [](Model & self, const KVRequest & kv, std::vector<std::vector<std::pair<IdArray, IdArray>>> groups,

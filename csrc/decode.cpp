@@ -65,8 +65,22 @@ const float * logits_row(const Context & ctx, int32_t i) {
     return p;
 }
 
+int shadow_chunk_steps(int n_seq, int64_t n_vocab, int n_batch) {
+    n_seq = std::max(n_seq, 1);
+    const int64_t by_batch = n_batch / n_seq;
+    const int64_t by_buffer = kShadowBufferBytes / ((int64_t) n_seq * std::max<int64_t>(n_vocab, 1) * (int64_t) sizeof(float));
+    return (int) std::max<int64_t>(1, std::min(by_batch, by_buffer));
+}
+
+int64_t shadow_buffer_bytes(int n_seq, int64_t n_vocab, int n_ctx_seq) {
+    n_seq = std::max(n_seq, 1);
+    const int steps = shadow_chunk_steps(n_seq, n_vocab, Context::batch_for(n_ctx_seq, n_seq));
+    return (int64_t) steps * n_seq * n_vocab * (int64_t) sizeof(float);
+}
+
 GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
-                    int n_ctx_seq, int group, int topk, const Progress & progress) {
+                    int n_ctx_seq, int group, int topk, const Progress & progress,
+                    const std::vector<KVRequest> & shadows) {
     if (n_predict < 1) throw UsageError("n_predict must be >= 1, got " + std::to_string(n_predict));
     if (group < 1) group = 1;
     const int n = (int) prompts.size();
@@ -85,13 +99,64 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
     if (n == 0) return res;
     auto ctx = model.context(kv, n_ctx_seq, n_seq_ctx);
     const int64_t n_vocab = model.info().n_vocab;
+    const int n_sh = (int) shadows.size();
+    std::vector<std::shared_ptr<Context>> sctx;
+    for (const auto & sk : shadows) {
+        if (sk.label == kv.label && sk.slot == kv.slot)
+            throw UsageError("a shadow of " + kv.label + " must use another context slot");
+        sctx.push_back(model.context(sk, n_ctx_seq, n_seq_ctx));
+    }
+    res.shadow_rows.assign(n_sh, std::vector<std::vector<kld::RowStats>>(n));
     int64_t total_steps = 0;
     for (int i = 0; i < n; ++i) total_steps += std::min<int64_t>(n_predict, n_ctx_seq - (int64_t) prompts[i].size());
     int64_t done_tokens = 0;
 
+    // Shadow state: generation steps queued for the shadows (same tokens, positions, sequences
+    // as the generating context fed), and a copy of each kept row's logits to compare them with.
+    const int chunk_steps = n_sh ? shadow_chunk_steps(n_seq_ctx, n_vocab, ctx->n_batch()) : 0;
+    Batch sbatch(n_sh ? ctx->n_batch() : 1, 1);
+    std::vector<float> refbuf(n_sh ? (size_t) chunk_steps * n_seq_ctx * n_vocab : 0);
+    struct Pending {
+        int gi;           // prompt index
+        int32_t srow;     // row in sbatch
+        int32_t next;     // the token the generating context chose there
+    };
+    std::vector<Pending> pend;
+    int pend_steps = 0;
+    std::vector<const float *> rp, cp;
+    std::vector<int32_t> nx;
+    std::vector<kld::RowStats> st;
+    auto compare_rows = [&](int c, const std::vector<Pending> & rows, const float * const * refs,
+                            const std::function<const float *(int32_t)> & cand_row) {
+        const int nr = (int) rows.size();
+        cp.resize(nr);
+        nx.resize(nr);
+        for (int i = 0; i < nr; ++i) {
+            cp[i] = cand_row(rows[i].srow);
+            nx[i] = rows[i].next;
+        }
+        st.assign(nr, kld::RowStats{});
+        kld::rows(refs, cp.data(), nr, n_vocab, nx.data(), st.data(), model.n_threads());
+        for (int i = 0; i < nr; ++i) res.shadow_rows[c][rows[i].gi].push_back(st[i]);
+    };
+    auto shadow_flush = [&]() {
+        if (sbatch.size() > 0) {
+            rp.resize(pend.size());
+            for (size_t i = 0; i < pend.size(); ++i) rp[i] = refbuf.data() + i * (size_t) n_vocab;
+            for (int c = 0; c < n_sh; ++c) {
+                check_decode(llama_decode(sctx[c]->get(), sbatch.get()), *sctx[c]);
+                compare_rows(c, pend, rp.data(), [&](int32_t r) { return logits_row(*sctx[c], r); });
+            }
+        }
+        sbatch.clear();
+        pend.clear();
+        pend_steps = 0;
+    };
+
     for (int g0 = 0; g0 < n; g0 += n_seq_ctx) {
         const int m = std::min(n_seq_ctx, n - g0);
         ctx->clear();
+        for (auto & c : sctx) c->clear();
         std::vector<int> limit(m), len(m);
         std::vector<llama_token> next(m);
         std::vector<bool> finished(m, false);
@@ -108,7 +173,11 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         std::vector<int32_t> row_ids;
         std::vector<float> row_lps;
         std::vector<const float *> ptr;
+        std::vector<Pending> kept;  // rows that produced a kept token (srow = their batch row)
+        std::vector<const float *> kept_ptr;
         auto take_rows = [&](const std::vector<std::pair<int, int>> & rows) {
+            kept.clear();
+            kept_ptr.clear();
             const int nr = (int) rows.size();
             ptr.resize(nr);
             for (int i = 0; i < nr; ++i) ptr[i] = logits_at(*ctx, rows[i].second);
@@ -136,6 +205,10 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
                 next[s] = t;
                 if (finished[s]) continue;  // computed and discarded
                 const int gi = g0 + s;
+                if (n_sh) {
+                    kept.push_back({gi, rows[i].second, t});
+                    kept_ptr.push_back(ptr[i]);
+                }
                 res.tokens[gi].push_back(t);
                 if (topk > 0) {
                     const auto * ids = row_ids.data() + (size_t) i * topk;
@@ -151,23 +224,41 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         // Prefill: all prompts of the group, packed in order; logits only at each prompt's end.
         Batch batch(ctx->n_batch(), 1);
         std::vector<std::pair<int, int>> owners;  // (seq, batch row) of rows with logits
-        auto flush = [&]() {
+        int32_t sbase = 0;  // where the current step's rows start in sbatch
+        // Prefill batches go to the shadows at once; generation steps are queued (see above).
+        auto flush = [&](bool prefill) {
             if (batch.size() == 0) return;
             check_decode(llama_decode(ctx->get(), batch.get()), *ctx);
             take_rows(owners);
+            if (n_sh && prefill) {
+                for (int c = 0; c < n_sh; ++c) {
+                    check_decode(llama_decode(sctx[c]->get(), batch.get()), *sctx[c]);
+                    compare_rows(c, kept, kept_ptr.data(), [&](int32_t r) { return logits_row(*sctx[c], r); });
+                }
+            } else if (n_sh) {
+                for (size_t i = 0; i < kept.size(); ++i) {
+                    const Pending & k = kept[i];
+                    const float * row = kept_ptr[i];
+                    const size_t slot = pend.size();
+                    std::copy(row, row + n_vocab, refbuf.data() + slot * (size_t) n_vocab);
+                    // the shadow's row for this position: the same entry of the queued step
+                    pend.push_back({k.gi, sbase + k.srow, k.next});
+                }
+                ++pend_steps;
+            }
             owners.clear();
             batch.clear();
         };
         for (int s = 0; s < m; ++s) {
             const Tokens & p = prompts[g0 + s];
             for (int j = 0; j < (int) p.size(); ++j) {
-                if (batch.size() == batch.capacity()) flush();
+                if (batch.size() == batch.capacity()) flush(true);
                 const bool last = j + 1 == (int) p.size();
                 if (last) owners.emplace_back(s, batch.size());
                 batch.add(p[j], j, s, last);
             }
         }
-        flush();
+        flush(true);
         if (progress) progress(done_tokens, total_steps);
 
         // Generation: step k feeds generated token k of every sequence with k + 1 < limit.
@@ -181,9 +272,15 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
                 batch.add(next[s], len[s] + k, s, true);
             }
             if (batch.size() == 0) break;
-            flush();
+            if (n_sh) {
+                if (pend_steps == chunk_steps || sbatch.size() + batch.size() > sbatch.capacity()) shadow_flush();
+                sbase = sbatch.size();
+                for (const auto & o : owners) sbatch.add(next[o.first], len[o.first] + k, o.first, true);
+            }
+            flush(false);
             if (progress) progress(done_tokens, total_steps);
         }
+        if (n_sh) shadow_flush();
     }
     return res;
 }

@@ -34,14 +34,33 @@ struct GreedyResult {
     std::vector<std::vector<float>> topk_logprobs;
     int64_t n_rows = 0;       // logits rows read (one per sequence and step, prefill included)
     int64_t n_nonfinite = 0;  // of those, rows holding a NaN or infinite logit
+    // Teacher-forced rows per shadow (see greedy): [shadow][prompt][step], one per generated token.
+    std::vector<std::vector<std::vector<kld::RowStats>>> shadow_rows;
 };
 
 // Greedy (argmax, lowest id on ties) continuation of every prompt. Prompts decode as parallel
 // sequences, `group` at a time, in one context of n_ctx_seq cells per sequence. The batch
 // composition depends only on the prompt lengths: a sequence that stopped on an EOG token keeps
 // its slot (its further tokens are computed and discarded) until the group is done.
+//
+// Each `shadows` KV config decodes, in a context of its own, exactly the tokens the generating
+// context decodes (same prompts, positions and fed tokens), so it is teacher-forced along the
+// trajectory being generated; every row that produced a kept token is compared with the
+// shadow's row for the same position by the KLD kernel (next = the token generated there).
+// Shadows take generation steps in chunks (prefill-sized batches, their reference rows held in
+// a bounded buffer), so the comparison costs one prefill of each trajectory per shadow and no
+// extra pass of the generating config. The chunking depends only on the group size, the
+// vocabulary and the batch size, never on what was generated.
 GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
-                    int n_ctx_seq, int group, int topk, const Progress & progress);
+                    int n_ctx_seq, int group, int topk, const Progress & progress,
+                    const std::vector<KVRequest> & shadows = {});
+
+// Generation steps a shadow decodes in one batch: as many as the batch holds for `n_seq`
+// sequences and `kShadowBufferBytes` of held reference rows allow (at least 1).
+constexpr int64_t kShadowBufferBytes = 256ll << 20;
+int shadow_chunk_steps(int n_seq, int64_t n_vocab, int n_batch);
+// Bytes of reference rows a shadowed greedy of n_seq sequences in n_ctx_seq cells each holds.
+int64_t shadow_buffer_bytes(int n_seq, int64_t n_vocab, int n_ctx_seq);
 
 struct ProbeResult {
     Tokens tokens;                  // generated ids (stops at EOG or n_predict)

@@ -140,8 +140,7 @@ Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
 
     llama_context_params p = llama_context_default_params();
     p.n_ctx = (uint32_t) n_ctx_seq * (uint32_t) n_seq;
-    n_batch_ = std::min(std::max(n_ctx_seq, n_seq), 2048);
-    n_batch_ = std::max(n_batch_, 1);
+    n_batch_ = batch_for(n_ctx_seq, n_seq);
     p.n_batch = (uint32_t) n_batch_;
     p.n_ubatch = (uint32_t) std::min(n_batch_, 512);
     p.n_seq_max = (uint32_t) n_seq;
@@ -356,7 +355,7 @@ MemoryEstimate Model::estimate(const KVRequest & req, int n_ctx_seq, int n_seq, 
     const size_t row_v = ggml_row_size(tv, kv_heads * (int64_t) i.head_dim_v);
     e.kv = (uint64_t) i.n_layer * cells * (uint64_t) n_seq * (uint64_t) (row_k + row_v);
     // Logits of every output row (float); llama.cpp sizes its output buffer to the rows asked.
-    const int n_batch = std::max(1, std::min(std::max(n_ctx_seq, n_seq), 2048));
+    const int n_batch = Context::batch_for(n_ctx_seq, n_seq);
     const int64_t rows = std::max<int64_t>(std::max<int64_t>(n_outputs, n_seq), 1);
     e.output = (uint64_t) rows * (uint64_t) i.n_vocab * sizeof(float);
     // Compute buffer: a ubatch's activations. The graph is reserved for the worst case of

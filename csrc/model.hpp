@@ -4,6 +4,7 @@
 #include "common.hpp"
 #include "kv.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <list>
 #include <map>
@@ -28,6 +29,8 @@ class Model;
 class Context {
 public:
     Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq);
+    // The batch size a context of that shape gets (tokens per llama_decode call).
+    static int batch_for(int n_ctx_seq, int n_seq) { return std::max(1, std::min(std::max(n_ctx_seq, n_seq), 2048)); }
     llama_context * get() const { return ctx_.get(); }
     llama_memory_t memory() const { return llama_get_memory(ctx_.get()); }
     const KVRequest & request() const { return req_; }

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SCORE_PROMPTS as PROMPTS
 from conftest import needs_core
 from refract.cli import app
 from refract.options import ScoreOptions, UsageError
@@ -231,25 +230,25 @@ def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
             calls.append(str(kv))
             return real(prompts, kv, *a, **kw)
 
-        compares: list[list[str]] = []
-        real_compare = eng.compare_sequence
+        shadowed: list[list[str]] = []
+        real_tf = eng.greedy_teacher_forced
 
-        def counting_compare(seq: Any, reference: Any, candidates: Any, **kw: Any) -> Any:
-            compares.append(list(candidates))
-            return real_compare(seq, reference, candidates, **kw)
+        def counting_tf(prompts: Any, kv: Any, candidates: Any, *a: Any, **kw: Any) -> Any:
+            calls.append(str(kv))
+            shadowed.append(list(candidates))
+            return real_tf(prompts, kv, candidates, *a, **kw)
 
         eng.greedy = counting  # type: ignore[method-assign]
-        eng.compare_sequence = counting_compare  # type: ignore[method-assign]
+        eng.greedy_teacher_forced = counting_tf  # type: ignore[method-assign]
         run_scores(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
                    engine=eng, prompts=str(files["prompts"]), corpus=str(files["corpus"]),
                    chunks=1, ctx=128, n_predict=4, axis_plad=True)
-    # trajectory + its noise floor + PLAD: the reference once each for all three candidates,
-    # each candidate once per axis
+    # trajectory (every candidate teacher-forced along that one decode) + its noise floor +
+    # PLAD: the reference once each for all three candidates, each candidate once per axis
     assert calls.count("ctk=f16,ctv=f16") == 3
     assert all(calls.count(c) == 2 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
                                               "ctk=q5_0,ctv=q5_0"))
-    # the teacher-forced pass decodes the reference once per prompt for all candidates
-    assert len(compares) == len(PROMPTS) and all(len(c) == 3 for c in compares)
+    assert shadowed == [["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"]]
 
 
 @needs_core
@@ -260,7 +259,7 @@ def test_one_failing_axis_keeps_the_others(files: dict[str, Path], tiny_chat_mod
     """A runtime failure inside one axis marks it `error`; the report is written, exit 1."""
     import refract.engine as engine_mod
 
-    method = {"gtm": "compare_sequence", "kld": "kld", "rniah": "generate_cells",
+    method = {"gtm": "greedy_teacher_forced", "kld": "kld", "rniah": "generate_cells",
               "plad": "greedy"}[axis]
     real = getattr(engine_mod.Engine, method)
 

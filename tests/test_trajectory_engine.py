@@ -9,7 +9,7 @@ import pytest
 
 from conftest import shared_file
 from refract import Engine
-from refract.axes.trajectory import run_trajectory
+from refract.axes.trajectory import run_trajectories, run_trajectory
 from refract.promptset import Prompt, load_prompts
 from tinymodel import write_tiny_model
 
@@ -100,18 +100,64 @@ def test_v01_prompt_file_decodes(tiny_engine: Engine) -> None:
 
 def test_reference_decoded_once_for_several_candidates(tiny_model: Path) -> None:
     prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
+    cands = ["ctk=q8_0,ctv=q8_0", Q4, "ctk=q4_1,ctv=q4_1"]
     with Engine(tiny_model, n_threads=2) as eng:
         calls: list[str] = []
-        real = eng.greedy
+        shadowed: list[list[str]] = []
+        real, real_tf = eng.greedy, eng.greedy_teacher_forced
 
         def counting(texts, kv, *args, **kw):  # type: ignore[no-untyped-def]
             calls.append(str(kv))
             return real(texts, kv, *args, **kw)
 
+        def counting_tf(texts, kv, cs, *args, **kw):  # type: ignore[no-untyped-def]
+            calls.append(str(kv))
+            shadowed.append(list(cs))
+            return real_tf(texts, kv, cs, *args, **kw)
+
         eng.greedy = counting  # type: ignore[method-assign]
-        for cand in ("ctk=q8_0,ctv=q8_0", Q4, "ctk=q4_1,ctv=q4_1"):
-            run_trajectory(eng, prompts, reference=F16, candidate=cand, n_predict=8, ctx=128)
-        assert calls.count(F16) == 1 and len(calls) == 4
+        eng.greedy_teacher_forced = counting_tf  # type: ignore[method-assign]
+        together = run_trajectories(eng, prompts, reference=F16, candidates=cands,
+                                    n_predict=8, ctx=128)
+        # one reference decode, every candidate teacher-forced along it; each candidate's own
+        assert calls.count(F16) == 1 and len(calls) == 4 and shadowed == [cands]
+        # a later call on the same engine: the reference decodes again (its rows are needed),
+        # token-identical to the cached trajectories, and every number equals the joint run
+        for c in cands:
+            alone = run_trajectory(eng, prompts, reference=F16, candidate=c, n_predict=8,
+                                   ctx=128)
+            res = together[c]
+            assert isinstance(res, dict)
+            assert alone["score"] == res["score"]
+            assert alone["teacher_forced"] == res["teacher_forced"]
+            assert alone["divergence"] == res["divergence"]
+
+
+def test_teacher_forced_rows_follow_the_reference_decode(tiny_engine: Engine) -> None:
+    """Every teacher-forced row pairs the reference row that chose a token with the
+    candidate's row for the same position, across shadow chunks and prompt groups."""
+    prompts = [*PROMPTS, "Once upon a time", "The weather today"]
+    # ctx 256 and 6 prompts: 42 steps per shadow chunk, so 100 steps take three chunks;
+    # group 4 decodes the prompts as two groups in the same contexts
+    for group in (64, 4):
+        toks, _, lps, [tf] = tiny_engine.greedy_teacher_forced(
+            prompts, F16, [Q4], n_predict=100, ctx=256, group=group, topk=4)
+        plain = tiny_engine.greedy(prompts, F16, n_predict=100, ctx=256, group=group)
+        for i, p in enumerate(prompts):
+            rows = tf[i]
+            np.testing.assert_array_equal(toks[i], plain[i])  # candidates move no token
+            assert rows["kld"].size == toks[i].size == 100
+            # the reference side is the decode's own row: its argmax is the token generated
+            # and its log-prob of that token is the step's top-1 log-prob
+            np.testing.assert_array_equal(rows["argmax_ref"], toks[i])
+            np.testing.assert_allclose(rows["logp_ref"], lps[i][:, 0], atol=1e-4)
+            # the candidate side is the candidate teacher-forced along that trajectory
+            pid = tiny_engine.prompt_ids(p)
+            seq = np.concatenate([pid, toks[i]]).astype(np.int32)
+            [old] = tiny_engine.compare_sequence(seq, F16, [Q4], first=pid.size - 1,
+                                                 last=pid.size + toks[i].size - 2, ctx=256)
+            np.testing.assert_allclose(rows["logp_cand"], old["logp_cand"], atol=1e-3)
+            assert np.isfinite(rows["kld"]).all() and (rows["kld"] >= -1e-9).all()
 
 
 def test_topk_logprobs_describe_each_decode_step(tiny_engine: Engine) -> None:
@@ -133,3 +179,63 @@ def test_topk_logprobs_describe_each_decode_step(tiny_engine: Engine) -> None:
         [tf] = tiny_engine.compare_sequence(seq, F16, [F16], first=p - 1, ctx=128)
         np.testing.assert_allclose(tf["logp_ref"], lps[:, 0], atol=2e-3)
         np.testing.assert_array_equal(tf["rank_ref"], 0)
+
+
+def test_candidates_ride_along_in_groups_that_fit_in_memory(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the memory available holds the reference and one candidate context only, each
+    candidate gets its own reference decode, and no number changes."""
+    prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
+    cands = ["ctk=q8_0,ctv=q8_0", Q4]
+    with Engine(tiny_model, n_threads=2) as eng:
+        joint = run_trajectories(eng, prompts, reference=F16, candidates=cands, n_predict=8,
+                                 ctx=128)
+    with Engine(tiny_model, n_threads=2) as eng:
+        n_seq = len(PROMPTS)
+        per = max(eng.estimate_context_bytes(c, 128, n_seq, n_seq) for c in cands)
+        room = (eng.estimate_context_bytes(F16, 128, n_seq, n_seq)
+                + eng.shadow_buffer_bytes(128, n_seq) + per + per // 2)
+        monkeypatch.setenv("REFRACT_MEMORY_LIMIT", str(room))
+        shadowed: list[list[str]] = []
+        real_tf = eng.greedy_teacher_forced
+
+        def counting_tf(texts, kv, cs, *args, **kw):  # type: ignore[no-untyped-def]
+            shadowed.append(list(cs))
+            return real_tf(texts, kv, cs, *args, **kw)
+
+        eng.greedy_teacher_forced = counting_tf  # type: ignore[method-assign]
+        split = run_trajectories(eng, prompts, reference=F16, candidates=cands, n_predict=8,
+                                 ctx=128)
+    assert shadowed == [[cands[0]], [cands[1]]]
+    for c in cands:
+        a, b = joint[c], split[c]
+        assert isinstance(a, dict) and isinstance(b, dict)
+        assert a["score"] == b["score"] and a["teacher_forced"] == b["teacher_forced"]
+
+
+def test_a_candidate_failing_along_the_reference_costs_only_itself(tiny_model: Path) -> None:
+    from refract.engine import NonFiniteLogits
+
+    prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
+    q8 = "ctk=q8_0,ctv=q8_0"
+    with Engine(tiny_model, n_threads=2) as eng:
+        alone = run_trajectory(eng, prompts, reference=F16, candidate=q8, n_predict=8, ctx=128)
+    with Engine(tiny_model, n_threads=2) as eng:
+        shadowed: list[list[str]] = []
+        real_tf = eng.greedy_teacher_forced
+
+        def failing(texts, kv, cs, *args, **kw):  # type: ignore[no-untyped-def]
+            shadowed.append(list(cs))
+            if Q4 in cs:
+                raise NonFiniteLogits(Q4, 3, 40, "compare")
+            return real_tf(texts, kv, cs, *args, **kw)
+
+        eng.greedy_teacher_forced = failing  # type: ignore[method-assign]
+        out = run_trajectories(eng, prompts, reference=F16, candidates=[Q4, q8], n_predict=8,
+                               ctx=128)
+    assert shadowed == [[Q4, q8], [q8]]  # decoded again without the failing one
+    assert isinstance(out[Q4], NonFiniteLogits) and out[Q4].label == Q4
+    res = out[q8]
+    assert isinstance(res, dict)
+    assert res["score"] == alone["score"] and res["teacher_forced"] == alone["teacher_forced"]

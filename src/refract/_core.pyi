@@ -96,9 +96,9 @@ class Model:
 
     def validate(self, kv: KV) -> None: ...
 
-    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None) -> tuple:
+    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None, shadows: Sequence[KV] = []) -> tuple:
         """
-        Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows)), the last counting the logits rows read and those holding NaN or infinite values.
+        Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows), shadow_rows), (n_nonfinite_rows, n_rows) counting the logits rows read and those holding NaN or infinite values; shadow_rows holds, per shadow KV config, per prompt, the teacher-forced comparison rows (as from compare) of each generated token.
         """
 
     def generate_one(self, kv: KV, prompt: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], probe: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], n_predict: int, n_ctx_seq: int) -> dict: ...
@@ -123,6 +123,11 @@ class Model:
         """
         bytes a context would allocate: KV cache, logits output buffer, compute allowance
         """
+
+def shadow_buffer_bytes(n_seq: int, n_vocab: int, n_ctx_seq: int) -> int:
+    """
+    Bytes of reference logit rows a greedy decode with teacher-forced candidates holds at once.
+    """
 
 def generate_cells(model: Model, kv: KV, groups: Sequence[Sequence[tuple[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]]]], n_predict: int, n_ctx_seq: int, stop: str = '', progress: object | None = None) -> dict:
     """

@@ -210,6 +210,10 @@ class Engine:
         """Total of :meth:`estimate_context` (pass it to ``refract.memory.check_fits``)."""
         return int(self.estimate_context(kv, n_ctx_seq, n_seq, n_outputs)["total"])
 
+    def shadow_buffer_bytes(self, n_ctx_seq: int, n_seq: int) -> int:
+        """Reference logit rows :meth:`greedy_teacher_forced` holds at once, in bytes."""
+        return int(_core.shadow_buffer_bytes(n_seq, int(self.model_info["n_vocab"]), n_ctx_seq))
+
     def interrupt(self) -> None:
         """Stop the call running on this engine in another thread (it raises
         KeyboardInterrupt there). Ctrl-C does the same for a call in the main thread."""
@@ -372,7 +376,7 @@ class Engine:
         self._check_ctx(ctx)
         req = self.kv(kv, slot=_slot)
         ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
-        toks, top_ids, top_lps, (n_bad, n_rows) = self._call(
+        toks, top_ids, top_lps, (n_bad, n_rows), _ = self._call(
             self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
             progress or _noop,
         )
@@ -381,6 +385,48 @@ class Engine:
         if topk > 0:
             return list(toks), list(top_ids), list(top_lps)
         return list(toks)
+
+    def greedy_teacher_forced(
+        self,
+        prompts: Sequence[str | Sequence[int] | np.ndarray],
+        reference: str | KVConfig,
+        candidates: Sequence[str | KVConfig],
+        n_predict: int = 128,
+        ctx: int = 512,
+        chat_template: bool = False,
+        *,
+        sequential: bool = False,
+        group: int = 64,
+        topk: int = 0,
+        progress: Progress | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[list[dict[str, Any]]]]:
+        """The reference's greedy continuations (as :meth:`greedy` with ``topk``) and, per
+        candidate, per prompt, the teacher-forced comparison along that trajectory (the rows
+        :meth:`compare_sequence` gives, one per generated token), from one reference decode.
+
+        Each candidate decodes exactly the tokens the reference decodes, in its own context
+        (see ``greedy`` in csrc/decode.hpp); the reference's rows are the very rows that chose
+        each token. Raises :class:`NonFiniteLogits` for the reference or the first candidate
+        whose logits held a NaN or an infinity.
+        """
+        if n_predict < 1:
+            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
+        self._check_ctx(ctx)
+        req = self.kv(reference, slot=0)
+        cand_reqs = [self.kv(c, slot=1) for c in candidates]
+        ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
+        toks, top_ids, top_lps, (n_bad, n_rows), shadow = self._call(
+            self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
+            progress or _noop, cand_reqs,
+        )
+        if n_bad:
+            raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
+        for c, per_prompt in zip(cand_reqs, shadow, strict=True):
+            n_c = sum(int(r["n_nonfinite_cand"]) for r in per_prompt)
+            if n_c:
+                raise NonFiniteLogits(c.label, n_c, sum(int(r["kld"].size) for r in per_prompt),
+                                      "compare")
+        return list(toks), list(top_ids), list(top_lps), [list(x) for x in shadow]
 
     def generate_one(
         self,

@@ -594,10 +594,11 @@ def memory_plan(engine: Any, plan: ScorePlan) -> dict[str, int]:
     if opts.trajectory or opts.measure_floor:
         n_seq = 1 if opts.sequential else min(n_prompts, 64)
         gen = opts.ctx  # each sequence's cells: prompt + generation within ctx
+        # the reference decode with (at least) one candidate teacher-forced along it, and the
+        # reference rows held for that candidate's batched comparison
         need["trajectory"] = (
             est(ref, gen, n_seq, n_seq) + max(est(c, gen, n_seq, n_seq) for c in cands)
-            # teacher-forced comparison along one trajectory: one sequence per side
-            + 2 * est(ref, gen, 1, gen)
+            + engine.shadow_buffer_bytes(gen, n_seq)
         )
     if opts.kld or opts.measure_floor:
         need["kld"] = est(ref, opts.ctx, 1, opts.ctx) + sum(

@@ -313,17 +313,15 @@ def run_trajectories(
 ) -> dict[str, dict[str, Any] | Exception]:
     """Axis A for every candidate: decode, score, and explain the divergences.
 
-    The reference's trajectories (with their top-16 log-probabilities per step) come from the
-    engine's reference cache; the teacher-forced pass along each reference trajectory decodes
-    the reference once per prompt for all candidates. Returns, per candidate label, its axis
+    Each candidate decodes its own greedy trajectories; then the reference decodes its
+    trajectories (with their top-16 log-probabilities per step) while every candidate is
+    teacher-forced along them in a context of its own, so the teacher-forced comparison costs
+    one prefill of each trajectory per candidate and no extra reference pass. The reference's
+    trajectories go into the engine's reference cache. Returns, per candidate label, its axis
     dict — or the exception that candidate raised (e.g. non-finite logits), so one broken
     candidate does not cost the others their results. A reference failure raises.
     """
     texts = [p.prompt for p in prompts]
-    ref_toks, ref_top_ids, ref_top_lps = reference_trajectories(
-        engine, texts, reference, n_predict=n_predict, ctx=ctx,
-        chat_template=chat_template, sequential=sequential, progress=progress,
-    )
     out: dict[str, dict[str, Any] | Exception] = {}
     cand_toks: dict[str, list[Any]] = {}
     for c in candidates:
@@ -337,74 +335,137 @@ def run_trajectories(
                 raise
             out[c] = exc
     live = [c for c in candidates if c in cand_toks]
+    ref_toks, ref_top_ids, ref_top_lps, tf = _reference_teacher_forced(
+        engine, texts, reference, live, out, n_predict=n_predict, ctx=ctx,
+        chat_template=chat_template, sequential=sequential, progress=progress,
+    )
+    live = [c for c in live if c in tf]
     results = {c: score_trajectories(prompts, list(ref_toks), cand_toks[c], n_predict)
                for c in live}
 
     # Teacher-forced along each reference trajectory: the distribution drift exactly where
     # the model generates, and each candidate's KL at its first divergence step.
-    kls: dict[str, list[Any]] = {c: [] for c in live}
-    top1: dict[str, list[Any]] = {c: [] for c in live}
-    div_rows: dict[str, dict[str, list[Any]]] = {
-        c: {"ids": [], "top_ids": [], "top_lps": [], "ref": [], "cand": [], "kl": []}
-        for c in live
-    }
-    for i, p in enumerate(prompts):
-        ref = ref_toks[i]
-        if ref.size == 0 or not live:
-            continue
-        pid = engine.prompt_ids(p.prompt, chat_template=chat_template)
-        seq = _concat(pid, ref)
-        first = int(pid.size) - 1
-        rows_by_cand = _compare_all(engine, seq, reference, live, out, first=first,
-                                    last=first + int(ref.size) - 1, ctx=max(ctx, int(seq.size)))
-        for c, rows in rows_by_cand.items():
-            kls[c].append(rows["kld"])
-            top1[c].append(rows["same_top1"])
-            j = results[c]["per_prompt"][i]["first_divergence"]
+    for c in live:
+        result = results[c]
+        d: dict[str, list[Any]] = {"ids": [], "top_ids": [], "top_lps": [], "ref": [],
+                                   "cand": [], "kl": []}
+        kls, top1 = [], []
+        for i, p in enumerate(prompts):
+            ref = ref_toks[i]
+            if ref.size == 0:
+                continue
+            rows = tf[c][i]
+            kls.append(rows["kld"])
+            top1.append(rows["same_top1"])
+            j = result["per_prompt"][i]["first_divergence"]
             if j is None or j >= min(ref.size, cand_toks[c][i].size):
                 continue
-            d = div_rows[c]
             d["ids"].append(p.id)
             d["top_ids"].append(ref_top_ids[i][j])
             d["top_lps"].append(ref_top_lps[i][j])
             d["ref"].append(int(ref[j]))
             d["cand"].append(int(cand_toks[c][i][j]))
             d["kl"].append(float(rows["kld"][j]) if j < rows["kld"].size else None)
-
-    for c in live:
-        if c in out:  # failed in the teacher-forced pass
-            continue
-        result, d = results[c], div_rows[c]
         result["divergence"] = analyze_divergences(
             d["top_ids"], d["top_lps"], d["cand"], ref_tokens=d["ref"], cand_kl=d["kl"],
             ids=d["ids"], near_tie_threshold=near_tie_threshold,
         )
-        result["teacher_forced"] = _teacher_forced_summary(kls[c], top1[c])
+        result["teacher_forced"] = _teacher_forced_summary(kls, top1)
         result["decode_mode"] = "sequential" if sequential else "batched"
         result["chat_template"] = chat_template
         out[c] = result
     return {c: out[c] for c in candidates}
 
 
-def _compare_all(
-    engine: Any, seq: Any, reference: str, live: list[str],
-    failed: dict[str, dict[str, Any] | Exception], *, first: int, last: int, ctx: int,
-) -> dict[str, dict[str, Any]]:
-    """compare_sequence for every live candidate at once (one reference decode); a candidate
-    that raises is moved from ``live`` to ``failed`` and the rest are compared again."""
-    while live:
-        try:
-            rows = engine.compare_sequence(seq, reference, list(live), first=first, last=last,
-                                           ctx=ctx)
-            return dict(zip(live, rows, strict=True))
-        except Exception as exc:
-            label = getattr(exc, "label", None)
-            if label in live and not (label == reference and reference not in live):
-                failed[label] = exc
-                live.remove(label)
-                continue
-            raise
-    return {}
+def _reference_teacher_forced(
+    engine: Any, texts: list[str], reference: str, live: list[str],
+    failed: dict[str, dict[str, Any] | Exception], *, n_predict: int, ctx: int,
+    chat_template: bool, sequential: bool, progress: Any,
+) -> tuple[list[Any], list[Any], list[Any], dict[str, list[dict[str, Any]]]]:
+    """The reference's trajectories and each live candidate's teacher-forced rows along them.
+
+    Candidates ride along the reference decode in groups that fit in memory (each later group
+    decodes the reference again, token-identically); a candidate that raises is moved to
+    ``failed`` and its group is decoded again without it. The trajectories returned are those
+    of the engine's reference cache: a decode that disagrees with it is an error.
+    """
+    key = _reference_key(reference, texts, n_predict, ctx, chat_template, sequential)
+    tf: dict[str, list[dict[str, Any]]] = {}
+    traj: tuple[list[Any], list[Any], list[Any]] | None = None
+    n_seq = _n_seq(texts, sequential)
+    for group in _shadow_groups(engine, reference, live, ctx=ctx, n_seq=n_seq):
+        while group:
+            try:
+                toks, ids, lps, rows = engine.greedy_teacher_forced(
+                    texts, reference, group, n_predict, ctx, chat_template,
+                    sequential=sequential, topk=TOPK, progress=progress,
+                )
+            except Exception as exc:
+                label = getattr(exc, "label", None)
+                if label in group and label != reference:
+                    failed[label] = exc
+                    group.remove(label)
+                    continue
+                raise
+            tf.update(zip(group, rows, strict=True))
+            _check_same(reference, traj, toks)
+            traj = (toks, ids, lps)
+            break
+    if traj is None:
+        return (*reference_trajectories(
+            engine, texts, reference, n_predict=n_predict, ctx=ctx,
+            chat_template=chat_template, sequential=sequential, progress=progress,
+        ), tf)
+    fresh = traj
+    cached = engine.reference_cache.get_or_compute(key, lambda: fresh)
+    _check_same(reference, cached, fresh[0])
+    return (*cached, tf)
+
+
+def _check_same(
+    reference: str, before: tuple[list[Any], ...] | None, toks: Sequence[Any]
+) -> None:
+    """A reference decode must repeat token for token on one engine; anything else means no
+    trajectory number from it can be trusted."""
+    if before is None or before[0] is toks:
+        return
+    if len(before[0]) != len(toks) or any(
+        a.size != b.size or bool((a != b).any()) for a, b in zip(before[0], toks, strict=True)
+    ):
+        raise RuntimeError(
+            f"the reference {reference} decoded other greedy trajectories than before on this "
+            "engine; its decode is not reproducible here, so no trajectory score is valid"
+        )
+
+
+def _n_seq(texts: Sequence[str], sequential: bool) -> int:
+    return 1 if sequential else max(1, min(len(texts), 64))
+
+
+def _shadow_groups(
+    engine: Any, reference: str, live: list[str], *, ctx: int, n_seq: int
+) -> list[list[str]]:
+    """Candidates to teacher-force along one reference decode: as many at once as fit beside
+    the reference context in the memory available now (all of them when that is unknown)."""
+    if len(live) <= 1:
+        return [list(live)] if live else []
+    from refract.memory import available_bytes
+
+    avail = available_bytes()
+    if avail is None:
+        return [list(live)]
+    est = engine.estimate_context_bytes
+    per = max(1, max(est(c, ctx, n_seq, n_seq) for c in live))
+    room = avail - est(reference, ctx, n_seq, n_seq) - engine.shadow_buffer_bytes(ctx, n_seq)
+    g = int(max(1, min(len(live), room // per)))
+    return [list(live[i:i + g]) for i in range(0, len(live), g)]
+
+
+def _reference_key(
+    reference: str, texts: Sequence[str], n_predict: int, ctx: int, chat_template: bool,
+    sequential: bool,
+) -> tuple[Any, ...]:
+    return ("gtm", reference, tuple(texts), n_predict, ctx, chat_template, sequential)
 
 
 def reference_trajectories(
@@ -419,7 +480,7 @@ def reference_trajectories(
     progress: Any = None,
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """The reference's greedy trajectories with top-16 log-probs, decoded once per engine."""
-    key = ("gtm", reference, tuple(texts), n_predict, ctx, chat_template, sequential)
+    key = _reference_key(reference, texts, n_predict, ctx, chat_template, sequential)
     return engine.reference_cache.get_or_compute(  # type: ignore[no-any-return]
         key,
         lambda: engine.greedy(
@@ -486,12 +547,6 @@ def trajectory_noise_floor(
     }
 
 
-def _concat(a: Any, b: Any) -> Any:
-    import numpy as np
-
-    return np.concatenate([np.asarray(a, dtype=np.int32), np.asarray(b, dtype=np.int32)])
-
-
 def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -508,6 +563,7 @@ def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
             for name, q in (("max", 100), ("p99", 99), ("p90", 90), ("median", 50))
         },
         "same_top1_pct": 100.0 * float(t.mean()),
-        "description": "KL(ref||cand) teacher-forced along the reference's own trajectories; "
-        "beside the axis, not part of the composite.",
+        "description": "KL(ref||cand) teacher-forced along the reference's own trajectories "
+        "(the reference's rows are those of its greedy decode, the candidate's a prefill of the "
+        "same tokens); beside the axis, not part of the composite.",
     }
