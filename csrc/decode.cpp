@@ -96,17 +96,17 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
     res.topk_ids.resize(n);
     res.topk_logprobs.resize(n);
     const int n_seq_ctx = std::min(group, std::max(n, 1));
+    const int n_sh = (int) shadows.size();
+    res.shadow_rows.assign(n_sh, std::vector<std::vector<kld::RowStats>>(n));  // also with no prompts
     if (n == 0) return res;
     auto ctx = model.context(kv, n_ctx_seq, n_seq_ctx);
     const int64_t n_vocab = model.info().n_vocab;
-    const int n_sh = (int) shadows.size();
     std::vector<std::shared_ptr<Context>> sctx;
     for (const auto & sk : shadows) {
         if (sk.label == kv.label && sk.slot == kv.slot)
             throw UsageError("a shadow of " + kv.label + " must use another context slot");
         sctx.push_back(model.context(sk, n_ctx_seq, n_seq_ctx));
     }
-    res.shadow_rows.assign(n_sh, std::vector<std::vector<kld::RowStats>>(n));
     int64_t total_steps = 0;
     for (int i = 0; i < n; ++i) total_steps += std::min<int64_t>(n_predict, n_ctx_seq - (int64_t) prompts[i].size());
     int64_t done_tokens = 0;

@@ -239,3 +239,14 @@ def test_a_candidate_failing_along_the_reference_costs_only_itself(tiny_model: P
     res = out[q8]
     assert isinstance(res, dict)
     assert res["score"] == alone["score"] and res["teacher_forced"] == alone["teacher_forced"]
+
+
+def test_teacher_forced_decode_edges(tiny_engine: Engine) -> None:
+    # no prompts: nothing decoded, one empty row list per candidate
+    assert tiny_engine.greedy_teacher_forced([], F16, [Q4], n_predict=4, ctx=128) == (
+        [], [], [], [[]])
+    # a shadow in the generating context's own slot would decode into that very context
+    ref = tiny_engine.kv(F16, slot=0)
+    with pytest.raises(ValueError, match="another context slot"):
+        tiny_engine._m.greedy(ref, [tiny_engine.prompt_ids(PROMPTS[0])], 4, 128, 64, 0, None,
+                              [ref])
