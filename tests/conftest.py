@@ -15,6 +15,7 @@ Two CI rules live here (CI=true, as .ci/run sets it):
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -161,3 +162,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
     corpus = tmp_path / "c.txt"
     corpus.write_text("The big city of Paris is the capital of France. " * 400)
     return {"prompts": prompts, "corpus": corpus}
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT back to its default, so that
+    Python installs KeyboardInterrupt there even when the test run itself was started in the
+    background by a shell without job control (which makes children inherit SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import needs_core
+from conftest import needs_core, sigint_default
 from matrixkit import (
     CANDIDATES,
     SETTINGS,
@@ -209,7 +209,7 @@ def test_matrix_ctrl_c_exits_130_and_rerun_continues(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "refract", "matrix", str(spec), "--out-dir", str(out)],
-        stderr=subprocess.PIPE, text=True, env=env,
+        stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_default,
     )
     assert proc.stderr is not None
     lines = []

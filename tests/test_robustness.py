@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import needs_core, shared_file
+from conftest import needs_core, shared_file, sigint_default
 
 pytestmark = needs_core
 
@@ -77,7 +77,8 @@ def _interrupt_after(cmd: list[str], delay: float, cwd: Path) -> tuple[int, str,
     """Start ``cmd``, wait for its START line, sleep ``delay``, send SIGINT; returns
     (exit code, stdout, stderr, seconds from the signal to the exit)."""
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=cwd
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=cwd,
+        preexec_fn=sigint_default,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
