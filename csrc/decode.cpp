@@ -126,13 +126,13 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
     std::vector<const float *> rp, cp;
     std::vector<int32_t> nx;
     std::vector<kld::RowStats> st;
-    auto compare_rows = [&](int c, const std::vector<Pending> & rows, const float * const * refs,
-                            const std::function<const float *(int32_t)> & cand_row) {
+    // Rows `rows` of shadow c's last decode against the reference rows `refs`.
+    auto compare_rows = [&](int c, const std::vector<Pending> & rows, const float * const * refs) {
         const int nr = (int) rows.size();
         cp.resize(nr);
         nx.resize(nr);
         for (int i = 0; i < nr; ++i) {
-            cp[i] = cand_row(rows[i].srow);
+            cp[i] = logits_row(*sctx[c], rows[i].srow);
             nx[i] = rows[i].next;
         }
         st.assign(nr, kld::RowStats{});
@@ -145,7 +145,7 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
             for (size_t i = 0; i < pend.size(); ++i) rp[i] = refbuf.data() + i * (size_t) n_vocab;
             for (int c = 0; c < n_sh; ++c) {
                 check_decode(llama_decode(sctx[c]->get(), sbatch.get()), *sctx[c]);
-                compare_rows(c, pend, rp.data(), [&](int32_t r) { return logits_row(*sctx[c], r); });
+                compare_rows(c, pend, rp.data());
             }
         }
         sbatch.clear();
@@ -233,7 +233,7 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
             if (n_sh && prefill) {
                 for (int c = 0; c < n_sh; ++c) {
                     check_decode(llama_decode(sctx[c]->get(), batch.get()), *sctx[c]);
-                    compare_rows(c, kept, kept_ptr.data(), [&](int32_t r) { return logits_row(*sctx[c], r); });
+                    compare_rows(c, kept, kept_ptr.data());
                 }
             } else if (n_sh) {
                 for (size_t i = 0; i < kept.size(); ++i) {

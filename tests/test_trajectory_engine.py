@@ -245,6 +245,9 @@ def test_teacher_forced_decode_edges(tiny_engine: Engine) -> None:
     # no prompts: nothing decoded, one empty row list per candidate
     assert tiny_engine.greedy_teacher_forced([], F16, [Q4], n_predict=4, ctx=128) == (
         [], [], [], [[]])
+    # one string is not a list of prompts (it would decode one prompt per character)
+    with pytest.raises(TypeError, match="not one string"):
+        tiny_engine.greedy_teacher_forced(PROMPTS[0], F16, [Q4], n_predict=4, ctx=128)
     # a shadow in the generating context's own slot would decode into that very context
     ref = tiny_engine.kv(F16, slot=0)
     with pytest.raises(ValueError, match="another context slot"):

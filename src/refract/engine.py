@@ -366,22 +366,10 @@ class Engine:
         included. With ``topk > 0`` also returns, per prompt, [steps, topk] ids and
         log-probabilities of each step's distribution.
         """
-        if isinstance(prompts, (str, bytes)):
-            raise TypeError(
-                "prompts must be a list of prompts, not one string (it would decode one prompt "
-                "per character): use greedy([text], ...)"
-            )
-        if n_predict < 1:
-            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
-        self._check_ctx(ctx)
-        req = self.kv(kv, slot=_slot)
-        ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
-        toks, top_ids, top_lps, (n_bad, n_rows), _ = self._call(
-            self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
-            progress or _noop,
+        toks, top_ids, top_lps, _ = self._greedy_call(
+            prompts, self.kv(kv, slot=_slot), [], n_predict, ctx, chat_template,
+            1 if sequential else group, topk, progress,
         )
-        if n_bad:
-            raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
         if topk > 0:
             return list(toks), list(top_ids), list(top_lps)
         return list(toks)
@@ -409,24 +397,40 @@ class Engine:
         each token. Raises :class:`NonFiniteLogits` for the reference or the first candidate
         whose logits held a NaN or an infinity.
         """
-        if n_predict < 1:
-            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
-        self._check_ctx(ctx)
-        req = self.kv(reference, slot=0)
         cand_reqs = [self.kv(c, slot=1) for c in candidates]
-        ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
-        toks, top_ids, top_lps, (n_bad, n_rows), shadow = self._call(
-            self._m.greedy, req, ids, n_predict, ctx, 1 if sequential else group, topk,
-            progress or _noop, cand_reqs,
+        toks, top_ids, top_lps, shadow = self._greedy_call(
+            prompts, self.kv(reference, slot=0), cand_reqs, n_predict, ctx, chat_template,
+            1 if sequential else group, topk, progress,
         )
-        if n_bad:
-            raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
         for c, per_prompt in zip(cand_reqs, shadow, strict=True):
             n_c = sum(int(r["n_nonfinite_cand"]) for r in per_prompt)
             if n_c:
                 raise NonFiniteLogits(c.label, n_c, sum(int(r["kld"].size) for r in per_prompt),
                                       "compare")
         return list(toks), list(top_ids), list(top_lps), [list(x) for x in shadow]
+
+    def _greedy_call(
+        self, prompts: Sequence[str | Sequence[int] | np.ndarray], req: Any, shadows: list[Any],
+        n_predict: int, ctx: int, chat_template: bool, group: int, topk: int,
+        progress: Progress | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[Any]]:
+        """The one call into the native greedy decode (``shadows``: KV requests teacher-forced
+        along it); checks the arguments first and the generating config's logits after."""
+        if isinstance(prompts, (str, bytes)):
+            raise TypeError(
+                "prompts must be a list of prompts, not one string (it would decode one prompt "
+                "per character): use greedy([text], ...)"
+            )
+        if n_predict < 1:
+            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
+        self._check_ctx(ctx)
+        ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
+        toks, top_ids, top_lps, (n_bad, n_rows), shadow = self._call(
+            self._m.greedy, req, ids, n_predict, ctx, group, topk, progress or _noop, shadows,
+        )
+        if n_bad:
+            raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
+        return list(toks), list(top_ids), list(top_lps), list(shadow)
 
     def generate_one(
         self,
