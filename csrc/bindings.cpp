@@ -6,6 +6,7 @@
 #include "kld.hpp"
 #include "logcap.hpp"
 #include "model.hpp"
+#include "probe.hpp"
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -185,6 +186,35 @@ void init_build(nb::module_ & m) {
     m.def("ggml_types", [] { return refract::kv::all_ggml_type_names(); }, "every ggml type name");
     m.def("pin_fork_switches", &refract::kv::pin_fork_switches,
           "set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force");
+}
+
+void init_probe(nb::module_ & m) {
+    m.def("cpu_buffer_types", [] {
+        nb::gil_scoped_release nogil;
+        return refract::probe::cpu_buffer_types();
+    }, "the CPU device's weight buffer types (default first, then repacked / AMX ones)");
+    m.def(
+        "matmul_probe",
+        [](const std::string & buft, int n_threads) {
+            std::vector<refract::probe::MatmulCase> cases;
+            {
+                nb::gil_scoped_release nogil;
+                cases = refract::probe::matmul(buft, n_threads);
+            }
+            nb::list out;
+            for (const auto & c : cases) {
+                nb::dict d;
+                d["weight_type"] = c.weight_type;
+                d["supported"] = c.supported;
+                d["max_rel_err"] = c.max_rel_err;
+                d["finite"] = c.finite;
+                out.append(d);
+            }
+            return out;
+        },
+        "buffer_type"_a, "n_threads"_a = 2,
+        "one real MUL_MAT per probe weight type held in that buffer type, against a double reference "
+        "(run it in a child process: a kernel the CPU cannot run kills the process)");
 }
 
 void init_log(nb::module_ & m) {
@@ -540,6 +570,7 @@ NB_MODULE(_core, m) {
         }
     });
     init_build(m);
+    init_probe(m);
     init_log(m);
     init_kld(m);
     init_model(m);

@@ -32,6 +32,16 @@ def pin_fork_switches() -> dict[str, str]:
     set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force
     """
 
+def cpu_buffer_types() -> list[str]:
+    """
+    the CPU device's weight buffer types (default first, then repacked / AMX ones)
+    """
+
+def matmul_probe(buffer_type: str, n_threads: int = 2) -> list:
+    """
+    one real MUL_MAT per probe weight type held in that buffer type, against a double reference (run it in a child process: a kernel the CPU cannot run kills the process)
+    """
+
 def drain_log() -> list[tuple[int, str]]:
     """llama.cpp log lines (ggml level, text) captured since the last call"""
 

@@ -6,7 +6,8 @@ die with SIGILL (illegal instruction) somewhere inside ggml, with no message. Th
 writes what it needs into ``refract/_build_config.py``; :func:`install_guard` (called by
 ``refract/__init__.py``) puts a finder in front of ``import refract._core`` that compares
 it with the CPU's flags and raises :class:`ImportError` with a one-line explanation
-instead. Local builds (``-march=native``) record no baseline and are not checked.
+instead. Local builds (``-march=native``) record no baseline and are not checked; a build with
+ggml's AMX kernels in has them proved by a matmul in a child process first (refract/probe.py).
 ``REFRACT_SKIP_CPU_CHECK=1`` disables the check; ``REFRACT_CPUINFO`` reads the flags from
 another file than ``/proc/cpuinfo`` (tests use it to play an older CPU).
 """
@@ -79,6 +80,11 @@ class _Guard(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname == CORE:
             reason = unsupported_reason()
+            if reason is not None:
+                raise ImportError(reason, name=CORE)
+            from refract.probe import amx_startup_check
+
+            reason = amx_startup_check()  # AMX builds only: proved in a child, once per machine
             if reason is not None:
                 raise ImportError(reason, name=CORE)
             from refract.threads import apply_wait_policy

@@ -163,6 +163,9 @@ def _guard() -> Iterator[None]:
         _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except ImportError as exc:  # refract._core refused by the CPU guard or the AMX probe
+        _debug()
+        _fail(f"the native engine cannot be loaded: {exc}", EXIT_RUNTIME)
     except MemoryError:
         _fail("out of memory", EXIT_RUNTIME)
     except (RuntimeError, OSError) as exc:  # CorpusError (network), engine failures

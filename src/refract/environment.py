@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from refract.kvconfig import KVConfig
+from refract.probe import amx_status
 from refract.threads import wait_policy
 
 __all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
@@ -51,6 +52,8 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "model": str(engine.model_path),
         "llama_cpp_commit": info.get("llama_cpp_commit"),
         "llama_cpp_source": info.get("llama_cpp_source"),
+        "llama_cpp_flavour": info.get("llama_cpp_flavour"),
+        "turbo_kv_types": info.get("turbo_kv_types"),
         "refract_version": __version__,
         "backends": info.get("backends"),
         "kv_types_available": info.get("kv_types"),
@@ -64,6 +67,7 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "kv_allocated": engine.kv_allocations(),
         "fork_switches": dict(getattr(engine, "fork_switches", {}) or {}),
+        "amx": amx_status(),
     }
 
 

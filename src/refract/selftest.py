@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,18 +89,52 @@ def _model_checks(model: Path, threads: int | None) -> list[Check]:
 
 def run_selftest(model: Path | None = None, threads: int | None = None) -> SelftestResult:
     """Build info and checks; with ``model``, a short generation and a ref-vs-ref KLD."""
+    from refract import _cpu
     from refract.engine import build_info
+    from refract.probe import amx_status, run_matmul_probe
 
     info = build_info()
     result = SelftestResult(build=info)
+    amx = amx_status()
+    info["amx"] = amx
+    flags = _cpu.cpu_flags() or set()
+    cpu_amx = "amx_tile" in flags
+    # never blindly on: AMX is in only after the configure-time compiler check passed, and on a
+    # CPU with AMX it is either off or proved by the matmul probe below
+    decided = amx["enabled"] is not None and not (amx["enabled"] and amx["compiler_check"] != "ok")
+    state = "on" if amx["enabled"] else "off"
+    result.checks.append(
+        Check(
+            "AMX decision",
+            decided,
+            f"{state} (CPU {'lists' if cpu_amx else 'has no'} AMX; compiler "
+            f"{amx.get('compiler')}: tile-config check {amx.get('compiler_check')}): "
+            f"{amx.get('reason')}",
+        )
+    )
+    probe = run_matmul_probe()
+    result.checks.append(
+        Check(
+            "ggml matrix multiply (child process, against a double reference)",
+            probe.ok,
+            probe.summary() if probe.ok else probe.message,
+        )
+    )
     kv = list(info.get("kv_types") or [])
     result.checks.append(
         Check("KV types resolved by name", "f16" in kv and "q8_0" in kv, ", ".join(kv))
     )
+    commit = str(info.get("llama_cpp_commit"))
     result.checks.append(
-        Check("llama.cpp commit recorded", bool(info.get("llama_cpp_commit")),
-              str(info.get("llama_cpp_commit")))
+        Check("llama.cpp commit recorded", re.fullmatch(r"[0-9a-f]{40}", commit) is not None,
+              commit if commit != "unknown" else
+              "unknown: the tree had neither a pin stamp nor git metadata")
     )
-    if model is not None:
+    if model is not None and not probe.ok:
+        result.checks.append(
+            Check("model checks", False, "not run: the matmul probe failed, so computing here "
+                  "would crash this process")
+        )
+    elif model is not None:
         result.checks.extend(_model_checks(model, threads))
     return result
