@@ -321,6 +321,11 @@ def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None
     # tests/conftest.py sets OMP_WAIT_POLICY before the engine loads: the report names it
     assert env["omp_wait_policy"] == f"{os.environ['OMP_WAIT_POLICY']} (set by the user)"
     assert env["fork_switches"].get("TURBO_AUTO_ASYMMETRIC") is not None
+    # the build's AMX decision (issue 26), as selftest shows it
+    from refract.probe import amx_status
+
+    assert env["amx"]["compiler_check"] == amx_status()["compiler_check"]
+    assert env["amx"]["enabled"] is amx_status()["enabled"] and env["amx"]["reason"]
     assert "ctk=q8_0,ctv=q4_0" in env["kv_allocated"]
     for key in ("load_s", "gtm_s", "kld_s", "rniah_s", "plad_s", "total_s"):
         assert rep["timings"][key] >= 0.0, key
