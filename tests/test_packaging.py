@@ -120,6 +120,9 @@ def test_wheel_contents() -> None:
     ns: dict[str, object] = {}
     exec(build_config, ns)  # noqa: S102
     assert ns["PORTABLE"] is True
+    # never AMX in a wheel (x86-64-v3 baseline); the configure-time compiler check is recorded
+    assert ns["AMX_ENABLED"] is False and "portable" in str(ns["AMX_REASON"])
+    assert ns["AMX_COMPILER_CHECK"] in ("ok", "miscompiles", "unsupported", "not checked")
     if "x86_64" in tag:
         assert ns["X86_BASELINE"] == ("sse4_2", "avx", "avx2", "bmi2", "fma", "f16c")
 
