@@ -13,11 +13,11 @@ from refract.composite import (
     DIAG_DISTRIBUTION_BROKEN,
     DIAG_INTACT,
     DIAG_MILD_DRIFT,
-    DIAG_NO_AXES,
     DIAG_OTHERS_INTACT,
     DIAG_RETRIEVAL,
     FLOOR_MIN,
     NOISE_FLOOR_MIN_TOLERANCE,
+    NOT_MEASURED,
     band,
     band_summary,
     check_floor,
@@ -59,8 +59,9 @@ def test_composite_is_harmonic_mean_and_ignores_missing_axes():
 
 
 def test_composite_zero_axis_and_no_axes():
-    assert composite_score([]) == 0.0
-    assert composite_score({"gtm": None, "kld": None}) == 0.0
+    # no axis scored: nothing was measured, which is no composite at all, not a 0 (SPEC §4)
+    assert composite_score([]) is None
+    assert composite_score({"gtm": None, "kld": None}) is None
     assert composite_score([0.0, 100.0, 100.0]) == 0.0
     assert composite_score([-3.0, 100.0]) == 0.0
 
@@ -89,10 +90,10 @@ def test_composite_capped_at_100():
         (0.0, "FAIL"),
         (-5.0, "FAIL"),
         (math.nan, "FAIL"),
-        (None, "FAIL"),
+        (None, None),  # nothing measured: no band, never FAIL
     ],
 )
-def test_band_boundaries(score: float | None, expected: str):
+def test_band_boundaries(score: float | None, expected: str | None):
     assert band(score) == expected
 
 
@@ -101,6 +102,7 @@ def test_band_summaries_distinct_and_nonempty():
     assert len(set(texts.values())) == 4
     assert all(t.strip() for t in texts.values())
     assert band_summary("nonsense") == texts["FAIL"]
+    assert band_summary(None) == NOT_MEASURED and NOT_MEASURED not in texts.values()
 
 
 def _d(a=None, b=None, c=None, d=None) -> list[str]:
@@ -142,7 +144,7 @@ def test_diagnosis_ignores_axes_not_in_composite_and_accepts_letters():
     # C excluded (None) must not produce a retrieval sentence
     assert _d(95, 95, None, 95) == [DIAG_INTACT]
     assert diagnose({"A": 40, "B": 50, "C": 100, "D": 95}) == [DIAG_DISTRIBUTION_BROKEN]
-    assert diagnose({}) == [DIAG_NO_AXES]
+    assert diagnose({}) == []  # no axis: not a word about the KV config
 
 
 def test_diagnosis_nan_counts_as_failing():
@@ -159,8 +161,9 @@ def test_diagnosis_sentences_are_distinct():
         DIAG_INTACT,
         DIAG_MILD_DRIFT,
         DIAG_RETRIEVAL,
+        NOT_MEASURED,
     }
-    assert len(sentences) == 7
+    assert len(sentences) == 8
     assert "revert" in DIAG_CATASTROPHIC.lower()
     assert "audit" in DIAG_MILD_DRIFT.lower()
 

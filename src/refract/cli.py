@@ -277,6 +277,25 @@ def _write_reports(
         _write_report(reports[0], outs["--json-out"], outs["--html-out"])
 
 
+def _score_problems(reports: Sequence[dict[str, Any]]) -> str:
+    """One line on what went wrong in finished reports (failed axes; reports in which nothing
+    was measured), or ``""``."""
+    from refract.report.fields import axis_problems, is_measured
+
+    parts = []
+    failed = [f"{r['candidate']}: {k}" for r in reports if is_measured(r)
+              for k, a in r["axes"].items() if isinstance(a, dict) and a.get("error")]
+    if failed:
+        parts.append(f"axes failed ({'; '.join(failed)}); the reports keep the other axes")
+    for r in reports:
+        if not is_measured(r):
+            why = "; ".join(axis_problems(r))
+            parts.append(f"nothing was measured for {r['candidate']}: no axis produced a score"
+                         + (f" ({why})" if why else "") + "; its report has no composite and "
+                         "no band")
+    return "; ".join(parts)
+
+
 def _check_out_dir(out_dir: Path | None) -> None:
     from refract.score import check_output_path
 
@@ -349,11 +368,9 @@ def score(
             _stdout_console().print(summary_table(reports))
         total = max(r["timings"].get("total_s", 0.0) for r in reports)
         _say(f"refract: scored {len(reports)} candidate(s) in {total:.1f} s")
-        failed = [f"{r['candidate']}: {k}" for r in reports
-                  for k, a in r["axes"].items() if isinstance(a, dict) and a.get("error")]
-        if failed:
-            _say(f"refract: error: axes failed ({'; '.join(failed)}); the reports keep the "
-                 "other axes")
+        problems = _score_problems(reports)
+        if problems:
+            _say(f"refract: error: {problems}")
             raise typer.Exit(EXIT_RUNTIME)
 
 
@@ -390,11 +407,14 @@ def repeatability(
         plan = prepare_score(model, candidate, options, reporter=reporter,
                              outputs={"--json-out": json_out})
         from refract.repeatability import summarize_runs
+        from refract.report.fields import is_measured
 
         reports = []
         for i in range(runs):
             _say(f"refract: run {i + 1}/{runs}")
             [report] = execute_score(plan, reporter=reporter)
+            if not is_measured(report):  # no composite to compare: stop, never count a 0
+                _fail(f"run {i + 1}: {_score_problems([report])}", EXIT_RUNTIME)
             reports.append(report)
         summary = summarize_runs(reports)
         summary.update(

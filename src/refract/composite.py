@@ -3,10 +3,11 @@
 Everything here is pure arithmetic on axis scores (0–100, higher = closer to the reference):
 
 * :func:`composite_score` — unweighted harmonic mean of the axes that ran; any axis ≤ 0 (or
-  NaN) → 0; no axes → 0; capped at 100.
+  NaN) → 0; capped at 100; no axis scored → ``None`` (nothing was measured: refract-llm
+  writes 0 there, which reads as a FAIL of the KV config; we do not).
 * :func:`band` — EXCELLENT ≥ 90, PASS ≥ 80, DEGRADED ≥ 60, else FAIL (lower bounds inclusive);
-  NaN / missing → FAIL.
-* :func:`band_summary` — a one-line reading of a band.
+  NaN → FAIL; no score (``None``) → no band (``None``).
+* :func:`band_summary` — a one-line reading of a band (:data:`NOT_MEASURED` for none).
 * :func:`diagnose` — the diagnosis sentences, branching exactly as SPEC §4 describes.
 * :func:`check_floor` — the ``--measure-floor`` verdict (ref-vs-ref composite ≥ 99.5 and every
   ref-vs-ref trajectory identical).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 Band = Literal["EXCELLENT", "PASS", "DEGRADED", "FAIL"]
 
@@ -53,9 +54,14 @@ _SUMMARIES: Final[dict[Band, str]] = {
     "FAIL": "Substantial quality loss; treat this KV config as broken.",
 }
 
+NOT_MEASURED: Final[str] = (
+    "Nothing was measured: no axis produced a score, so there is no composite, no band and "
+    "no verdict on this KV config."
+)
+"""The summary of a report in which no axis scored (SPEC §4); its diagnosis is empty."""
+
 # Diagnosis sentences. Each begins with a short lead clause (up to the first colon) that
 # tables such as the leaderboard may use as a compact note.
-DIAG_NO_AXES: Final[str] = "No axis produced a score: nothing to diagnose."
 DIAG_CATASTROPHIC: Final[str] = (
     "Catastrophic: every measured axis fails, so this KV config breaks the model; revert to a "
     "higher-bit config."
@@ -107,27 +113,44 @@ def _score_items(scores: Mapping[str, Any] | Iterable[Any]) -> list[tuple[str, f
     return [(k, v) for k, v in pairs if v is not None]
 
 
-def composite_score(scores: Mapping[str, Any] | Iterable[Any]) -> float:
+def composite_score(scores: Mapping[str, Any] | Iterable[Any]) -> float | None:
     """Unweighted harmonic mean of the axes that ran.
 
     ``scores`` is a mapping axis → score or a plain sequence of scores; ``None`` entries are
     axes that did not run (or were excluded) and are ignored. Any axis ≤ 0 or NaN gives 0
-    (an axis that cannot vouch for the candidate sinks it); no axes give 0; the result is
-    capped at 100.
+    (an axis that cannot vouch for the candidate sinks it); the result is capped at 100.
+    No axis at all gives ``None``: nothing was measured, which is not a score of 0.
     """
     values = [v for _, v in _score_items(scores)]
     if not values:
-        return 0.0
+        return None
     if any(math.isnan(v) or v <= 0.0 for v in values):
         return 0.0
     hm = len(values) / math.fsum(1.0 / v for v in values)
     return min(100.0, hm)
 
 
-def band(score: float | None) -> Band:
-    """Band of a composite or axis score (lower bounds inclusive); NaN/None → FAIL."""
+@overload
+def band(score: float) -> Band: ...
+
+
+@overload
+def band(score: None) -> None: ...
+
+
+@overload
+def band(score: float | None) -> Band | None: ...
+
+
+def band(score: float | None) -> Band | None:
+    """Band of a composite or axis score (lower bounds inclusive); NaN → FAIL.
+
+    ``None`` (nothing was measured) has no band: ``None``, never FAIL.
+    """
     value = as_score(score)
-    if value is None or math.isnan(value):
+    if value is None:
+        return None
+    if math.isnan(value):
         return "FAIL"
     for name, lower in BAND_THRESHOLDS:
         if value >= lower:
@@ -135,8 +158,10 @@ def band(score: float | None) -> Band:
     return "FAIL"
 
 
-def band_summary(band_name: str) -> str:
-    """One-line reading of a band (unknown names read as FAIL)."""
+def band_summary(band_name: str | None) -> str:
+    """One-line reading of a band (unknown names read as FAIL; ``None``: nothing measured)."""
+    if band_name is None:
+        return NOT_MEASURED
     key = band_name.upper() if isinstance(band_name, str) else "FAIL"
     for name, text in _SUMMARIES.items():
         if name == key:
@@ -244,6 +269,9 @@ def diagnose(
 ) -> list[str]:
     """Diagnosis sentences for the axes in the composite (``None`` = not in the composite).
 
+    No axis at all gives no sentence (``[]``): nothing was measured, so there is nothing to say
+    about the KV config (the report's summary says so, :data:`NOT_MEASURED`).
+
     ``invalid`` maps axes whose candidate produced non-finite logits to the reason: each gets
     a sentence first, and the branching below runs over the other axes. ``noise_floor`` is
     ``axes.gtm.noise_floor``: a sentence saying whether Axis A is within it follows.
@@ -288,7 +316,7 @@ def diagnose(
 def _branch(present: Mapping[str, float]) -> list[str]:
     """SPEC §4's branching over the axes in the composite."""
     if not present:
-        return [DIAG_NO_AXES]
+        return []
     if all(_is_below(v, FAIL_BELOW) for v in present.values()):
         return [DIAG_CATASTROPHIC]
     low = {k for k, v in present.items() if _is_below(v, LOW_BELOW)}
@@ -362,7 +390,8 @@ def check_floor(
     composite is below ``floor_min`` (NaN included) or any trajectory differs.
     """
     if isinstance(floor_scores, Mapping):
-        score = composite_score(floor_scores)
+        comp = composite_score(floor_scores)
+        score = math.nan if comp is None else comp
     else:
         value = as_score(floor_scores)
         score = math.nan if value is None else value
@@ -400,6 +429,7 @@ __all__ = [
     "FLOOR_MIN",
     "LOW_BELOW",
     "DIAG_OTHERS_INTACT",
+    "NOT_MEASURED",
     "NOISE_FLOOR_MIN_TOLERANCE",
     "Band",
     "FloorCheck",

@@ -61,7 +61,14 @@ def summarize_runs(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         present = [v for v in values if v is not None]
         if len(present) == len(values):
             rows[key] = _stats(present)
-    rows["composite"] = _stats([float(r.get("composite") or 0.0) for r in reports])
+    composites = [r.get("composite") for r in reports]
+    unmeasured = [i + 1 for i, c in enumerate(composites) if c is None]
+    if unmeasured:  # a run that measured nothing has no composite: never count it as 0
+        raise ValueError(
+            f"run(s) {', '.join(map(str, unmeasured))} measured nothing (no axis scored): "
+            "there is no composite to compare across runs"
+        )
+    rows["composite"] = _stats([float(c) for c in composites if c is not None])
     worst_key = max(rows, key=lambda k: (rows[k]["stdev"], k == "composite"))
     worst = rows[worst_key]["stdev"]
     return {

@@ -141,8 +141,16 @@ class _Driver:
             outcome = self._outcome(index, event.get("candidate"))
             if outcome is None or outcome.state != "pending":
                 return
-            self._write(outcome.cell, event["report"])
-            self._finish(outcome, "ok")
+            report = event["report"]
+            self._write(outcome.cell, report)
+            from refract.report.fields import axis_problems, is_measured
+
+            if is_measured(report):
+                self._finish(outcome, "ok")
+            else:  # written (it says why), but no score: the cell failed and a rerun redoes it
+                why = "; ".join(axis_problems(report))
+                self._finish(outcome, "failed", "nothing was measured: no axis produced a "
+                             "score" + (f" ({why})" if why else ""))
         elif kind == "error":
             outcome = self._outcome(index, event.get("candidate"))
             if outcome is not None:

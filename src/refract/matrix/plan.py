@@ -4,7 +4,8 @@ A cell is one (model, candidate). Its report is ``<model-slug>__<candidate-slug>
 ``.html``) in the output directory and carries ``extras.matrix`` with the cell fingerprint: a
 hash of the score options' fingerprint, the reference, the candidate and the model file's
 identity (resolved path and size). A rerun skips a cell whose report loads and carries the
-same fingerprint; a missing, corrupt, partial or stale report is redone.
+same fingerprint; a missing, corrupt, partial or stale report, or one in which nothing was
+measured (no axis scored), is redone.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def report_matches(path: Path, fingerprint: str) -> tuple[bool, str | None]:
         return False, "made with other settings"
     if report.get("composite") is None and not isinstance(report.get("axes"), dict):
         return False, "incomplete"
+    from refract.report.fields import is_measured
+
+    if not is_measured(report):
+        return False, "it measured nothing (no axis scored)"
     return True, None
 
 

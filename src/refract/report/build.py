@@ -3,10 +3,15 @@
 Top level, in refract-llm's order: schema, framework_version, environment, repro_command,
 timestamp, score_direction, score_range, model, reference, candidate, composite, band,
 summary, diagnosis, composite_detail, axes, extras. Our own additions follow under clearly
-named keys: ``generator``, ``status`` (ok / partial), ``self_check``, ``provenance``,
-``settings``, ``model_info``, ``timings``, ``notes``; inside ``composite_detail``:
+named keys: ``generator``, ``status`` (ok / partial), ``measured``, ``self_check``,
+``provenance``, ``settings``, ``model_info``, ``timings``, ``notes``; inside ``composite_detail``:
 ``axes_in_composite``, ``excluded_axes``, ``error_axes``, ``invalid_axes``; per axis:
 ``status``, ``method``, ``method_version``, ``in_composite``.
+
+A report in which no axis scored (every axis skipped, failed or excluded) has ``composite``
+null, ``band`` null, ``measured`` false, an empty ``diagnosis`` and the summary
+:data:`refract.composite.NOT_MEASURED` (SPEC §4: no verdict on nothing; refract-llm writes a
+composite of 0 there).
 """
 
 from __future__ import annotations
@@ -164,7 +169,8 @@ def build_report(
 
     ``axes`` maps ``gtm``/``kld``/``rniah``/``plad`` to the axis result dicts (each with
     ``score`` plus its diagnostics); an absent key, ``None``, ``skipped: true`` or a ``None``
-    score gives a ``skipped: true`` entry. NaN scores band FAIL and zero the composite. An
+    score gives a ``skipped: true`` entry. NaN scores band FAIL and zero the composite; no
+    scored axis at all gives a null composite and band (nothing was measured). An
     R-NIAH result with ``confidence: "low"`` is reported but left out of the composite, with
     a note. ``floor`` is the :func:`refract.composite.check_floor` verdict when a noise floor
     was measured.
@@ -222,7 +228,7 @@ def build_report(
         in_composite[key] = score
     floor_info = _noise_floor(axis_entries["gtm"])
     comp = composite_score(in_composite)
-    comp_band = band(comp)
+    comp_band = band(comp)  # None when no axis scored: no composite, no band (SPEC §4)
     detail: dict[str, Any] = {f"{key}_score": in_composite[key] for key in AXES}
     if floor is not None:
         detail.update(floor.detail())
@@ -263,6 +269,7 @@ def build_report(
         "extras": dict(extras or {}),
         "generator": GENERATOR,
         "status": "partial" if errors else "ok",
+        "measured": comp is not None,
         "self_check": bool(self_check) if self_check is not None else candidate == reference,
         "provenance": dict(provenance) if provenance is not None else None,
         "settings": dict(settings) if settings is not None else None,

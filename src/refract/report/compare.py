@@ -21,6 +21,7 @@ from rich.text import Text
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import Comparability, check_comparable
 from refract.report.fields import (
+    NOT_MEASURED_LABEL,
     axis_cell,
     axis_problems,
     axis_scores,
@@ -50,8 +51,10 @@ class CompareRow:
     model: str
     reference: str
     candidate: str
-    composite: float
-    band: str
+    composite: float | None
+    """``None`` when no axis scored (shown as —, never ranked as a 0)."""
+    band: str | None
+    """``None`` when no axis scored (shown as ``not measured``, never FAIL)."""
     scores: dict[str, float | None]
     mean_kld: float | None
     framework: str
@@ -67,13 +70,25 @@ class CompareRow:
     """Fingerprint items on which this report differs from the others (allow-incompatible)."""
 
     @property
+    def measured(self) -> bool:
+        """Whether any axis scored (else there is no composite and no band)."""
+        return self.composite is not None
+
+    @property
+    def band_text(self) -> str:
+        return self.band or NOT_MEASURED_LABEL
+
+    @property
     def marker(self) -> str:
-        """``self-check``, ``partial``, ``unverified`` … (comma-separated), or ``""``."""
+        """``self-check``, ``partial``, ``not measured``, ``unverified`` … (comma-separated),
+        or ``""``."""
         marks = []
         if self.self_check:
             marks.append("self-check")
         if self.status != "ok":
             marks.append(self.status)
+        if not self.measured:
+            marks.append(NOT_MEASURED_LABEL)
         if not self.verified:
             marks.append("unverified")
         return ", ".join(marks)
@@ -107,6 +122,11 @@ def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = Non
     )
 
 
+def rank_key(row: CompareRow) -> tuple[bool, float, str]:
+    """Best composite first; reports in which nothing was measured last (never as a 0)."""
+    return (row.composite is None, -(row.composite or 0.0), row.name)
+
+
 def compare_rows(reports: Sequence[ReportSource], *, sort: bool = False) -> list[CompareRow]:
     """Rows for report paths and/or report dicts, in input order (or best composite first).
 
@@ -114,7 +134,7 @@ def compare_rows(reports: Sequence[ReportSource], *, sort: bool = False) -> list
     """
     rows = [row_for(*_load(src)) for src in reports]
     if sort:
-        rows.sort(key=lambda r: (-r.composite, r.name))
+        rows.sort(key=rank_key)
     return rows
 
 
@@ -145,7 +165,7 @@ def compare_reports(
         )
     rows = [replace(row, differs=tuple(result.marks(i))) for i, row in enumerate(rows)]
     if sort:
-        rows.sort(key=lambda r: (-r.composite, r.name))
+        rows.sort(key=rank_key)
     return CompareResult(rows=rows, comparability=result)
 
 
@@ -172,7 +192,7 @@ def row_cells(row: CompareRow, *, differs: bool = False) -> list[str]:
         row.model,
         row.candidate,
         fmt(row.composite),
-        row.band,
+        row.band_text,
         *(_axis_text(row, k) for k in AXES),
         fmt_kld(row.mean_kld),
         row.noise_floor,
@@ -239,7 +259,7 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
         table.add_column(header, justify="right" if i in numeric else "left")
     for row in rows:
         cells = [Text(c) for c in row_cells(row, differs=differs)]
-        cells[4].stylize(BAND_STYLES.get(row.band, ""))
+        cells[4].stylize(BAND_STYLES.get(row.band_text, ""))
         for j, key in enumerate(AXES):
             cells[5 + j].stylize(BAND_STYLES.get(row.cells.get(key, ""), ""))
         if differs and row.differs:
@@ -256,6 +276,7 @@ __all__ = [
     "compare_markdown",
     "compare_rows",
     "compare_table",
+    "rank_key",
     "row_cells",
     "row_for",
 ]

@@ -75,8 +75,32 @@ def axis_scores(report: Mapping[str, Any]) -> dict[str, float | None]:
     return {key: axis_score(report, key) for key in AXES}
 
 
-def report_composite(report: Mapping[str, Any]) -> float:
-    """The stored composite, or one recomputed from the axis scores when it is missing."""
+def scored_axes(report: Mapping[str, Any]) -> list[str]:
+    """The axes whose score is in the composite: ``composite_detail.axes_in_composite`` when
+    the report records it (ours), else inferred from the axis statuses (``ok`` and
+    ``invalid`` axes; refract-llm's reports and older ones)."""
+    detail = report.get("composite_detail")
+    listed = detail.get("axes_in_composite") if isinstance(detail, Mapping) else None
+    if isinstance(listed, list):
+        return [str(k) for k in listed]
+    return [k for k in AXES if axis_status(report, k) in ("ok", "invalid")]
+
+
+def is_measured(report: Mapping[str, Any]) -> bool:
+    """Whether any axis scored. A report in which none did has no composite and no band, and
+    says nothing about its KV config (SPEC §4), whatever composite it stores (refract-llm
+    writes 0 there)."""
+    flag = report.get("measured")
+    if isinstance(flag, bool):
+        return flag
+    return bool(scored_axes(report))
+
+
+def report_composite(report: Mapping[str, Any]) -> float | None:
+    """The stored composite, or one recomputed from the axis scores when it is missing;
+    ``None`` when nothing was measured (never a 0 for it)."""
+    if not is_measured(report):
+        return None
     stored = as_float(report.get("composite"))
     if stored is not None:
         return stored
@@ -86,11 +110,24 @@ def report_composite(report: Mapping[str, Any]) -> float:
     return composite_score(axis_scores(report))
 
 
-def report_band(report: Mapping[str, Any]) -> str:
+def report_band(report: Mapping[str, Any]) -> str | None:
+    """The stored band, or the band of :func:`report_composite`; ``None`` when nothing was
+    measured (never FAIL for it)."""
+    if not is_measured(report):
+        return None
     stored = report.get("band")
     if isinstance(stored, str) and stored:
         return stored
     return band(report_composite(report))
+
+
+NOT_MEASURED_LABEL = "not measured"
+"""How tables show the band of a report in which no axis scored."""
+
+
+def band_text(report: Mapping[str, Any]) -> str:
+    """The band for a table cell: the band, or ``not measured``."""
+    return report_band(report) or NOT_MEASURED_LABEL
 
 
 def mean_kld(report: Mapping[str, Any]) -> float | None:
@@ -263,11 +300,13 @@ def needle_keyword(axis: Mapping[str, Any]) -> Any:
 
 __all__ = [
     "AXIS_STATUSES",
+    "NOT_MEASURED_LABEL",
     "as_float",
     "axis_cell",
     "axis_problems",
     "axis_status",
     "is_self_check",
+    "is_measured",
     "is_verified",
     "needle_keyword",
     "noise_floor",
@@ -276,6 +315,7 @@ __all__ = [
     "axes_of",
     "axis_score",
     "axis_scores",
+    "band_text",
     "diagnosis_of",
     "fmt",
     "fmt_kld",
@@ -285,6 +325,7 @@ __all__ = [
     "report_band",
     "report_composite",
     "report_name",
+    "scored_axes",
     "short_note",
     "short_notes",
 ]

@@ -11,23 +11,24 @@ from typing import Any
 
 import numpy as np
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
+from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
 from refract.report.fields import (
     as_float,
     axes_of,
     axis_problems,
     axis_score,
     axis_status,
+    band_text,
     diagnosis_of,
     fmt,
     fmt_kld,
     framework_label,
+    is_measured,
     is_self_check,
     is_verified,
     model_name,
     needle_keyword,
     noise_floor,
-    report_band,
     report_composite,
     report_status,
 )
@@ -84,13 +85,14 @@ pre { background: var(--code); padding: 12px; border-radius: 8px; overflow: auto
 .pill.small { padding: 1px 8px; font-size: 0.72rem; }
 .pill.b-excellent { background: var(--excellent); } .pill.b-pass { background: var(--pass); }
 .pill.b-degraded { background: var(--degraded); } .pill.b-fail { background: var(--fail); }
-.pill.b-skipped, .pill.b-unscored { background: var(--muted); }
+.pill.b-skipped, .pill.b-unscored, .pill.b-not-measured { background: var(--muted); }
 .pill.b-error { background: #8250df; } .pill.b-invalid { background: var(--fail); }
 .banner { border-left: 4px solid var(--degraded); padding: 6px 12px; margin: 10px 0 0;
   background: var(--code); border-radius: 4px; }
 .banner.error { border-left-color: #8250df; }
 .c-excellent { color: var(--excellent); } .c-pass { color: var(--pass); }
 .c-degraded { color: var(--degraded); } .c-fail { color: var(--fail); }
+.c-not-measured { color: var(--muted); }
 .summary { font-size: 1.02rem; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
 th, td { text-align: left; padding: 5px 10px 5px 0; border-bottom: 1px solid var(--border);
@@ -133,12 +135,24 @@ footer { color: var(--muted); font-size: 0.82rem; text-align: center; }
 """
 
 
+GENERATOR_META_PREFIX = '<meta name="generator" content="refract'
+"""Every page refract writes carries ``<meta name="generator" content="refract VERSION">``:
+how a later run recognises a page it may replace (:mod:`refract.outputs`)."""
+
+
+def _generator_meta() -> str:
+    from refract import __version__
+
+    return f'{GENERATOR_META_PREFIX} {esc(__version__)}">\n'
+
+
 def page(title: str, body: str, *, wide: bool = False) -> str:
     """Wrap an (already escaped) body into a complete standalone HTML document."""
     main = '<main class="wide">' if wide else "<main>"
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        + _generator_meta()
+        + '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="color-scheme" content="light dark">\n'
         f"<title>{esc(title)}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n"
         f"{main}\n"
@@ -149,7 +163,8 @@ def page(title: str, body: str, *, wide: bool = False) -> str:
 def pill(band_name: str | None, small: bool = False) -> str:
     name = band_name or "skipped"
     size = " small" if small else ""
-    return f'<span class="pill{size} b-{esc(name.lower())}">{esc(name)}</span>'
+    cls = "-".join(name.lower().split())
+    return f'<span class="pill{size} b-{esc(cls)}">{esc(name)}</span>'
 
 
 def kv_table(pairs: Sequence[tuple[str, Any]]) -> str:
@@ -237,16 +252,23 @@ def _axis_heading(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) 
 
 def _header(report: Mapping[str, Any]) -> str:
     comp = report_composite(report)
-    comp_band = report_band(report)
-    cls = "c-" + comp_band.lower()
+    comp_band = band_text(report)
+    cls = "c-" + "-".join(comp_band.lower().split())
+    measured = is_measured(report)
     banners = ""
+    summary = report.get("summary") if measured else NOT_MEASURED
+    if not measured and axis_problems(report):
+        banners += (
+            '<p class="banner error"><strong>Why:</strong> '
+            + esc("; ".join(axis_problems(report))) + ".</p>"
+        )
     if is_self_check(report):
         banners += (
             '<p class="banner"><strong>Self-check: reference vs reference — not a quantization '
             "score.</strong> The candidate is the reference itself; this run measures "
             "refract's own run-to-run noise (a negative control).</p>"
         )
-    if report_status(report) != "ok":
+    if report_status(report) != "ok" and measured:
         banners += (
             '<p class="banner error"><strong>Partial report:</strong> '
             + esc("; ".join(p for p in axis_problems(report) if " error: " in p))
@@ -266,9 +288,9 @@ def _header(report: Mapping[str, Any]) -> str:
         '<div class="hero">'
         f'<div class="composite {esc(cls)}">{esc(fmt(comp))}</div>'
         f'<div class="hero-text">{pill(comp_band)}'
-        f'<div class="summary">{esc(report.get("summary") or "")}</div>'
-        f'<div class="note">composite: harmonic mean of the axes, 0–100, higher is closer to '
-        f"the reference · {esc(framework_label(report))}"
+        f'<div class="summary">{esc(summary or "")}</div>'
+        f'<div class="note">composite: harmonic mean of the axes that scored, 0–100, higher '
+        f"is closer to the reference · {esc(framework_label(report))}"
         f"{' · ' + esc(report['timestamp']) if report.get('timestamp') else ''}</div></div>"
         f"</div>{banners}</header>"
     )
@@ -276,7 +298,9 @@ def _header(report: Mapping[str, Any]) -> str:
 
 def _scores(report: Mapping[str, Any]) -> str:
     axes = axes_of(report)
-    items: list[tuple[str, float | None, str]] = [("Composite", report_composite(report), "")]
+    comp = report_composite(report)
+    items: list[tuple[str, float | None, str]] = [
+        ("Composite", comp, "" if comp is not None else "not measured")]
     for key in AXES:
         axis = axes.get(key, {})
         status = axis_status(report, key)

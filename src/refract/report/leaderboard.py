@@ -11,8 +11,10 @@ Each table ranks one candidate across models (rows are models) by composite. Wit
 * one row per model: when a directory holds several reports of the same model (same SHA-256,
   else same file name) for one candidate, the newest (by timestamp) is ranked and the others
   are listed as superseded;
-* negative controls (self-check: candidate == reference) and partial reports (an axis failed
-  at run time, so the composite covers fewer axes) are shown below the ranked rows, unranked;
+* negative controls (self-check: candidate == reference), partial reports (an axis failed
+  at run time, so the composite covers fewer axes) and reports in which nothing was measured
+  (no axis scored: no composite, no band) are shown below the ranked rows, unranked — a
+  report that measured nothing is never ranked, and never as a FAIL;
 * every row shows its framework version and a settings fingerprint; reports without input
   hashes (refract-llm's) are marked unverified, never refused.
 
@@ -36,7 +38,7 @@ from refract.report.comparability import (
     settings_fingerprint,
     settings_summary,
 )
-from refract.report.compare import CompareRow, row_for
+from refract.report.compare import CompareRow, rank_key, row_for
 from refract.report.fields import fmt, fmt_kld, short_notes
 from refract.report.io import ReportError, load_report, write_text
 
@@ -52,8 +54,9 @@ DISCLAIMERS: tuple[str, ...] = (
         "set, haystack) and settings; only the model differs."
     ),
     (
-        "Self-checks (candidate = reference) are negative controls and partial reports (an "
-        "axis failed) cover fewer axes: both are shown unranked."
+        "Self-checks (candidate = reference) are negative controls, partial reports (an "
+        "axis failed) cover fewer axes, and a report in which no axis scored measured "
+        "nothing: all three are shown unranked."
     ),
     (
         "Each row is one run; differences of a point or two are within run-to-run noise "
@@ -68,11 +71,12 @@ HTML_NAME = "leaderboard.html"
 @dataclass(frozen=True)
 class LeaderboardEntry:
     rank: int | None
-    """Competition rank among the ranked rows; ``None`` for controls and partial reports."""
+    """Competition rank among the ranked rows; ``None`` for controls, partial reports and
+    reports that measured nothing."""
     row: CompareRow
     notes: str
     kind: str = "ranked"
-    """``ranked``, ``control`` (self-check) or ``partial``."""
+    """``ranked``, ``control`` (self-check), ``partial`` or ``unmeasured`` (no axis scored)."""
     settings: str = ""
     """Settings fingerprint (8 hex digits): equal on every row of a comparable table."""
     differs: tuple[str, ...] = ()
@@ -135,6 +139,8 @@ def _notes(row: CompareRow, report: Mapping[str, Any], kind: str, differs: Seque
         parts.append("self-check: negative control, not ranked")
     elif kind == "partial":
         parts.append("partial: not ranked")
+    elif kind == "unmeasured":
+        parts.append("not measured: no axis scored, not ranked")
     parts += list(row.problems)
     diag = short_notes(report)
     if diag:
@@ -174,20 +180,22 @@ def _build_group(
             f"{comp.reasons()} (use --allow-incompatible to show them side by side anyway)"
         )
     marks = {names[i]: tuple(comp.marks(i)) for i in range(len(kept))}
-    ranked = [(r, rep) for r, rep in kept if not r.self_check and r.status == "ok"]
-    partial = [(r, rep) for r, rep in kept if not r.self_check and r.status != "ok"]
+    others = [(r, rep) for r, rep in kept if not r.self_check]
+    ranked = [(r, rep) for r, rep in others if r.status == "ok" and r.composite is not None]
+    partial = [(r, rep) for r, rep in others if r.status != "ok" and r.composite is not None]
+    unmeasured = [(r, rep) for r, rep in others if r.composite is None]
     control = [(r, rep) for r, rep in kept if r.self_check]
     entries: list[LeaderboardEntry] = []
     prev: float | None = None
     rank = 0
-    ordered = sorted(ranked, key=lambda r: (-r[0].composite, r[0].model, r[0].name))
+    ordered = sorted(ranked, key=lambda r: (-(r[0].composite or 0.0), r[0].model, r[0].name))
     for i, (row, report) in enumerate(ordered, start=1):
         if prev is None or row.composite != prev:
             rank = i  # competition ranking: ties share a rank
         prev = row.composite
         entries.append(_entry(rank, row, report, "ranked", marks[row.name]))
-    for kind, rows in (("partial", partial), ("control", control)):
-        for row, report in sorted(rows, key=lambda r: (-r[0].composite, r[0].model)):
+    for kind, rows in (("partial", partial), ("unmeasured", unmeasured), ("control", control)):
+        for row, report in sorted(rows, key=lambda r: (*rank_key(r[0]), r[0].model)):
             entries.append(_entry(None, row, report, kind, marks[row.name]))
     refs = sorted({r.reference for r, _ in kept})
     frameworks = sorted({r.framework for r, _ in kept})
@@ -279,7 +287,7 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         _rank_text(entry),
         row.model,
         fmt(row.composite),
-        row.band,
+        row.band_text,
         *(row.cells.get(k) or fmt(row.scores.get(k)) for k in AXES),
         fmt_kld(row.mean_kld),
         row.noise_floor,

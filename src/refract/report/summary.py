@@ -13,15 +13,17 @@ from rich.text import Text
 
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.fields import (
+    NOT_MEASURED_LABEL,
     axis_cell,
     axis_problems,
+    band_text,
     fmt,
     fmt_kld,
+    is_measured,
     is_self_check,
     mean_kld,
     model_name,
     noise_floor_text,
-    report_band,
     report_composite,
     report_status,
 )
@@ -40,6 +42,8 @@ _NUMERIC = {1, *range(3, 3 + len(AXES) + 1)}
 
 def _status(report: Mapping[str, Any]) -> str:
     parts = [report_status(report)]
+    if not is_measured(report):
+        parts.append(NOT_MEASURED_LABEL)
     if is_self_check(report):
         parts.append("self-check")
     parts += [p.split(":")[0] for p in axis_problems(report)]
@@ -47,12 +51,13 @@ def _status(report: Mapping[str, Any]) -> str:
 
 
 def summary_cells(report: Mapping[str, Any]) -> list[str]:
-    """One row: candidate, composite, band, A–D (or error / invalid / — / (excluded)), mean
-    KLD in nats, Axis A's numerical-noise floor (with verdict), status."""
+    """One row: candidate, composite (— when nothing was measured), band (or ``not
+    measured``), A–D (or error / invalid / — / (excluded)), mean KLD in nats, Axis A's
+    numerical-noise floor (with verdict), status."""
     return [
         str(report.get("candidate") or "?"),
         fmt(report_composite(report)),
-        report_band(report),
+        band_text(report),
         *(axis_cell(report, k) for k in AXES),
         fmt_kld(mean_kld(report)),
         noise_floor_text(report),

@@ -37,7 +37,8 @@ def _text(x: float, y: float, text: Any, cls: str = "", anchor: str = "start") -
 
 
 def band_class(score: float | None) -> str:
-    return "b-" + band(score).lower()
+    name = band(score)
+    return "b-" + (name.lower() if name is not None else "skipped")
 
 
 # --------------------------------------------------------------------------- score bars

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 from refract.report.fields import (
+    NOT_MEASURED_LABEL,
     as_float,
     axes_of,
     axis_score,
@@ -23,6 +24,7 @@ from refract.report.fields import (
     diagnosis_of,
     fmt,
     fmt_kld,
+    is_measured,
     is_self_check,
     model_name,
     noise_floor,
@@ -43,9 +45,13 @@ BAND_STYLES: dict[str, str] = {
     "error": "bold magenta",
     "unscored": "dim",
     "skipped": "dim",
+    NOT_MEASURED_LABEL: "bold magenta",
 }
 
 _BAR_WIDTH = 20
+
+NOT_MEASURED_CARD = "No axis produced a score: no composite, no band, no verdict."
+"""The card's one line for a report in which nothing was measured."""
 
 
 def _bar(score: float | None) -> Text:
@@ -89,17 +95,22 @@ def _axis_detail(key: str, axis: Mapping[str, Any]) -> str:
 
 def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     """The report card as a rich renderable."""
+    measured = is_measured(report)
     comp = report_composite(report)
-    comp_band = report_band(report)
+    comp_band = report_band(report) or NOT_MEASURED_LABEL
     style = BAND_STYLES.get(comp_band, "bold")
 
     head = Text()
-    head.append(f"{fmt(comp)}", style=style)
-    head.append("  ")
-    head.append(comp_band, style=style)
-    summary = report.get("summary")
-    if summary:
-        head.append(f"   {summary}")
+    if measured:
+        head.append(f"{fmt(comp)}", style=style)
+        head.append("  ")
+        head.append(comp_band, style=style)
+        summary = report.get("summary")
+        if summary:
+            head.append(f"   {summary}")
+    else:  # one line: no composite, no band, no verdict (SPEC §4)
+        head.append("—  NOT MEASURED", style=style)
+        head.append(f"   {NOT_MEASURED_CARD}")
 
     meta = Table.grid(padding=(0, 2))
     meta.add_column(style="dim")
@@ -163,7 +174,7 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
         parts.insert(0, Text(
             "Self-check: candidate = reference. This measures refract's own run-to-run noise "
             "(a negative control), not a quantization.", style="bold yellow"))
-    if report_status(report) != "ok":
+    if report_status(report) != "ok" and measured:
         failed = [k for k in AXES if axis_status(report, k) == "error"]
         parts.insert(0, Text(
             f"Partial report: {', '.join(f'{AXIS_LETTERS[k]} {AXIS_TITLES[k]}' for k in failed)}"
