@@ -30,7 +30,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tinymodel import CHATML, write_tiny_model  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: ../shared (read-only inputs: data sets, example reports, the TurboQuant fork's snapshot);
+#: REFRACT_SHARED_DIR points the tests elsewhere, e.g. at an empty directory to run the suite as
+#: on a user's clone without ../shared
+SHARED = Path(
+    os.environ.get("REFRACT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared"
+)
+SHARED_DATA = SHARED / "data"
+SHARED_VENDOR = SHARED / "vendor"
 
 #: skip reasons that mean a broken setup on CI (turned into failures there)
 CI_MUST_NOT_SKIP = ("shared data", "shared example", "../shared", "shared/data",
@@ -54,15 +61,21 @@ def have_core() -> bool:
 needs_core = pytest.mark.skipif(not have_core(), reason="refract._core is not built")
 
 
-def shared_file(name: str) -> Path:
-    """A file of ../shared/data: skipped on a user's clone without it, a failure on CI."""
-    p = SHARED_DATA / name
+def shared_file(name: str, where: str = "data") -> Path:
+    """A file (or directory) of ../shared/data (``where``: or another folder of ../shared):
+    skipped on a user's clone without it, a failure on CI."""
+    p = SHARED / where / name
     if not p.exists():
-        msg = f"{p} is not available (tests read ../shared/data when present)"
+        msg = f"{p} is not available (tests read ../shared/{where} when present)"
         if on_ci():
             pytest.fail(f"CI: {msg}", pytrace=False)
         pytest.skip(msg)
     return p
+
+
+def shared_vendor_file(name: str) -> Path:
+    """A file of ../shared/vendor (the TurboQuant fork's snapshot), as :func:`shared_file`."""
+    return shared_file(name, "vendor")
 
 
 def _module_uses_engine(module: object) -> bool:

@@ -24,11 +24,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import have_core, needs_core
+from conftest import SHARED_DATA, have_core, needs_core
 from refract import corpus
 from refract.cli import app
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXAMPLES = SHARED_DATA / "refract-examples"
 
 runner = CliRunner()
@@ -109,7 +108,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def examples() -> Path:
     if not EXAMPLES.is_dir() or not any(EXAMPLES.glob("*.json")):
-        pytest.skip(f"{EXAMPLES} is not available")
+        pytest.skip(f"shared example reports not available at {EXAMPLES}")
     return EXAMPLES
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA
+from conftest import shared_file
 from refract.cli import app
 from refract.report.comparability import IncompatibleReports
 from refract.report.io import write_report
@@ -24,8 +24,6 @@ from refract.report.leaderboard import (
     write_leaderboards,
 )
 from test_report import PROV, SETTINGS, make_axes, verified_report
-
-EXAMPLES = SHARED_DATA / "refract-examples"
 
 
 def model_report(name: str, sha: str, **kw: Any) -> dict[str, Any]:
@@ -116,9 +114,8 @@ def test_one_row_per_model_newest_wins(tmp_path: Path) -> None:
 
 
 def test_refract_llm_reports_are_ranked_and_marked_unverified(tmp_path: Path) -> None:
-    if not EXAMPLES.is_dir():
-        pytest.fail(f"{EXAMPLES} is missing")
-    board = build_leaderboard(EXAMPLES)  # comparable per candidate, no hashes: not refused
+    examples = shared_file("refract-examples")  # skipped without ../shared, a failure on CI
+    board = build_leaderboard(examples)  # comparable per candidate, no hashes: not refused
     assert not board.incompatible
     q8 = next(g for g in board.groups if g.candidate == "ctk=q8_0,ctv=turbo4")
     assert [e.rank for e in q8.entries] == [1, 2, 3]
@@ -127,7 +124,7 @@ def test_refract_llm_reports_are_ranked_and_marked_unverified(tmp_path: Path) ->
     # mixed with our verified reports of the same candidate: still compared on what both
     # carry (here n_predict 50 vs ours 40 → differs)
     mixed = tmp_path / "mixed"
-    shutil.copytree(EXAMPLES, mixed)
+    shutil.copytree(examples, mixed)
     write_report(model_report("ours", "9", candidate="ctk=q8_0,ctv=turbo4"), mixed / "o.json")
     with pytest.raises(IncompatibleReports, match="n_predict differs"):
         build_leaderboard(mixed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from refract.axes.plad import (
     PERTURBATIONS,
     STOPWORDS,
@@ -28,7 +29,7 @@ from refract.axes.plad import (
     score_plad,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 PROMPTS_V01 = DATA / "refract-prompts-v0.1.jsonl"
 EXAMPLES = DATA / "refract-examples"
 

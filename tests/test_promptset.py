@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from refract.promptset import BUNDLED_PROMPTS, Prompt, PromptSetError, load_prompts
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 V01 = SHARED_DATA / "refract-prompts-v0.1.jsonl"
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "refract" / "prompts" / BUNDLED_PROMPTS
 

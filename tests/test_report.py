@@ -14,6 +14,7 @@ import orjson
 import pytest
 from rich.console import Console
 
+from conftest import SHARED_DATA
 from refract.composite import (
     DIAG_BRITTLE,
     DIAG_DECODE_DRIFT,
@@ -43,8 +44,7 @@ from refract.report.leaderboard import (
 from refract.report.summary import summary_markdown, summary_table
 from refract.report.text import print_report, render_text
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EXAMPLES = SHARED / "data" / "refract-examples"
+EXAMPLES = SHARED_DATA / "refract-examples"
 
 # file stem → (composite, band, (A, B, C, D)) as published by refract-llm
 PUBLISHED = {

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from refract.axes.rniah import (
     CPT_HEAD_CHARS,
     NEEDLE,
@@ -24,7 +24,7 @@ from refract.axes.rniah import (
     snap_to_sentence_end,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 WIKITEXT = DATA / "wikitext-2-test.txt"
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from refract.axes.trajectory import (
     DEFAULT_NEAR_TIE_THRESHOLD,
     analyze_divergences,
@@ -16,7 +16,7 @@ from refract.axes.trajectory import (
 )
 from refract.promptset import Prompt
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "refract-examples"
+EXAMPLES = SHARED_DATA / "refract-examples"
 
 GTM_FIELDS = {
     "score",
