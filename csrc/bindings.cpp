@@ -184,6 +184,11 @@ void init_build(nb::module_ & m) {
     m.def("kv_types", [] { refract::backend_init(); return refract::kv::type_names(); },
           "KV cache type names the linked build supports");
     m.def("ggml_types", [] { return refract::kv::all_ggml_type_names(); }, "every ggml type name");
+    m.def("type_row_size", [](const std::string & name, int64_t n) {
+              if (n < 0) throw refract::UsageError("n must be >= 0");
+              return (uint64_t) ggml_row_size(refract::kv::resolve(name, "type"), n);
+          }, "name"_a, "n"_a,
+          "bytes ggml stores n values of that type in (its block size and bytes per block)");
     m.def("pin_fork_switches", &refract::kv::pin_fork_switches,
           "set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force");
 }
@@ -453,6 +458,19 @@ void init_model(nb::module_ & m) {
                  for (const auto & [label, v] : seen) d[label.c_str()] = allocations_to_list(v);
                  return d;
              })
+        .def("kv_bytes",
+             [](Model & self) {
+                 auto seen = run_unlocked(self, [&] { return self.kv_bytes(); });
+                 nb::dict d;
+                 for (const auto & [label, b] : seen) {
+                     nb::dict e;
+                     e["bytes"] = b.known ? nb::cast(b.bytes) : nb::none();
+                     e["cells"] = b.cells;
+                     d[label.c_str()] = e;
+                 }
+                 return d;
+             },
+             "KV bytes llama.cpp allocated for the last context of each KV label, and its cells")
         .def("release_contexts", [](Model & self) { run_unlocked(self, [&] { self.release_contexts(); }); })
         .def("interrupt", &Model::interrupt,
              "Stop the call running on this model (from another thread): it raises KeyboardInterrupt. "

@@ -41,6 +41,13 @@ struct Allocation {
     std::string type_v;
     long cells = 0;
 };
+// What a context's KV cache took: `bytes` over `cells` (every layer holds every cell: refract's
+// contexts use a full-size SWA cache). `known` is false where llama.cpp cannot say.
+struct KVBytes {
+    uint64_t bytes = 0;
+    uint64_t cells = 0;
+    bool known = false;
+};
 // Parses llama.cpp's "llama_kv_cache: size = ... K (q8_0): ..., V (q8_0): ..." lines.
 std::vector<Allocation> parse_allocations(const std::vector<std::string> & log_lines);
 

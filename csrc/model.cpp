@@ -1,5 +1,9 @@
 #include "model.hpp"
 
+#ifdef REFRACT_HAVE_MEMORY_BREAKDOWN
+#include "llama-ext.h"  // llama_get_memory_breakdown (llama.cpp src/, linked statically)
+#endif
+
 #include "logcap.hpp"
 
 #include <ggml-backend.h>
@@ -166,6 +170,13 @@ Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
         }
         if (ctx_) alloc_ = kv::parse_allocations(logcap::lines_since(mark));
     }
+#ifdef REFRACT_HAVE_MEMORY_BREAKDOWN
+    if (ctx_) {
+        for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx_.get())) kv_bytes_.bytes += mb.context;
+        kv_bytes_.cells = llama_n_ctx(ctx_.get());
+        kv_bytes_.known = true;
+    }
+#endif
     if (!ctx_)
         throw EngineError("llama.cpp could not create a context for " + req.label + " (n_ctx " +
                           std::to_string(p.n_ctx) + ", " + std::to_string(n_seq) + " sequences); see the llama.cpp log");
@@ -320,6 +331,7 @@ std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, in
     ++created_;
     contexts_.push_front(c);
     alloc_seen_[req.label] = c->allocations();
+    kv_bytes_seen_[req.label] = c->kv_bytes();
     check_abort();
     return c;
 }

@@ -38,6 +38,9 @@ public:
     int n_seq() const { return n_seq_; }
     int n_batch() const { return n_batch_; }
     const std::vector<kv::Allocation> & allocations() const { return alloc_; }
+    // Bytes llama.cpp allocated for this context's KV cache (ggml buffers, all layers and
+    // streams) and its cells: exact, from llama.cpp's memory breakdown, not from type tables.
+    const kv::KVBytes & kv_bytes() const { return kv_bytes_; }
     ggml_type type_k() const { return type_k_; }
     ggml_type type_v() const { return type_v_; }
 
@@ -50,6 +53,7 @@ private:
     ggml_type type_k_, type_v_;
     int n_ctx_seq_, n_seq_, n_batch_;
     std::vector<kv::Allocation> alloc_;
+    kv::KVBytes kv_bytes_;
     ContextPtr ctx_;
 };
 
@@ -123,6 +127,8 @@ public:
     std::map<std::string, std::vector<kv::Allocation>> allocations() const;
     void release_contexts();
     ContextStats context_stats() const;
+    // KV bytes of the last context created for each KV label (see Context::kv_bytes).
+    std::map<std::string, kv::KVBytes> kv_bytes() const { return kv_bytes_seen_; }
     // What a context for (req, n_ctx_seq, n_seq) producing up to n_outputs logit rows per
     // batch would allocate (nothing is allocated).
     MemoryEstimate estimate(const KVRequest & req, int n_ctx_seq, int n_seq, int64_t n_outputs) const;
@@ -136,6 +142,7 @@ private:
     std::mutex mu_;
     std::atomic<bool> abort_{false};
     std::map<std::string, std::vector<kv::Allocation>> alloc_seen_;
+    std::map<std::string, kv::KVBytes> kv_bytes_seen_;
     std::list<std::shared_ptr<Context>> contexts_;  // most recently used first
     uint64_t created_ = 0, evicted_ = 0;
 };

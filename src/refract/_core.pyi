@@ -27,6 +27,11 @@ def kv_types() -> list[str]:
 def ggml_types() -> list[str]:
     """every ggml type name"""
 
+def type_row_size(name: str, n: int) -> int:
+    """
+    bytes ggml stores n values of that type in (its block size and bytes per block)
+    """
+
 def pin_fork_switches() -> dict[str, str]:
     """
     set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force
@@ -118,6 +123,11 @@ class Model:
     def kld_corpus(self, ref: KV, cands: Sequence[KV], tokens: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], ctx: int, chunks: int, progress: object | None = None) -> dict: ...
 
     def allocations(self) -> dict: ...
+
+    def kv_bytes(self) -> dict:
+        """
+        KV bytes llama.cpp allocated for the last context of each KV label, and its cells
+        """
 
     def release_contexts(self) -> None: ...
 

@@ -186,6 +186,21 @@ class Engine:
         """K/V types llama.cpp actually allocated, per KV label, per layer group."""
         return {k: list(v) for k, v in self._call(self._m.allocations).items()}
 
+    def kv_bytes(self) -> dict[str, dict[str, int | None]]:
+        """KV-cache bytes llama.cpp allocated, per KV label (the last context made for it):
+        ``bytes`` (exact, from llama.cpp's memory breakdown; None where the linked llama.cpp
+        cannot say), ``cells`` and ``per_token`` (bytes / cells: every layer holds every cell,
+        since refract's contexts keep a full-size SWA cache)."""
+        out: dict[str, dict[str, int | None]] = {}
+        for label, entry in dict(self._call(self._m.kv_bytes)).items():
+            raw, cells = entry["bytes"], int(entry["cells"])
+            total = None if raw is None else int(raw)
+            per = None if total is None or cells <= 0 else total // cells
+            if total is not None and cells > 0 and total % cells:
+                per = None  # not a whole number of bytes per cell: padding; do not guess
+            out[str(label)] = {"bytes": total, "cells": cells, "per_token": per}
+        return out
+
     def context_stats(self) -> dict[str, int]:
         """Contexts created and evicted by this engine so far, and how many are cached now."""
         return dict(self._call(self._m.context_stats))

@@ -66,6 +66,8 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "kv_allocated": engine.kv_allocations(),
+        # bytes llama.cpp allocated per KV config (never nominal bits per value)
+        "kv_bytes": engine.kv_bytes(),
         "fork_switches": dict(getattr(engine, "fork_switches", {}) or {}),
         "amx": amx_status(),
     }

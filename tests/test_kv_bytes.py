@@ -1,0 +1,55 @@
+"""KV bytes per token come from what llama.cpp allocated (its memory breakdown of the context's
+KV buffers), never from a table of nominal bits per value; they must equal ggml's own row size
+of each type times the model's KV dimensions (issue 20: every turbo type the build has, and
+q8_0 / q4_0)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import refract._core as core
+
+# every K/V pair the upstream build has plus, on the TurboQuant build, every turbo type
+BASE = ["ctk=f16,ctv=f16", "ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q8_0,ctv=q4_0"]
+TURBO = ["turbo2", "turbo3", "turbo4"]
+
+
+def _expected(info: dict[str, Any], ctk: str, ctv: str) -> int:
+    kv_heads = int(info["n_head_kv"] or info["n_head"])
+    k = core.type_row_size(ctk, kv_heads * int(info["head_dim_k"]))
+    v = core.type_row_size(ctv, kv_heads * int(info["head_dim_v"]))
+    return int(info["n_layer"]) * (k + v)
+
+
+def test_kv_bytes_per_token_from_allocations(demo_engine: Any) -> None:
+    eng = demo_engine
+    have = set(eng.kv_types())
+    configs = list(BASE)
+    configs += [f"ctk={t},ctv={t}" for t in TURBO if t in have]
+    configs += [f"ctk=q8_0,ctv={t}" for t in TURBO if t in have]
+    for kv in configs:
+        eng.greedy(["The capital of France is"], kv, n_predict=2, ctx=256)
+    got = eng.kv_bytes()
+    info = eng.model_info
+    for kv in configs:
+        ctk, ctv = (part.split("=")[1] for part in kv.split(","))
+        entry = got[kv]
+        assert entry["bytes"] is not None, f"{kv}: this llama.cpp cannot report KV bytes"
+        assert entry["cells"] >= 256
+        assert entry["per_token"] == _expected(info, ctk, ctv), (kv, entry)
+    # the sizes order as the types do: f16 > q8_0 > q4_0, and mixed in between
+    per = {kv: got[kv]["per_token"] for kv in BASE}
+    assert per["ctk=f16,ctv=f16"] > per["ctk=q8_0,ctv=q8_0"] > per["ctk=q8_0,ctv=q4_0"] > per[
+        "ctk=q4_0,ctv=q4_0"]
+    # Gemma 3 270M: 18 layers x 1 KV head x 256 dims, f16 K and V = 18 x 2 x 512 bytes
+    assert per["ctk=f16,ctv=f16"] == 18 * 2 * 512
+
+
+def test_type_row_size_is_ggml_s(tiny_engine: Any) -> None:
+    assert core.type_row_size("f16", 128) == 256
+    assert core.type_row_size("q8_0", 128) == 4 * 34  # 32-value blocks of 34 bytes
+    assert core.type_row_size("q4_0", 64) == 2 * 18
+    with pytest.raises(ValueError, match="type"):
+        core.type_row_size("nope", 32)
