@@ -179,6 +179,8 @@ nb::list allocations_to_list(const std::vector<refract::kv::Allocation> & v) {
 void init_build(nb::module_ & m) {
     m.def("llama_cpp_commit", &refract::build_commit, "llama.cpp commit the extension was built from");
     m.def("llama_cpp_source", &refract::build_source, "where that llama.cpp tree came from");
+    m.def("llama_cpp_flavour", &refract::build_flavour,
+          "which llama.cpp flavour that tree is: upstream, turboquant (pinned trees) or custom");
     m.def("backends", &refract::backends, "ggml backends compiled in");
     m.def("system_info", &refract::system_info, "llama.cpp's system info line");
     m.def("kv_types", [] { refract::backend_init(); return refract::kv::type_names(); },

@@ -25,6 +25,9 @@
 #ifndef REFRACT_LLAMA_SOURCE
 #define REFRACT_LLAMA_SOURCE "unknown"
 #endif
+#ifndef REFRACT_LLAMA_FLAVOUR
+#define REFRACT_LLAMA_FLAVOUR "unknown"
+#endif
 
 namespace refract {
 namespace {
@@ -120,6 +123,7 @@ void backend_init() {
 
 std::string build_commit() { return REFRACT_LLAMA_COMMIT; }
 std::string build_source() { return REFRACT_LLAMA_SOURCE; }
+std::string build_flavour() { return REFRACT_LLAMA_FLAVOUR; }
 
 std::vector<std::string> backends() {
     backend_init();

@@ -169,6 +169,7 @@ private:
 void backend_init();
 std::string build_commit();
 std::string build_source();
+std::string build_flavour();
 std::vector<std::string> backends();
 std::string system_info();
 

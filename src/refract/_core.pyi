@@ -15,6 +15,11 @@ def llama_cpp_commit() -> str:
 def llama_cpp_source() -> str:
     """where that llama.cpp tree came from"""
 
+def llama_cpp_flavour() -> str:
+    """
+    which llama.cpp flavour that tree is: upstream, turboquant (pinned trees) or custom
+    """
+
 def backends() -> list[str]:
     """ggml backends compiled in"""
 

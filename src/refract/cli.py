@@ -572,6 +572,7 @@ def selftest(
         typer.echo(f"refract {__version__}")
         typer.echo(f"llama.cpp commit: {b.get('llama_cpp_commit')}")
         typer.echo(f"llama.cpp source: {b.get('llama_cpp_source')}")
+        typer.echo(f"llama.cpp flavour: {b.get('llama_cpp_flavour')}")
         typer.echo(f"backends: {', '.join(b.get('backends') or [])}")
         typer.echo(f"KV types: {', '.join(b.get('kv_types') or [])}")
         for check in result.checks:

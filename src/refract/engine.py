@@ -617,11 +617,20 @@ def _raise_nonfinite(
 
 
 def build_info() -> dict[str, Any]:
-    """What the extension was built from and what it can do."""
+    """What the extension was built from and what it can do.
+
+    ``llama_cpp_flavour`` is the flavour of the llama.cpp tree (``upstream`` or ``turboquant``
+    for the pinned trees, ``custom`` for any other REFRACT_LLAMA_CPP_DIR tree), and
+    ``turbo_kv_types`` the TurboQuant KV types the linked build has (empty upstream)."""
+    kv_types = list(_core.kv_types())
+    # an editable install whose extension predates the binding (rebuilt by the next install)
+    flavour = getattr(_core, "llama_cpp_flavour", None)
     return {
+        "llama_cpp_flavour": flavour() if flavour is not None else "unknown",
         "llama_cpp_commit": _core.llama_cpp_commit(),
         "llama_cpp_source": _core.llama_cpp_source(),
         "backends": list(_core.backends()),
-        "kv_types": list(_core.kv_types()),
+        "kv_types": kv_types,
+        "turbo_kv_types": [t for t in kv_types if t.startswith("turbo")],
         "system_info": _core.system_info().strip(),
     }
