@@ -320,8 +320,8 @@ def prepare_score(
     opts = options or ScoreOptions()
     ref_cfg, cand_cfgs = check_candidates(candidates, opts.reference)
     for what, path in (outputs or {}).items():
-        if path is not None:
-            check_output_path(path, what)
+        if path is not None and not (what == "--out-dir" and Path(path).is_dir()):
+            check_output_path(path, what)  # an existing --out-dir is checked as a directory
 
     model_path = resolve_model(model)
     demo = os.fspath(model) == DEMO
@@ -330,6 +330,8 @@ def prepare_score(
     if opts.needs_prompts or opts.prompts is not None:
         plan.prompts_path = Path(opts.prompts).expanduser() if opts.prompts else None
         plan.prompts = load_prompts(plan.prompts_path)  # PromptSetError names file and line
+    if opts.plad:
+        check_plad_fires(plan)
     if opts.needs_corpus:
         plan.corpus_path, plan.corpus_text = _resolve_text(
             opts.corpus, "test", "corpus", demo=demo, auto_fetch=not opts.no_auto_fetch,
@@ -469,17 +471,23 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
             engine.check_ctx(opts.ctx)
         except ValueError as exc:
             raise UsageError(f"--ctx: {exc}") from None
+    # what the inputs make impossible is refused here, before any axis runs and before any
+    # report exists (tokenizing and rendering need the model's vocabulary and template, so
+    # this is the first point where it is known): never a report in which nothing scored
+    check_prompts_fit(engine, plan)
+    corpus_used: dict[str, Any] = {}
+    tokens = None
+    if opts.needs_corpus:
+        with _timed(shared, "tokenize_corpus_s"):
+            tokens, corpus_used = _corpus_tokens(engine, plan)
+        if opts.kld:
+            check_corpus_tokens(plan, len(tokens))
     check_memory(engine, plan)
     if opts.rniah:
         check_rniah_plan(engine, plan)
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     timings: dict[str, dict[str, float]] = {c: {} for c in cands}
     extras: dict[str, Any] = {}
-    corpus_used: dict[str, Any] = {}
-    tokens = None
-    if opts.needs_corpus:
-        with _timed(shared, "tokenize_corpus_s"):
-            tokens, corpus_used = _corpus_tokens(engine, plan)
 
     floor: FloorCheck | None = None
     if opts.measure_floor and not (opts.trajectory or opts.kld):
@@ -633,22 +641,135 @@ def check_memory(engine: Any, plan: ScorePlan) -> None:
 
 
 def check_rniah_plan(engine: Any, plan: ScorePlan) -> None:
-    """R-NIAH lengths that plan no cell are a usage error, found before any axis runs."""
-    from refract.axes.rniah import plan_rniah
+    """R-NIAH cells, planned and rendered through the chat template exactly as the axis does,
+    before any axis runs: lengths that plan no cell, cells none of which fits the model's
+    training context, and a chat template that cannot render them are usage errors."""
+    from refract.axes.rniah import schedule_rniah
+    from refract.chat import ChatTemplateError
 
     opts = plan.options
-    rplan = plan_rniah(
-        plan.haystack_text or "", lambda s: engine.tokenize(s, add_special=False),
-        up_to=opts.rniah_up_to, lengths=opts.rniah_lengths,
-        n_ctx_train=int(engine.model_info.get("n_ctx_train") or 0) or None,
-        positions=opts.rniah_positions, n_trials=opts.rniah_trials, seed=opts.seed,
-        n_predict=opts.rniah_n_predict,
-    )
-    if not rplan.cells:
+    try:
+        sched = schedule_rniah(
+            engine, plan.haystack_text or "", up_to=opts.rniah_up_to,
+            lengths=opts.rniah_lengths, positions=opts.rniah_positions,
+            n_trials=opts.rniah_trials, seed=opts.seed, n_predict=opts.rniah_n_predict,
+            early_stop=True,
+        )
+    except ChatTemplateError as exc:
+        raise UsageError(_template_refusal(
+            exc, plan, "Axis C (R-NIAH) renders its needle prompts")) from None
+    if not sched.plan.cells:
         asked = (f"--rniah-lengths {','.join(map(str, opts.rniah_lengths))}"
                  if opts.rniah_lengths else f"--rniah-up-to {opts.rniah_up_to}")
-        why = " ".join(rplan.notes) or "no length fits"
+        why = " ".join(sched.plan.notes) or "no length fits"
         raise UsageError(f"{asked} plans no R-NIAH cell: {why}")
+
+
+def _prompts_what(plan: ScorePlan) -> str:
+    opts = plan.options
+    return f"--prompts {opts.prompts}" if opts.prompts else "the bundled prompt set"
+
+
+def _corpus_what(plan: ScorePlan) -> str:
+    opts = plan.options
+    if opts.corpus is not None and opts.corpus != BUNDLED:
+        return f"--corpus {opts.corpus}"
+    name = plan.corpus_path.name if plan.corpus_path is not None else "?"
+    return f"the {'bundled' if opts.corpus == BUNDLED else 'default'} corpus {name}"
+
+
+def _template_users(plan: ScorePlan) -> str:
+    """The flags whose axes render prompts through the model's chat template."""
+    opts = plan.options
+    users = []
+    if opts.trajectory and opts.chat_template:
+        users.append("--chat-template")
+    if opts.full and (opts.plad or opts.rniah):
+        users.append("--full")
+    else:
+        users += [f for f, on in (("--axis-plad", opts.plad), ("--axis-rniah", opts.rniah))
+                  if on]
+    return " / ".join(users)
+
+
+def _template_refusal(exc: Exception, plan: ScorePlan, what: str) -> str:
+    msg = " ".join(str(exc).split()).rstrip(".")
+    return (f"{msg}; {what} through it: fix the model's chat template, or score without "
+            f"{_template_users(plan)}")
+
+
+def check_plad_fires(plan: ScorePlan) -> None:
+    """A prompt set on which no PLAD perturbation fires cannot score Axis D: refused before
+    the model loads (the perturbations are plain text functions of the prompts and seed)."""
+    from refract.axes.plad import plan_plad
+
+    if not plan_plad(plan.prompts, seed=plan.options.seed).cells:
+        flag = "--full" if plan.options.full else "--axis-plad"
+        raise UsageError(
+            f"{_prompts_what(plan)}: no PLAD perturbation (typo, case, punct, paraphrase) fires "
+            f"on any of its {len(plan.prompts)} prompt(s) at --seed {plan.options.seed}, so "
+            f"Axis D cannot be scored; use a prompt set with longer prompts or leave out {flag}"
+        )
+
+
+def check_corpus_tokens(plan: ScorePlan, n_tokens: int) -> None:
+    """A corpus shorter than one KLD window at ``--ctx`` measures nothing: refused."""
+    ctx = plan.options.ctx
+    if n_tokens < ctx:
+        raise UsageError(
+            f"{_corpus_what(plan)}: {n_tokens} tokens, one KLD window at --ctx {ctx} needs "
+            f"{ctx}; use a longer corpus or a smaller --ctx"
+        )
+
+
+def check_prompts_fit(engine: Any, plan: ScorePlan) -> None:
+    """Every prompt the trajectory and PLAD axes decode, tokenized as they tokenize it (through
+    the chat template where they use it, rendered in its sandbox), must leave room for one
+    generated token in ``--ctx``; a template that cannot render a prompt is refused too.
+
+    Raises :class:`UsageError` naming the prompt, its token count and the fix.
+    """
+    from refract.chat import ChatTemplateError
+
+    opts = plan.options
+    jobs: list[tuple[str, str, bool, str]] = []  # (prompt id, text, chat template, what)
+    if opts.trajectory:
+        via = "through the chat template" if opts.chat_template else "raw text with BOS"
+        jobs += [(p.id, p.prompt, opts.chat_template, via) for p in plan.prompts]
+    if opts.plad:
+        from refract.axes.plad import plan_plad
+
+        pplan = plan_plad(plan.prompts, seed=opts.seed)
+        jobs += [(pid, text, True, "PLAD anchor, through the chat template")
+                 for pid, text in zip(pplan.prompt_ids, pplan.anchors, strict=True)]
+        jobs += [(c.prompt_id, c.perturbed_prompt, True,
+                  f"PLAD {c.perturbation} perturbation, through the chat template")
+                 for c in pplan.cells]
+    too_long: list[tuple[str, int, str]] = []
+    seen: set[tuple[str, bool]] = set()
+    for pid, text, chat, via in jobs:
+        if (text, chat) in seen:
+            continue
+        seen.add((text, chat))
+        try:
+            n = int(engine.prompt_ids(text, chat_template=chat).size)
+        except ChatTemplateError as exc:
+            axis = "Axis D (PLAD)" if via.startswith("PLAD") else "Axis A (--chat-template)"
+            raise UsageError(_template_refusal(
+                exc, plan, f"{axis} renders prompt {pid!r} of {_prompts_what(plan)}")) from None
+        if n >= opts.ctx:
+            too_long.append((pid, n, via))
+    if too_long:
+        pid, n, via = too_long[0]
+        more = ""
+        if len(too_long) > 1:
+            others = sorted({p for p, _, _ in too_long[1:]} - {pid})
+            shown = ", ".join(repr(p) for p in others[:5]) + (" …" if len(others) > 5 else "")
+            more = f" (also too long: {shown})" if others else ""
+        raise UsageError(
+            f"{_prompts_what(plan)}: prompt {pid!r} has {n} tokens ({via}), which leaves no room "
+            f"to generate in --ctx {opts.ctx}{more}; use shorter prompts or a larger --ctx"
+        )
 
 
 def _title(axis: str, cand: str, cands: Sequence[str]) -> str:

@@ -133,6 +133,8 @@ def _punct(text: str, rng: random.Random | None = None) -> _Result:
     out = body[:-1] + tail if body.endswith(("?", ".")) else body + "?" + tail
     if out == text:
         return None, "unchanged"
+    if not out.strip():  # "?" alone: dropping it yields nothing (SPEC: skipped)
+        return None, "yields nothing"
     return out, ""
 
 
