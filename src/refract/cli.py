@@ -220,6 +220,11 @@ CandidatesOpt = Annotated[
     ),
 ]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress display.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace existing output files even when they are not "
+                 "refract's own (by default only a previous refract output is replaced)."),
+]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", "-t", min=1, max=4096, help="CPU threads.")
 ]
@@ -241,15 +246,31 @@ def _score_outputs(
     return {"--json-out": json_out, "--html-out": html_out}
 
 
-def _report_paths(out_dir: Path, report: dict[str, Any], html: bool) -> list[Path]:
+def _report_paths(out_dir: Path, model: str, candidate: str, html: bool) -> list[Path]:
     from refract.matrix.spec import slug
 
-    cand = str(report["candidate"]).replace("=", "-").replace(",", "_")
-    stem = f"{slug(Path(str(report['model'])).stem)}__{slug(cand)}"
+    cand = candidate.replace("=", "-").replace(",", "_")
+    stem = f"{slug(Path(model).stem)}__{slug(cand)}"
     paths = [out_dir / f"{stem}.json"]
     if html:
         paths.append(out_dir / f"{stem}.html")
     return paths
+
+
+def _check_score_outputs(plan: Any, outs: dict[str, Path | None], out_dir: Path | None,
+                         html: bool, overwrite: bool) -> None:
+    """Before the model loads: no output may replace a file refract did not write."""
+    from refract.outputs import OutputKind, check_replaceable_all
+
+    items: list[tuple[Path | None, str, OutputKind]] = [
+        (outs["--json-out"], "--json-out", "report"), (outs["--html-out"], "--html-out", "html")]
+    if out_dir is not None:
+        for cfg in plan.candidates:
+            paths = _report_paths(out_dir, str(plan.model_path), cfg.label, html)
+            items.append((paths[0], "--out-dir", "report"))
+            if html:
+                items.append((paths[1], "--out-dir", "html"))
+    check_replaceable_all(items, overwrite=overwrite)
 
 
 def _write_report(report: dict[str, Any], json_out: Path | None, html_out: Path | None) -> None:
@@ -271,7 +292,7 @@ def _write_reports(
 ) -> None:
     if out_dir is not None:
         for report in reports:
-            paths = _report_paths(out_dir, report, html)
+            paths = _report_paths(out_dir, str(report["model"]), str(report["candidate"]), html)
             _write_report(report, paths[0], paths[1] if html else None)
     if len(reports) == 1:
         _write_report(reports[0], outs["--json-out"], outs["--html-out"])
@@ -332,6 +353,7 @@ def score(
     html: Annotated[
         bool, typer.Option("--html", help="With --out-dir: an HTML report beside each JSON.")
     ] = False,
+    overwrite: OverwriteOpt = False,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Score candidate KV configs against the reference (default axes: trajectory + KLD).
@@ -351,6 +373,7 @@ def score(
         plan = prepare_score(model, candidate, options, reporter=reporter, outputs={
             **outs, "--out-dir": out_dir})
         _check_out_dir(out_dir)
+        _check_score_outputs(plan, outs, out_dir, html, overwrite)
         try:
             reports = execute_score(plan, reporter=reporter)
         except FloorFailed as exc:
@@ -390,6 +413,7 @@ def repeatability(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the statistics (JSON) here.")
     ] = None,
+    overwrite: OverwriteOpt = False,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Score N times (a fresh model load each) and report the run-to-run spread.
@@ -406,6 +430,9 @@ def repeatability(
         reporter = make_reporter(not no_progress)
         plan = prepare_score(model, candidate, options, reporter=reporter,
                              outputs={"--json-out": json_out})
+        from refract.outputs import check_replaceable
+
+        check_replaceable(json_out, "--json-out", "summary", overwrite=overwrite)
         from refract.repeatability import summarize_runs
         from refract.report.fields import is_measured
 
@@ -417,6 +444,9 @@ def repeatability(
                 _fail(f"run {i + 1}: {_score_problems([report])}", EXIT_RUNTIME)
             reports.append(report)
         summary = summarize_runs(reports)
+        from refract.outputs import SUMMARY_SCHEMA
+
+        summary = {"schema": SUMMARY_SCHEMA, "generator": "refract", **summary}
         summary.update(
             model=str(plan.model_path), reference=plan.reference.label,
             candidate=plan.candidate.label, settings=plan.settings(),
@@ -486,6 +516,7 @@ def leaderboard(
             "of refusing them (exit 2).",
         ),
     ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Rank the reports in a directory per candidate KV config (Markdown or HTML).
 
@@ -499,6 +530,10 @@ def leaderboard(
         if out.suffix.lower() not in (".md", ".markdown", ".html", ".htm"):
             raise UsageError(f"--out {str(out)!r}: use a .md or .html file name")
         check_output_path(out, "--out")
+        from refract.outputs import check_replaceable
+
+        check_replaceable(out, "--out", "html" if out.suffix.lower() in (".html", ".htm")
+                          else "markdown", overwrite=overwrite)
         if not in_dir.is_dir():
             raise UsageError(f"--in {str(in_dir)!r} is not a directory")
         board = build_leaderboard(in_dir, allow_incompatible=allow_incompatible)

@@ -41,6 +41,11 @@ def matrix(
         int, typer.Option("--ray-max-retries", min=0,
                           help="Ray retries of a model task whose worker died.")
     ] = 2,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace files in --out-dir even when they are not "
+                     "refract's own (by default only a previous refract output is replaced)."),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress lines.")] = False,
 ) -> None:
     """Score many candidate KV configs on many models: one report per cell + leaderboards.
@@ -51,7 +56,7 @@ def matrix(
     from refract.cli import EXIT_RUNTIME, _guard, _say
 
     with _guard():
-        from refract.matrix.driver import run_matrix
+        from refract.matrix.driver import check_outputs, run_matrix
         from refract.matrix.progress import make_matrix_progress
         from refract.matrix.spec import check_out_dir, check_settings, load_spec
 
@@ -69,6 +74,7 @@ def matrix(
             runner = LocalExecutor()  # type: ignore[assignment]
         progress = make_matrix_progress(not no_progress)
         check_settings(spec)
+        check_outputs(spec, out, overwrite=overwrite)
         result = run_matrix(spec, out, runner, progress)
         for path in result.leaderboards:
             _say(f"refract: wrote {path}")

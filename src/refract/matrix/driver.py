@@ -19,7 +19,14 @@ from refract.matrix.plan import Cell, matrix_extras, plan_cells
 from refract.matrix.progress import MatrixProgress
 from refract.matrix.spec import MatrixSpec, ModelEntry
 
-__all__ = ["CellOutcome", "Executor", "MatrixResult", "run_matrix", "write_leaderboards"]
+__all__ = [
+    "CellOutcome",
+    "Executor",
+    "MatrixResult",
+    "check_outputs",
+    "run_matrix",
+    "write_leaderboards",
+]
 
 STATUS_FILE = "matrix-status.jsonl"
 
@@ -64,6 +71,24 @@ class MatrixResult:
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.state == "failed"]
+
+
+def check_outputs(spec: MatrixSpec, out_dir: Path, *, overwrite: bool = False) -> None:
+    """Before any model loads: every file the run may write in ``out_dir`` (the reports of the
+    cells still to do, the status file, the leaderboards) is new or one of refract's own
+    outputs, unless ``overwrite`` (:mod:`refract.outputs`; a UsageError otherwise)."""
+    from refract.outputs import OutputKind, check_replaceable_all
+    from refract.report.leaderboard import HTML_NAME, MARKDOWN_NAME
+
+    items: list[tuple[Path, str, OutputKind]] = []
+    for cell in plan_cells(spec, out_dir):
+        if not cell.done:
+            items += [(cell.json_path, "--out-dir", "report"),
+                      (cell.html_path, "--out-dir", "html")]
+    items += [(out_dir / STATUS_FILE, "--out-dir", "status"),
+              (out_dir / MARKDOWN_NAME, "--out-dir", "markdown"),
+              (out_dir / HTML_NAME, "--out-dir", "html")]
+    check_replaceable_all(items, overwrite=overwrite)
 
 
 def write_leaderboards(out_dir: Path, progress: MatrixProgress | None = None) -> list[Path]:
