@@ -5,9 +5,12 @@
 
 :func:`prepare_score` checks every cheap thing first (KV strings parse and name types the
 linked build has, files exist and are readable, outputs are writable and overwrite no input,
-the corpus is cached or fetchable) and returns a :class:`ScorePlan`; :func:`execute_score`
-loads the model and runs it: axis by axis, the reference side once (the engine's
-:class:`~refract.engine.ReferenceCache`), then every candidate against it.
+the corpus is cached or fetchable, PLAD fires on the prompt set) and returns a
+:class:`ScorePlan`; :func:`execute_score` loads the model, refuses what only the model can
+tell is impossible (:func:`check_prompts_fit`, :func:`check_corpus_tokens`,
+:func:`check_memory`, :func:`check_rniah_plan`: a :class:`UsageError` before any axis runs, so
+no report is ever built over nothing), then runs it: axis by axis, the reference side once
+(the engine's :class:`~refract.engine.ReferenceCache`), then every candidate against it.
 
 A runtime failure inside one axis marks that axis ``error`` and keeps the others; a candidate
 that produced non-finite logits gets that axis ``invalid`` (score 0); a reference that produced

@@ -215,7 +215,7 @@ def _axis_badge(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) ->
         return pill("FAIL", True) + " " + pill("invalid", True)
     if status == "unscored":
         return pill("unscored", True)
-    return pill(str(axis.get("band") or band(score)), True)
+    return pill(str(axis.get("band") or band(score) or "skipped"), True)
 
 
 def _axis_heading(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:

@@ -155,7 +155,7 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
             table.add_row(title, fmt(score), label, _bar(score),
                           Text(str(axis.get("invalid_reason") or "non-finite logits")))
             continue
-        axis_band = str(axis.get("band") or band(score))
+        axis_band = str(axis.get("band") or band(score) or "skipped")
         if status == "unscored":
             label = Text("unscored", style="dim")
             label.append(" (excluded)", style="dim")
