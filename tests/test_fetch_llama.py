@@ -151,6 +151,18 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def do_GET(self) -> None:
+        if self.path.startswith("/cut/"):  # promises the whole file, sends half, hangs up
+            data = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
 
 @pytest.fixture
 def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
@@ -405,6 +417,19 @@ def test_unreachable_sources_are_refused(pin: dict[str, Any], work: Path,
     assert "not a file" in refused(work / "tq", "--archive", str(pin["dir"] / "missing.tar.gz"))
     assert "could not download" in refused(
         work / "tq", "--archive", (pin["dir"] / "missing.tar.gz").as_uri())
+    assert_nothing_left(work)
+
+
+def test_interrupted_and_oversized_downloads_are_refused(
+    pin: dict[str, Any], work: Path, http_dir: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, root = http_dir
+    (root / "a.tar.gz").write_bytes(pin["archive"].read_bytes())
+    msg = refused(work / "tq", "--archive", f"{base}/cut/a.tar.gz")
+    assert "could not download" in msg and "the transfer ended after" in msg
+    monkeypatch.setattr(fl, "MAX_DOWNLOAD", 100)
+    assert "larger than" in refused(work / "tq", "--archive", f"{base}/a.tar.gz")
     assert_nothing_left(work)
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import posixpath
@@ -137,6 +138,8 @@ FORK_KEEP = (
 )
 # refuse archives that would unpack to more than this (a decompression bomb, or not llama.cpp)
 MAX_UNPACKED = 1 << 30
+# refuse downloads larger than this (GitHub's full archive of the fork is far smaller)
+MAX_DOWNLOAD = 1 << 30
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -331,13 +334,24 @@ def _obtain(src: str, workdir: Path) -> Path:
     try:
         with urllib.request.urlopen(src, timeout=DOWNLOAD_TIMEOUT_S) as resp, \
                 out.open("wb") as f:
-            shutil.copyfileobj(resp, f, 1 << 20)
+            size = 0
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                size += len(block)
+                if size > MAX_DOWNLOAD:
+                    raise Refused(f"{src} is larger than {MAX_DOWNLOAD >> 20} MiB: "
+                                  "not a llama.cpp source archive")
+                f.write(block)
+            expected = resp.headers.get("Content-Length")
+            if expected and expected.isdigit() and int(expected) != size:
+                raise Refused(f"could not download {src}: the transfer ended after {size} of "
+                              f"{expected} bytes")
     except urllib.error.HTTPError as e:
         raise Refused(f"could not download {src}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise Refused(f"could not download {src}: {e.reason}") from None
-    except (OSError, ValueError) as e:
-        raise Refused(f"could not download {src}: {e}") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        # HTTPException: e.g. IncompleteRead, the connection closed before Content-Length
+        raise Refused(f"could not download {src}: {type(e).__name__}: {e}") from None
     return out
 
 
