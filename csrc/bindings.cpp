@@ -460,6 +460,22 @@ void init_model(nb::module_ & m) {
                  for (const auto & [label, v] : seen) d[label.c_str()] = allocations_to_list(v);
                  return d;
              })
+        .def("layer_types",
+             [](Model & self, const KVRequest & req) {
+                 auto layers = run_unlocked(self, [&] { return self.layer_types(req); });
+                 nb::list out;
+                 for (const auto & l : layers) {
+                     nb::dict d;
+                     d["layer"] = l.layer;
+                     d["type_k"] = l.type_k;
+                     d["type_v"] = l.type_v;
+                     out.append(d);
+                 }
+                 return out;
+             },
+             "req"_a,
+             "K/V type of each layer's cache tensor as llama.cpp's graph reads it (one probe token "
+             "in a short-lived context, recorded by llama.cpp's evaluation callback)")
         .def("kv_bytes",
              [](Model & self) {
                  auto seen = run_unlocked(self, [&] { return self.kv_bytes(); });

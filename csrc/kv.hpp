@@ -48,6 +48,12 @@ struct KVBytes {
     uint64_t cells = 0;
     bool known = false;
 };
+// One layer's KV cache tensor types.
+struct LayerTypes {
+    int layer = 0;
+    std::string type_k;
+    std::string type_v;
+};
 // Parses llama.cpp's "llama_kv_cache: size = ... K (q8_0): ..., V (q8_0): ..." lines.
 std::vector<Allocation> parse_allocations(const std::vector<std::string> & log_lines);
 

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #ifdef __GLIBC__
@@ -139,7 +140,8 @@ std::string system_info() {
 
 // ---------------------------------------------------------------- Context
 
-Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
+Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq,
+                 ggml_backend_sched_eval_callback cb_eval, void * cb_data)
     : req_(req), n_ctx_seq_(n_ctx_seq), n_seq_(n_seq) {
     type_k_ = kv::resolve(req.type_k, "K");
     type_v_ = kv::resolve(req.type_v, "V");
@@ -162,6 +164,8 @@ Context::Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq)
     p.no_perf = true;
     p.abort_callback = abort_requested;
     p.abort_callback_data = &model.abort_flag();
+    p.cb_eval = cb_eval;
+    p.cb_eval_user_data = cb_data;
 
     {
         // The switches and the log lines are process-wide: another engine's context creation
@@ -341,6 +345,59 @@ std::shared_ptr<Context> Model::context(const KVRequest & req, int n_ctx_seq, in
 }
 
 std::map<std::string, std::vector<kv::Allocation>> Model::allocations() const { return alloc_seen_; }
+
+namespace {
+struct LayerTypeProbe {
+    std::map<int, kv::LayerTypes> layers;
+};
+
+// "cache_k_l3", "cache_swa_v_l12" (the names llama.cpp gives its KV cache tensors): side and layer
+bool parse_cache_name(const char * name, char & side, int & layer) {
+    static const std::regex re(R"(^cache_(?:[a-z]+_)?([kv])_l([0-9]+)$)");
+    std::cmatch m;
+    if (!std::regex_match(name, m, re)) return false;
+    side = m[1].str()[0];
+    layer = std::stoi(m[2].str());
+    return true;
+}
+
+bool record_cache_types(ggml_tensor * t, bool ask, void * data) {
+    auto * probe = static_cast<LayerTypeProbe *>(data);
+    auto visit = [&](const ggml_tensor * x) {
+        for (int depth = 0; x && depth < 4; x = x->view_src, ++depth) {
+            char side = 0;
+            int layer = 0;
+            if (!parse_cache_name(x->name, side, layer)) continue;
+            auto & entry = probe->layers[layer];
+            entry.layer = layer;
+            (side == 'k' ? entry.type_k : entry.type_v) = ggml_type_name(x->type);
+        }
+    };
+    if (ask) {
+        visit(t);
+        for (int i = 0; i < GGML_MAX_SRC; ++i)
+            if (t->src[i]) visit(t->src[i]);
+    }
+    return false;  // no tensor data is needed: the graph runs as one piece
+}
+}  // namespace
+
+std::vector<kv::LayerTypes> Model::layer_types(const KVRequest & req) {
+    check_abort();
+    validate(req);
+    LayerTypeProbe probe;
+    {
+        Context c(*this, req, 256, 1, record_cache_types, &probe);
+        Batch batch(1, 1);
+        const llama_token tok = info_.bos >= 0 ? info_.bos : 0;
+        batch.add(tok, 0, 0, true);
+        if (llama_decode(c.get(), batch.get()) != 0)
+            throw EngineError("llama.cpp could not decode the layer-type probe for " + req.label);
+    }
+    std::vector<kv::LayerTypes> out;
+    for (auto & [layer, lt] : probe.layers) out.push_back(lt);
+    return out;
+}
 
 void Model::release_contexts() {
     contexts_.clear();

@@ -28,7 +28,9 @@ class Model;
 // One llama_context for one KV config and shape (n_ctx cells per sequence, n_seq sequences).
 class Context {
 public:
-    Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq);
+    // `cb_eval` / `cb_data`: llama.cpp's graph evaluation callback (the layer-type probe only)
+    Context(Model & model, const KVRequest & req, int n_ctx_seq, int n_seq,
+            ggml_backend_sched_eval_callback cb_eval = nullptr, void * cb_data = nullptr);
     // The batch size a context of that shape gets (tokens per llama_decode call).
     static int batch_for(int n_ctx_seq, int n_seq) { return std::max(1, std::min(std::max(n_ctx_seq, n_seq), 2048)); }
     llama_context * get() const { return ctx_.get(); }
@@ -127,6 +129,11 @@ public:
     std::map<std::string, std::vector<kv::Allocation>> allocations() const;
     void release_contexts();
     ContextStats context_stats() const;
+    // The K/V type of every layer's cache tensor, as llama.cpp's graph reads them: a short-lived
+    // context for `req` decodes one token with an evaluation callback that records the type of
+    // each `cache_*k_l<i>` / `cache_*v_l<i>` tensor the attention reads (the TurboQuant fork may
+    // give single layers other types than the context's, e.g. TURBO_LAYER_ADAPTIVE).
+    std::vector<kv::LayerTypes> layer_types(const KVRequest & req);
     // KV bytes of the last context created for each KV label (see Context::kv_bytes).
     std::map<std::string, kv::KVBytes> kv_bytes() const { return kv_bytes_seen_; }
     // What a context for (req, n_ctx_seq, n_seq) producing up to n_outputs logit rows per

@@ -326,6 +326,10 @@ def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None
     assert env["amx"]["compiler_check"] == amx_status()["compiler_check"]
     assert env["amx"]["enabled"] is amx_status()["enabled"] and env["amx"]["reason"]
     assert "ctk=q8_0,ctv=q4_0" in env["kv_allocated"]
+    # per layer, as llama.cpp's graph read the cache tensors; bytes from the allocations
+    [group] = env["kv_layers"]["ctk=q8_0,ctv=q4_0"]
+    assert (group["type_k"], group["type_v"]) == ("q8_0", "q4_0") and group["n_layers"] >= 1
+    assert env["kv_bytes"]["ctk=q8_0,ctv=q4_0"]["per_token"] > 0
     for key in ("load_s", "gtm_s", "kld_s", "rniah_s", "plad_s", "total_s"):
         assert rep["timings"][key] >= 0.0, key
     assert rep["repro_command"].startswith("refract score --model ")

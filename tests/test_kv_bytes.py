@@ -53,3 +53,36 @@ def test_type_row_size_is_ggml_s(tiny_engine: Any) -> None:
     assert core.type_row_size("q4_0", 64) == 2 * 18
     with pytest.raises(ValueError, match="type"):
         core.type_row_size("nope", 32)
+
+
+def test_layer_types_are_what_the_graph_reads(demo_engine: Any) -> None:
+    """Every layer's cache tensor type, recorded by llama.cpp's evaluation callback during a
+    one-token probe: on an upstream-style request every layer has the asked types."""
+    eng = demo_engine
+    n_layer = int(eng.model_info["n_layer"])
+    for kv in ("ctk=f16,ctv=f16", "ctk=q8_0,ctv=q4_0"):
+        layers = eng.kv_layer_types(kv)
+        assert [e["layer"] for e in layers] == list(range(n_layer)), kv
+        ctk, ctv = (part.split("=")[1] for part in kv.split(","))
+        assert {(e["type_k"], e["type_v"]) for e in layers} == {(ctk, ctv)}, layers
+
+
+def test_layer_groups_and_the_warning_that_names_them() -> None:
+    from refract.environment import kv_allocation_warnings, layer_groups
+    from refract.kvconfig import KVConfig
+
+    per_layer = [{"layer": i, "type_k": "q8_0", "type_v": "q8_0" if i in (0, 1, 6, 7) else
+                  "turbo2"} for i in range(8)]
+    groups = layer_groups(per_layer)
+    assert groups == [
+        {"layers": "0-1", "n_layers": 2, "type_k": "q8_0", "type_v": "q8_0"},
+        {"layers": "2-5", "n_layers": 4, "type_k": "q8_0", "type_v": "turbo2"},
+        {"layers": "6-7", "n_layers": 2, "type_k": "q8_0", "type_v": "q8_0"},
+    ]
+    cfg = KVConfig.parse("ctk=q8_0,ctv=turbo2")
+    # the per-cache log line names only the cache's types; the per-layer truth wins
+    log = {cfg.label: [{"layers": 8, "type_k": "q8_0", "type_v": "turbo2", "cells": 256}]}
+    assert kv_allocation_warnings(log, [cfg]) == []
+    [note] = kv_allocation_warnings(log, [cfg], {cfg.label: groups})
+    assert "layers 0-1 K=q8_0 V=q8_0" in note and "layers 6-7 K=q8_0 V=q8_0" in note
+    assert "2-5" not in note

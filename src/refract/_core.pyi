@@ -129,6 +129,11 @@ class Model:
 
     def allocations(self) -> dict: ...
 
+    def layer_types(self, req: KV) -> list:
+        """
+        K/V type of each layer's cache tensor as llama.cpp's graph reads it (one probe token in a short-lived context, recorded by llama.cpp's evaluation callback)
+        """
+
     def kv_bytes(self) -> dict:
         """
         KV bytes llama.cpp allocated for the last context of each KV label, and its cells

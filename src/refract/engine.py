@@ -186,6 +186,11 @@ class Engine:
         """K/V types llama.cpp actually allocated, per KV label, per layer group."""
         return {k: list(v) for k, v in self._call(self._m.allocations).items()}
 
+    def kv_layer_types(self, kv: str | KVConfig) -> list[dict[str, Any]]:
+        """The K/V type of each layer's cache as llama.cpp's graph reads it (a one-token probe
+        in a short-lived context): what was allocated, layer by layer, whatever was asked."""
+        return [dict(x) for x in self._call(self._m.layer_types, self.kv(kv))]
+
     def kv_bytes(self) -> dict[str, dict[str, int | None]]:
         """KV-cache bytes llama.cpp allocated, per KV label (the last context made for it):
         ``bytes`` (exact, from llama.cpp's memory breakdown; None where the linked llama.cpp

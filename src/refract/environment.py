@@ -47,6 +47,7 @@ def collect_environment(engine: Any) -> dict[str, Any]:
     from refract.engine import build_info
 
     info = build_info()
+    allocated = engine.kv_allocations()
     return {
         "backend": "refract (llama.cpp in-process)",
         "model": str(engine.model_path),
@@ -65,7 +66,9 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "flash_attn": getattr(engine, "flash_attn", None),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "kv_allocated": engine.kv_allocations(),
+        "kv_allocated": allocated,
+        # the K/V type of every layer, grouped into runs of equal types (what the graph read)
+        "kv_layers": {label: layer_groups(engine.kv_layer_types(label)) for label in allocated},
         # bytes llama.cpp allocated per KV config (never nominal bits per value)
         "kv_bytes": engine.kv_bytes(),
         "fork_switches": dict(getattr(engine, "fork_switches", {}) or {}),
@@ -73,18 +76,43 @@ def collect_environment(engine: Any) -> dict[str, Any]:
     }
 
 
+def layer_groups(layers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of consecutive layers with equal K/V types: ``[{"layers": "0-1", "n_layers": 2,
+    "type_k": "q8_0", "type_v": "q8_0"}, {"layers": "2-15", …}]``."""
+    groups: list[dict[str, Any]] = []
+    for entry in sorted(layers, key=lambda e: int(e["layer"])):
+        il, tk, tv = int(entry["layer"]), str(entry["type_k"]), str(entry["type_v"])
+        last = groups[-1] if groups else None
+        if last and last["type_k"] == tk and last["type_v"] == tv and last["_end"] == il - 1:
+            last["_end"] = il
+        else:
+            groups.append({"_start": il, "_end": il, "type_k": tk, "type_v": tv})
+    out = []
+    for g in groups:
+        span = f"{g['_start']}" if g["_start"] == g["_end"] else f"{g['_start']}-{g['_end']}"
+        out.append({"layers": span, "n_layers": g["_end"] - g["_start"] + 1,
+                    "type_k": g["type_k"], "type_v": g["type_v"]})
+    return out
+
+
 def kv_allocation_warnings(
-    allocated: Mapping[str, Iterable[Mapping[str, Any]]], requested: Iterable[KVConfig]
+    allocated: Mapping[str, Iterable[Mapping[str, Any]]],
+    requested: Iterable[KVConfig],
+    layers: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
 ) -> list[str]:
     """One note per KV config whose allocated K/V types differ from the requested ones
-    (the TurboQuant fork may silently swap types, e.g. K → q8_0 on high-GQA models)."""
+    (the TurboQuant fork may silently swap types, e.g. K → q8_0 on high-GQA models, or give
+    boundary layers q8_0 with TURBO_LAYER_ADAPTIVE). ``layers`` (the report's ``kv_layers``,
+    per-layer truth) wins over ``allocated`` (llama.cpp's per-cache log lines), which names
+    only the cache's types."""
     notes: list[str] = []
     seen: set[str] = set()
     for cfg in requested:
         if cfg.label in seen:
             continue
         seen.add(cfg.label)
-        groups = list(allocated.get(cfg.label, ()))
+        per_layer = list((layers or {}).get(cfg.label, ()))
+        groups = per_layer or list(allocated.get(cfg.label, ()))
         odd = [
             g for g in groups
             if str(g.get("type_k")) != cfg.ctk or str(g.get("type_v")) != cfg.ctv
@@ -92,7 +120,9 @@ def kv_allocation_warnings(
         if not odd:
             continue
         desc = "; ".join(
-            f"{g.get('layers', '?')} layers K={g.get('type_k')} V={g.get('type_v')}" for g in odd
+            (f"layers {g['layers']}" if "n_layers" in g else f"{g.get('layers', '?')} layers")
+            + f" K={g.get('type_k')} V={g.get('type_v')}"
+            for g in odd
         )
         notes.append(
             f"Warning: llama.cpp did not allocate the requested KV types for {cfg.label} "

@@ -797,7 +797,9 @@ def _report(
     from refract.report.build import build_report
 
     env = collect_environment(engine)
-    notes = list(kv_allocation_warnings(env.get("kv_allocated") or {}, [plan.reference, cand]))
+    notes = list(kv_allocation_warnings(
+        env.get("kv_allocated") or {}, [plan.reference, cand], env.get("kv_layers")
+    ))
     if notes:
         env["kv_allocation_warnings"] = list(notes)
     timings = dict(timings)
