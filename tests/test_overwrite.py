@@ -83,6 +83,10 @@ def test_recognises_refract_outputs_and_nothing_else(tmp_path: Path, tiny_model:
     assert is_refract_output(tmp_path / "r.html", "html")
     assert '<meta name="generator" content="refract ' in (tmp_path / "r.html").read_text()
     assert is_refract_output(tmp_path / "empty.json", "report")  # nothing to lose
+    # a damaged report of ours (a matrix rerun redoes it) is still ours
+    truncated = tmp_path / "truncated.json"
+    truncated.write_bytes((tmp_path / "r.json").read_bytes()[:200])
+    assert is_refract_output(truncated, "report")
     for path, kind in ((gguf, "report"), (tmp_path / "other.json", "report"),
                        (tmp_path / "r.json", "html"), (tmp_path / "notes.html", "html"),
                        (tmp_path / "notes.md", "markdown"), (tmp_path / "missing", "report"),

@@ -10,7 +10,9 @@ with one line and exit 2 unless the user passes ``--overwrite``.
 What counts as ours, per kind:
 
 * ``report``: JSON that loads as a refract / refract-llm report
-  (:func:`refract.report.io.validate_report`);
+  (:func:`refract.report.io.validate_report`), or a file that opens the way refract writes
+  one (``{"schema": "refract.report.…``): a damaged or truncated report of ours, which a matrix
+  rerun redoes;
 * ``html``: a page that carries ``<meta name="generator" content="refract ...">`` (every page
   refract writes), or a page of an earlier refract version (our title and stylesheet);
 * ``markdown``: a leaderboard (its first line is ``# REFRACT leaderboard``);
@@ -26,6 +28,7 @@ Only the start of a file is read, except for a JSON report, read whole up to
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final, Literal
@@ -59,6 +62,7 @@ KINDS: Final[dict[str, str]] = {
 MAX_JSON_BYTES: Final[int] = 256 * 1024 * 1024
 _HEAD_BYTES: Final[int] = 16 * 1024
 _LEADERBOARD_TITLE: Final[str] = "# REFRACT leaderboard"
+_REPORT_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract\.report\.v')
 SUMMARY_SCHEMA: Final[str] = "refract.repeatability.v1"
 """``schema`` of a ``refract repeatability --json-out`` summary."""
 
@@ -83,6 +87,8 @@ def _json(path: Path) -> object:
 def _is_report(path: Path) -> bool:
     from refract.report.io import ReportError, validate_report
 
+    if _REPORT_HEAD.match(_head(path, 256)):
+        return True  # ours, whole or damaged (schema is the first key refract writes)
     obj = _json(path)
     if not isinstance(obj, dict):
         return False
