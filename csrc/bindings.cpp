@@ -460,22 +460,29 @@ void init_model(nb::module_ & m) {
                  for (const auto & [label, v] : seen) d[label.c_str()] = allocations_to_list(v);
                  return d;
              })
-        .def("layer_types",
+        .def("kv_probe",
              [](Model & self, const KVRequest & req) {
-                 auto layers = run_unlocked(self, [&] { return self.layer_types(req); });
-                 nb::list out;
-                 for (const auto & l : layers) {
+                 auto probe = run_unlocked(self, [&] { return self.kv_probe(req); });
+                 nb::list layers;
+                 for (const auto & l : probe.layers) {
                      nb::dict d;
                      d["layer"] = l.layer;
                      d["type_k"] = l.type_k;
                      d["type_v"] = l.type_v;
-                     out.append(d);
+                     layers.append(d);
                  }
-                 return out;
+                 nb::list points;
+                 for (const auto * b : {&probe.small, &probe.large})
+                     if (b->known) points.append(nb::make_tuple(b->cells, b->bytes));
+                 nb::dict d;
+                 d["layers"] = layers;
+                 d["points"] = points;
+                 return d;
              },
              "req"_a,
              "K/V type of each layer's cache tensor as llama.cpp's graph reads it (one probe token "
-             "in a short-lived context, recorded by llama.cpp's evaluation callback)")
+             "in a short-lived context, recorded by llama.cpp's evaluation callback), and the KV "
+             "bytes (cells, bytes) llama.cpp allocated for contexts of two sizes")
         .def("kv_bytes",
              [](Model & self) {
                  auto seen = run_unlocked(self, [&] { return self.kv_bytes(); });

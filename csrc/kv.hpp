@@ -54,6 +54,13 @@ struct LayerTypes {
     std::string type_k;
     std::string type_v;
 };
+// What the KV probe learned of one KV config: every layer's types, and the KV bytes of two
+// contexts of different sizes (per-token bytes = their difference over the cell difference;
+// what is left is fixed, e.g. the TurboQuant fork's rotation matrices).
+struct Probe {
+    std::vector<LayerTypes> layers;
+    KVBytes small, large;
+};
 // Parses llama.cpp's "llama_kv_cache: size = ... K (q8_0): ..., V (q8_0): ..." lines.
 std::vector<Allocation> parse_allocations(const std::vector<std::string> & log_lines);
 

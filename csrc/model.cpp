@@ -382,20 +382,25 @@ bool record_cache_types(ggml_tensor * t, bool ask, void * data) {
 }
 }  // namespace
 
-std::vector<kv::LayerTypes> Model::layer_types(const KVRequest & req) {
+kv::Probe Model::kv_probe(const KVRequest & req) {
     check_abort();
     validate(req);
     LayerTypeProbe probe;
+    kv::Probe out;
     {
         Context c(*this, req, 256, 1, record_cache_types, &probe);
+        out.small = c.kv_bytes();
         Batch batch(1, 1);
         const llama_token tok = info_.bos >= 0 ? info_.bos : 0;
         batch.add(tok, 0, 0, true);
         if (llama_decode(c.get(), batch.get()) != 0)
-            throw EngineError("llama.cpp could not decode the layer-type probe for " + req.label);
+            throw EngineError("llama.cpp could not decode the KV probe for " + req.label);
     }
-    std::vector<kv::LayerTypes> out;
-    for (auto & [layer, lt] : probe.layers) out.push_back(lt);
+    {
+        Context c(*this, req, 512, 1);
+        out.large = c.kv_bytes();
+    }
+    for (auto & [layer, lt] : probe.layers) out.layers.push_back(lt);
     return out;
 }
 

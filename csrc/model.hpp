@@ -133,7 +133,8 @@ public:
     // context for `req` decodes one token with an evaluation callback that records the type of
     // each `cache_*k_l<i>` / `cache_*v_l<i>` tensor the attention reads (the TurboQuant fork may
     // give single layers other types than the context's, e.g. TURBO_LAYER_ADAPTIVE).
-    std::vector<kv::LayerTypes> layer_types(const KVRequest & req);
+    // The KV bytes of that context and of a second, larger one (no decode) go into the probe.
+    kv::Probe kv_probe(const KVRequest & req);
     // KV bytes of the last context created for each KV label (see Context::kv_bytes).
     std::map<std::string, kv::KVBytes> kv_bytes() const { return kv_bytes_seen_; }
     // What a context for (req, n_ctx_seq, n_seq) producing up to n_outputs logit rows per

@@ -29,18 +29,25 @@ def test_kv_bytes_per_token_from_allocations(demo_engine: Any) -> None:
     configs = list(BASE)
     configs += [f"ctk={t},ctv={t}" for t in TURBO if t in have]
     configs += [f"ctk=q8_0,ctv={t}" for t in TURBO if t in have]
-    for kv in configs:
-        eng.greedy(["The capital of France is"], kv, n_predict=2, ctx=256)
-    got = eng.kv_bytes()
     info = eng.model_info
+    per: dict[str, int] = {}
     for kv in configs:
         ctk, ctv = (part.split("=")[1] for part in kv.split(","))
-        entry = got[kv]
-        assert entry["bytes"] is not None, f"{kv}: this llama.cpp cannot report KV bytes"
-        assert entry["cells"] >= 256
-        assert entry["per_token"] == _expected(info, ctk, ctv), (kv, entry)
+        probe = eng.kv_probe(kv)
+        assert probe["bytes_per_token"] is not None, f"{kv}: llama.cpp cannot report KV bytes"
+        assert probe["bytes_per_token"] == _expected(info, ctk, ctv), (kv, probe)
+        per[kv] = probe["bytes_per_token"]
+        # upstream types allocate nothing that does not grow with the context; the fork's turbo
+        # types add fixed rotation data, which a per-cell division would have counted per token
+        if "turbo" not in kv:
+            assert probe["fixed_bytes"] == 0, (kv, probe["fixed_bytes"])
+        else:
+            assert probe["fixed_bytes"] >= 0
+    # a run's own contexts: their bytes are per token x cells + fixed
+    eng.greedy(["The capital of France is"], BASE[1], n_predict=2, ctx=256)
+    seen = eng.kv_bytes()[BASE[1]]
+    assert seen["bytes"] == per[BASE[1]] * seen["cells"]
     # the sizes order as the types do: f16 > q8_0 > q4_0, and mixed in between
-    per = {kv: got[kv]["per_token"] for kv in BASE}
     assert per["ctk=f16,ctv=f16"] > per["ctk=q8_0,ctv=q8_0"] > per["ctk=q8_0,ctv=q4_0"] > per[
         "ctk=q4_0,ctv=q4_0"]
     # Gemma 3 270M: 18 layers x 1 KV head x 256 dims, f16 K and V = 18 x 2 x 512 bytes

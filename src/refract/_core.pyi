@@ -129,9 +129,9 @@ class Model:
 
     def allocations(self) -> dict: ...
 
-    def layer_types(self, req: KV) -> list:
+    def kv_probe(self, req: KV) -> dict:
         """
-        K/V type of each layer's cache tensor as llama.cpp's graph reads it (one probe token in a short-lived context, recorded by llama.cpp's evaluation callback)
+        K/V type of each layer's cache tensor as llama.cpp's graph reads it (one probe token in a short-lived context, recorded by llama.cpp's evaluation callback), and the KV bytes (cells, bytes) llama.cpp allocated for contexts of two sizes
         """
 
     def kv_bytes(self) -> dict:

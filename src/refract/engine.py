@@ -186,24 +186,38 @@ class Engine:
         """K/V types llama.cpp actually allocated, per KV label, per layer group."""
         return {k: list(v) for k, v in self._call(self._m.allocations).items()}
 
+    def kv_probe(self, kv: str | KVConfig) -> dict[str, Any]:
+        """What llama.cpp allocates for ``kv``, from two short-lived contexts: ``layers``, the
+        K/V type of each layer's cache as its graph reads it (a one-token probe: what was
+        allocated, layer by layer, whatever was asked); ``bytes_per_token``, the KV bytes one
+        more cell costs (the difference of the two contexts' allocations over their cell
+        difference, exact); ``fixed_bytes``, what does not grow with the context (the
+        TurboQuant fork's rotation matrices). Byte figures are None where the linked llama.cpp
+        cannot report its allocations."""
+        raw = self._call(self._m.kv_probe, self.kv(kv))
+        layers = [dict(x) for x in raw["layers"]]
+        per: int | None = None
+        fixed: int | None = None
+        points = [(int(c), int(b)) for c, b in raw["points"]]
+        if len(points) == 2 and points[1][0] > points[0][0]:
+            (c0, b0), (c1, b1) = points
+            if (b1 - b0) % (c1 - c0) == 0:
+                per = (b1 - b0) // (c1 - c0)
+                fixed = b0 - per * c0
+        return {"layers": layers, "bytes_per_token": per, "fixed_bytes": fixed}
+
     def kv_layer_types(self, kv: str | KVConfig) -> list[dict[str, Any]]:
-        """The K/V type of each layer's cache as llama.cpp's graph reads it (a one-token probe
-        in a short-lived context): what was allocated, layer by layer, whatever was asked."""
-        return [dict(x) for x in self._call(self._m.layer_types, self.kv(kv))]
+        """The K/V type of each layer's cache as llama.cpp's graph reads it (see kv_probe)."""
+        return list(self.kv_probe(kv)["layers"])
 
     def kv_bytes(self) -> dict[str, dict[str, int | None]]:
-        """KV-cache bytes llama.cpp allocated, per KV label (the last context made for it):
-        ``bytes`` (exact, from llama.cpp's memory breakdown; None where the linked llama.cpp
-        cannot say), ``cells`` and ``per_token`` (bytes / cells: every layer holds every cell,
-        since refract's contexts keep a full-size SWA cache)."""
+        """KV-cache bytes llama.cpp allocated, per KV label (the last context this engine made
+        for it): ``bytes`` (exact, from llama.cpp's memory breakdown; None where the linked
+        llama.cpp cannot say) and ``cells``. Per-token figures: :meth:`kv_probe`."""
         out: dict[str, dict[str, int | None]] = {}
         for label, entry in dict(self._call(self._m.kv_bytes)).items():
             raw, cells = entry["bytes"], int(entry["cells"])
-            total = None if raw is None else int(raw)
-            per = None if total is None or cells <= 0 else total // cells
-            if total is not None and cells > 0 and total % cells:
-                per = None  # not a whole number of bytes per cell: padding; do not guess
-            out[str(label)] = {"bytes": total, "cells": cells, "per_token": per}
+            out[str(label)] = {"bytes": None if raw is None else int(raw), "cells": cells}
         return out
 
     def context_stats(self) -> dict[str, int]:

@@ -48,6 +48,8 @@ def collect_environment(engine: Any) -> dict[str, Any]:
 
     info = build_info()
     allocated = engine.kv_allocations()
+    probes = {label: engine.kv_probe(label) for label in allocated}
+    seen = engine.kv_bytes()
     return {
         "backend": "refract (llama.cpp in-process)",
         "model": str(engine.model_path),
@@ -68,9 +70,15 @@ def collect_environment(engine: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "kv_allocated": allocated,
         # the K/V type of every layer, grouped into runs of equal types (what the graph read)
-        "kv_layers": {label: layer_groups(engine.kv_layer_types(label)) for label in allocated},
-        # bytes llama.cpp allocated per KV config (never nominal bits per value)
-        "kv_bytes": engine.kv_bytes(),
+        "kv_layers": {label: layer_groups(p["layers"]) for label, p in probes.items()},
+        # bytes llama.cpp allocated per KV config (never nominal bits per value): per token
+        # (one more cell), fixed (not growing with the context), and the run's own context
+        "kv_bytes": {
+            label: {"per_token": p["bytes_per_token"], "fixed": p["fixed_bytes"],
+                    "run_context_bytes": (seen.get(label) or {}).get("bytes"),
+                    "run_context_cells": (seen.get(label) or {}).get("cells")}
+            for label, p in probes.items()
+        },
         "fork_switches": dict(getattr(engine, "fork_switches", {}) or {}),
         "amx": amx_status(),
     }
