@@ -7,9 +7,9 @@ Two CI rules live here (CI=true, as .ci/run sets it):
   (on a user's clone without ../shared the same tests skip);
 - every test that needs the native engine is marked ``engine`` automatically (it uses an
   engine fixture, is marked ``needs_core``, or its module imports ``refract._core`` or
-  ``refract.Engine``), and those using the demo model also ``demo``: the compat job runs
-  ``pytest -m engine`` against the older llama.cpp, so a new engine test is included there
-  without editing a list.
+  ``refract.Engine``), and those using the demo model also ``demo``: CI's upstream-flavour
+  job (.ci/upstream.sh) runs ``pytest -m "engine and not demo"`` against the registry's
+  llama.cpp, so a new engine test is included there without editing a list.
 """
 
 from __future__ import annotations

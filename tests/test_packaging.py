@@ -50,7 +50,7 @@ def _artifact(env: str) -> Path:
 def _fetch_llama_pins() -> dict[str, dict[str, str]]:
     spec = {}
     exec((ROOT / "tools" / "fetch_llama.py").read_text(encoding="utf-8"), spec)  # noqa: S102
-    return spec["PINS"]
+    return {**spec["PINS"], **spec["FORK_PINS"]}
 
 
 # --- licences ------------------------------------------------------------------------------
@@ -83,11 +83,19 @@ def test_sdist_is_self_contained() -> None:
         names = tar.getnames()
         top = names[0].split("/")[0]
         rel = {n[len(top) + 1:] for n in names}
-        stamp = json.load(tar.extractfile(f"{top}/vendor/llama.cpp/REFRACT_SOURCE.json"))  # type: ignore[arg-type]
-    # the pinned, hash-checked llama.cpp tree: building from the sdist needs no network
-    assert stamp == _fetch_llama_pins()["default"]
-    for f in ("vendor/llama.cpp/include/llama.h", "vendor/llama.cpp/CMakeLists.txt",
-              "vendor/llama.cpp/ggml/CMakeLists.txt", "vendor/llama.cpp/LICENSE",
+        tree = "vendor/llama.cpp-turboquant"
+        stamp = json.load(tar.extractfile(f"{top}/{tree}/REFRACT_SOURCE.json"))  # type: ignore[arg-type]
+        flavour = tar.extractfile(f"{top}/vendor/DEFAULT_FLAVOUR").read().decode().strip()  # type: ignore[union-attr]
+    # what ships is the TurboQuant flavour: the fork's pinned, verified tree, built by default
+    # from the sdist with no network (tools/make_sdist.py); no second tree rides along
+    pin = _fetch_llama_pins()["turboquant"]
+    assert flavour == "turboquant"
+    assert stamp["flavour"] == "turboquant"
+    assert stamp["llama_cpp_commit"] == pin["llama_cpp_commit"]
+    assert stamp["tree_sha256"] == pin["tree_sha256"]
+    assert not any(n.startswith("vendor/llama.cpp/") for n in rel)
+    for f in (f"{tree}/include/llama.h", f"{tree}/CMakeLists.txt",
+              f"{tree}/ggml/CMakeLists.txt", f"{tree}/LICENSE",
               "LICENSE", "THIRD_PARTY_NOTICES.md", "CMakeLists.txt", "pyproject.toml",
               "src/refract/_core.pyi", "src/refract/py.typed", "tools/fetch_llama.py",
               *(f"src/refract/{d}" for d in DATA_FILES)):
@@ -120,11 +128,20 @@ def test_wheel_contents() -> None:
     ns: dict[str, object] = {}
     exec(build_config, ns)  # noqa: S102
     assert ns["PORTABLE"] is True
+    # built from the release sdist: the TurboQuant flavour, its turbo types in the extension
+    core_text = zf_core_strings(wheel, core_so[0])
+    assert b"turboquant" in core_text and b"turbo4" in core_text
     # never AMX in a wheel (x86-64-v3 baseline); the configure-time compiler check is recorded
     assert ns["AMX_ENABLED"] is False and "portable" in str(ns["AMX_REASON"])
     assert ns["AMX_COMPILER_CHECK"] in ("ok", "miscompiles", "unsupported", "not checked")
     if "x86_64" in tag:
         assert ns["X86_BASELINE"] == ("sse4_2", "avx", "avx2", "bmi2", "fma", "f16c")
+
+
+def zf_core_strings(wheel: Path, member: str) -> bytes:
+    """The extension's bytes, read out of the wheel (its flavour and type names are strings)."""
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(member)
 
 
 def _expect_installed_wheel() -> None:
@@ -144,6 +161,12 @@ def test_tests_run_against_the_installed_wheel() -> None:
     assert "site-packages" in pkg.parts
     assert (pkg / "_core.pyi").is_file() and (pkg / "py.typed").is_file()
     assert all((pkg / d).is_file() for d in DATA_FILES)
+    # the wheel that ships is the TurboQuant flavour (issue 20)
+    from refract.engine import build_info
+
+    info = build_info()
+    assert info["llama_cpp_flavour"] == "turboquant"
+    assert list(info["turbo_kv_types"]) == ["turbo2", "turbo3", "turbo4"]
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86_64 only")

@@ -1,17 +1,12 @@
 """Fill a llama.cpp source tree from a pinned, hash-checked source (run by CMake at configure time).
 
-Three pins are named (``--pin``):
+Two pins are named (``--pin``):
 
 ``default``
     The tree every build uses unless told otherwise (vendor/llama.cpp): the llama-cpp-python
     sdist, which carries a full upstream llama.cpp tree. We download it by package name through
     pip (never naming a registry host), verify its SHA-256, and unpack only its
     ``vendor/llama.cpp`` subtree.
-``compat``
-    An older upstream tree of the era the TurboQuant fork is based on (upstream b8871,
-    2026-04-21), same kind of source; CI builds the extension against it through
-    REFRACT_LLAMA_CPP_DIR to prove csrc/ still compiles against that era's llama.h
-    (.ci/compat.sh).
 ``turboquant``
     The TurboQuant fork (TheTom/llama-cpp-turboquant) at a pinned commit: the ``turboquant``
     build flavour (REFRACT_LLAMA_FLAVOUR=turboquant fills vendor/llama.cpp-turboquant). The
@@ -38,7 +33,7 @@ truncated or tampered archive, an archive with a member that would land outside 
 source that cannot be read ends the run with a one-line error and exit status 1, leaving
 neither DEST nor temporary files behind.
 
-Usage: python tools/fetch_llama.py DEST_DIR [--pin default|compat|turboquant] [--archive SRC]
+Usage: python tools/fetch_llama.py DEST_DIR [--pin default|turboquant] [--archive SRC]
 """
 
 from __future__ import annotations
@@ -67,15 +62,6 @@ PINS = {
         "sha256": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
         # upstream llama.cpp commit vendored by that sdist (2026-10-01)
         "llama_cpp_commit": "0c1e57098bba43ac29e6e3b677cdceebdd22334f",
-    },
-    "compat": {
-        "package": "llama-cpp-python",
-        "version": "0.3.21",
-        "sha256": "533636e23953d1efcf16ddf5862d963405e4bc0bccfc04ba90e9ee7afefefa75",
-        # upstream llama.cpp release b8942 (2026-04-26, ggml 0.10.0), the sdist nearest to
-        # upstream b8871 (2026-04-21) that the TurboQuant fork is based on: 0.3.20 vendors a
-        # tree older than b8790 (2026-04-14), 0.3.22 one newer than b8942.
-        "llama_cpp_commit": "f53577432541bb9edc1588c4ef45c66bf07e4468",
     },
 }
 PIN = PINS["default"]
