@@ -258,3 +258,45 @@ def test_damaged_gguf_files_fail_cleanly(fuzz_model: Path, tmp_path: Path) -> No
     for i, (desc, _) in enumerate(muts):
         if desc.startswith(("truncate at", "n_tensors=", "n_kv=")):
             assert results[i]["outcome"] == "error", desc
+
+
+def test_zero_dimension_is_refused_before_llama_cpp_reads_the_file(
+    fuzz_model: Path, tmp_path: Path
+) -> None:
+    # The fork era's loader divides by dimensions 1-3 (SIGFPE on a zero); refract's own walk
+    # of the tensor infos refuses such a file first, on every flavour, naming the tensor.
+    from refract.engine import ModelError, _check_model_path
+    from refract.ggufcheck import zero_dim_tensor
+
+    data = fuzz_model.read_bytes()
+    lay = _layout(data)
+    assert zero_dim_tensor(fuzz_model) is None
+    names = []
+    for at in lay.n_dims:  # tensor i's name ends where its n_dims begins
+        (n,) = struct.unpack_from("<Q", data, max(x for x in lay.string_lengths if x < at))
+        names.append(data[at - n : at].decode())
+    dim_owner = [max(i for i, at in enumerate(lay.n_dims) if at < d) for d in lay.dims]
+    for d, owner in zip(lay.dims, dim_owner, strict=True):
+        buf = bytearray(data)
+        buf[d : d + 8] = bytes(8)
+        path = tmp_path / "zero.gguf"
+        path.write_bytes(buf)
+        found = zero_dim_tensor(path)
+        assert found is not None and found[0] == names[owner] and 0 in found[1]
+        with pytest.raises(ModelError, match=f"tensor '{names[owner]}' has shape .*0") as ei:
+            _check_model_path(path)
+        assert str(path) in str(ei.value) and "\n" not in str(ei.value)
+        # cut right after that tensor's dims: still refused (the era's loader divides there)
+        path.write_bytes(buf[: lay.tensor_types[owner]])
+        assert zero_dim_tensor(path) == found
+    # what the walk cannot follow is left to llama.cpp: truncations before any zero, absurd
+    # counts, an unknown value type
+    for n in (8, 23, 24, lay.meta_end - 3, lay.info_end - 1):
+        path.write_bytes(data[:n])
+        assert zero_dim_tensor(path) is None, n
+    for at, patch in ((lay.n_kv_at, struct.pack("<Q", 2**63)), (lay.value_types[0], b"\x77\0\0\0"),
+                      (lay.array_counts[0], struct.pack("<Q", 2**40))):  # fmt: skip
+        buf = bytearray(data)
+        buf[at : at + len(patch)] = patch
+        path.write_bytes(buf)
+        assert zero_dim_tensor(path) is None, at

@@ -13,6 +13,7 @@ import numpy as np
 
 from refract import _core
 from refract.chat import ChatTemplate
+from refract.ggufcheck import zero_dim_tensor
 from refract.kldstats import KLDResult, summarize_kld
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.threads import default_threads
@@ -110,6 +111,14 @@ def _check_model_path(model_path: str | os.PathLike[str]) -> Path:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ModelError(f"not a GGUF file (magic {magic!r}, expected b'GGUF'): {str(path)!r}")
+    # refused here, not by llama.cpp: the TurboQuant fork's era crashes (SIGFPE) on such a file
+    empty = zero_dim_tensor(path)
+    if empty is not None:
+        name, shape = empty
+        raise ModelError(
+            f"damaged GGUF file: tensor {name[:64]!r} has shape {list(shape)} (a zero dimension; "
+            f"no model tensor is empty): {str(path)!r}"
+        )
     return path
 
 
