@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import attnrot
 from conftest import shared_file
 from refract import Engine, KVConfig, _core
+from refract.engine import build_info
 from refract.kvconfig import KVConfigError
 from tinymodel import write_tiny_model
 
@@ -185,24 +187,49 @@ def test_demo_model_kld_on_wikitext(demo_engine: Engine) -> None:
 def test_attn_rot_switches_apply_to_their_context_only(
     tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert "LLAMA_ATTN_ROT_DISABLE" not in os.environ
+    # The switch that changes a plain q8_0 cache depends on the linked llama.cpp (see
+    # tests/attnrot.py): upstream rotates by default and attn_rot_disable=1 turns that off,
+    # the TurboQuant fork does not and attn_rot_k=1,attn_rot_v=1 turn it on.
+    assert not any(key in os.environ for key in attnrot.ENV)
+    default = attnrot.default_q8_rotation(tiny_model, TEXT)
+    flavour = build_info()["llama_cpp_flavour"]
+    assert default == attnrot.DEFAULT_BY_FLAVOUR.get(flavour, default), flavour
+    switch, switched_rot = attnrot.flip_switch(default)
+    cand = f"ctk=q8_0,ctv=q8_0,{switch}"
     tiny_engine = Engine(tiny_model, n_threads=2)  # fresh: its contexts are created here
+    caplog.clear()  # not the lines of default_q8_rotation's engine
     with caplog.at_level("DEBUG", logger="refract.llama"):
-        [rot_off] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0,attn_rot_disable=1"],
-                                    ctx=128, chunks=1)
-    assert rot_off.candidate == "ctk=q8_0,ctv=q8_0,attn_rot_disable=1"
+        [switched] = tiny_engine.kld(TEXT, candidates=[cand], ctx=128, chunks=1)
+    assert switched.candidate == cand
     lines = [r.getMessage() for r in caplog.records]
     # llama.cpp saw the switch while creating that context ...
-    assert any("attention rotation force disabled" in m for m in lines)
-    assert any("attn_rot_k = 0" in m for m in lines)
+    assert attnrot.q8_rotation(lines) == switched_rot != default
+    # (upstream says so; the fork's overrides are silent)
+    assert any(attnrot.FORCE_DISABLED in m for m in lines) == (switch == "attn_rot_disable=1")
     # ... and it is gone again afterwards
-    assert "LLAMA_ATTN_ROT_DISABLE" not in os.environ
+    assert not any(key in os.environ for key in attnrot.ENV)
     caplog.clear()
     with caplog.at_level("DEBUG", logger="refract.llama"):
-        [rot_on] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=1)
-    assert any("attn_rot_k = 1" in r.getMessage() for r in caplog.records)
-    assert rot_on.mean_kld != rot_off.mean_kld  # rotation changes what q8_0 does
+        [plain] = tiny_engine.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0"], ctx=128, chunks=1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert attnrot.q8_rotation(lines) == default
+    assert not any(attnrot.FORCE_DISABLED in m for m in lines)
+    assert plain.mean_kld != switched.mean_kld  # rotation changes what q8_0 does
     tiny_engine.close()
+
+
+def test_attn_rot_keys_the_linked_llama_cpp_does_not_act_on(tiny_model: Path) -> None:
+    # What the other flavour's switches do here (tests/attnrot.py): upstream does not read the
+    # per-side overrides; on the fork attn_rot_disable=1 only locks the overrides out.
+    default = attnrot.default_q8_rotation(tiny_model, TEXT)
+    inert = ("attn_rot_k=0,attn_rot_v=0" if default == (1, 1)
+             else "attn_rot_k=1,attn_rot_v=1,attn_rot_disable=1")  # fmt: skip
+    with Engine(tiny_model, n_threads=2) as eng, attnrot.llama_log() as lines:
+        plain, other = eng.kld(TEXT, candidates=["ctk=q8_0,ctv=q8_0", f"ctk=q8_0,ctv=q8_0,{inert}"],
+                               ctx=128, chunks=1)  # fmt: skip
+    q8 = [(k, v) for tk, tv, k, v in attnrot.cache_rotations(lines) if tk == tv == "q8_0"]
+    assert q8 == [default, default]  # both contexts created, neither one changed
+    assert other.mean_kld == plain.mean_kld
 
 
 def test_fork_switches_pinned_unless_user_set(tiny_engine: Engine) -> None:

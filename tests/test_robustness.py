@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import attnrot
 from conftest import needs_core, shared_file, sigint_default
 
 pytestmark = needs_core
@@ -260,10 +261,13 @@ def test_gil_released_while_decoding(tiny_engine) -> None:
 def test_two_engines_two_threads_keep_their_switches(tiny_model: Path) -> None:
     from refract import Engine
 
-    rot_off = Q8 + ",attn_rot_disable=1"
     ids = _ids_for_model(tiny_model, 256 * 2)
+    # the switch that changes q8_0 on the linked llama.cpp: upstream's attn_rot_disable=1, the
+    # fork's attn_rot_k=1,attn_rot_v=1 (tests/attnrot.py)
+    switch, _ = attnrot.flip_switch(attnrot.default_q8_rotation(tiny_model, ids))
+    switched = f"{Q8},{switch}"
     with Engine(tiny_model, n_threads=1) as a, Engine(tiny_model, n_threads=1) as b:
-        want_a = a.kld(ids, candidates=[rot_off], ctx=256, chunks=2)[0].mean_kld
+        want_a = a.kld(ids, candidates=[switched], ctx=256, chunks=2)[0].mean_kld
         want_b = b.kld(ids, candidates=[Q8], ctx=256, chunks=2)[0].mean_kld
         assert want_a != want_b  # the switch changes the numbers on this model
         got: dict[str, list[float]] = {"a": [], "b": []}
@@ -274,7 +278,7 @@ def test_two_engines_two_threads_keep_their_switches(tiny_model: Path) -> None:
                 got[name].append(eng.kld(ids, candidates=[cand], ctx=256, chunks=2)[0].mean_kld)
 
         ts = [
-            threading.Thread(target=loop, args=("a", a, rot_off)),
+            threading.Thread(target=loop, args=("a", a, switched)),
             threading.Thread(target=loop, args=("b", b, Q8)),
         ]
         for t in ts:
@@ -283,7 +287,7 @@ def test_two_engines_two_threads_keep_their_switches(tiny_model: Path) -> None:
             t.join()
         assert got["a"] == [want_a] * 6
         assert got["b"] == [want_b] * 6
-        assert set(a.kv_allocations()) == {F16, rot_off}
+        assert set(a.kv_allocations()) == {F16, switched}
         assert set(b.kv_allocations()) == {F16, Q8}
 
 
