@@ -541,6 +541,8 @@ def leaderboard(
             assert group.comparability is not None
             _say(f"refract: warning: candidate {group.candidate!r}: not comparable: "
                  f"{group.comparability.reasons()}")
+        for group in board.mixed_builds:
+            _say(f"refract: note: candidate {group.candidate!r}: {group.builds_note}")
         for skipped in board.skipped:
             _say(f"refract: skipped {skipped}")
         n = sum(len(g.entries) for g in board.groups)

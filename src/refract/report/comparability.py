@@ -13,18 +13,34 @@ size, R-NIAH cell lengths), never refused for lacking hashes.
 Model identity: the model file's SHA-256 when both reports have it, else the file name.
 ``compare`` checks the model; ``leaderboard`` ranks one candidate across models, so it checks
 everything but the model (``include_model=False``).
+
+The llama.cpp build (``environment.llama_cpp_flavour`` and ``llama_cpp_commit``: upstream, the
+TurboQuant fork, a custom tree) is *not* in the fingerprint: reports of different builds
+measured the same inputs the same way, and setting a fork's KV type beside upstream's is what
+one often wants to see. But the build can move the numbers (other kernels, another graph), so
+it is never silent either: :attr:`Comparability.builds` names each report's build
+(:func:`refract.report.fields.llama_build`) and :func:`builds_note` is the line that every
+table mixing builds shows ("rows come from 2 llama.cpp builds: upstream 0c1e570, turboquant
+69d8e4b").
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from refract.composite import AXES
-from refract.report.fields import axes_of, axis_status, is_verified, model_name
+from refract.report.fields import (
+    UNKNOWN_BUILD,
+    axes_of,
+    axis_status,
+    is_verified,
+    llama_build,
+    model_name,
+)
 
 
 class IncompatibleReports(ValueError):  # noqa: N818 - a user mistake, exit 2 via ValueError
@@ -184,15 +200,47 @@ class Difference:
         return f"{self.key} differs ({'; '.join(shown)})"
 
 
+def distinct_builds(labels: Iterable[str]) -> tuple[str, ...]:
+    """The distinct llama.cpp builds among ``labels``, in order of first appearance."""
+    return tuple(dict.fromkeys(labels))
+
+
+def builds_note(labels: Iterable[str]) -> str | None:
+    """``rows come from 2 llama.cpp builds: upstream 0c1e570, turboquant 69d8e4b`` when the
+    rows' builds (:func:`refract.report.fields.llama_build`) differ, else ``None``.
+
+    A report that records no flavour counts as a build of its own (``unknown``): nothing
+    says it was made with the others' build."""
+    builds = distinct_builds(labels)
+    if len(builds) < 2:
+        return None
+    note = f"rows come from {len(builds)} llama.cpp builds: {', '.join(builds)}"
+    if any(b.split(" ", 1)[0] == UNKNOWN_BUILD for b in builds):
+        note += f" ({UNKNOWN_BUILD}: the report does not record its llama.cpp flavour)"
+    return note
+
+
 @dataclass(frozen=True)
 class Comparability:
     names: tuple[str, ...]
     differences: tuple[Difference, ...]
     unverified: tuple[str, ...] = field(default_factory=tuple)
+    builds: tuple[str, ...] = field(default_factory=tuple)
+    """Per report, in input order: the llama.cpp build that scored it (never a difference:
+    see the module docstring)."""
 
     @property
     def ok(self) -> bool:
         return not self.differences
+
+    @property
+    def mixed_builds(self) -> bool:
+        """Whether the reports come from more than one llama.cpp build."""
+        return len(distinct_builds(self.builds)) > 1
+
+    def builds_note(self) -> str | None:
+        """:func:`builds_note` of the reports' builds."""
+        return builds_note(self.builds)
 
     def reasons(self) -> str:
         """All differences on one line."""
@@ -243,7 +291,8 @@ def check_comparable(
         if len(known) > 1:
             diffs.append(Difference(key, values))
     unverified = tuple(labels[i] for i, r in enumerate(reports) if not is_verified(r))
-    return Comparability(names=labels, differences=tuple(diffs), unverified=unverified)
+    return Comparability(names=labels, differences=tuple(diffs), unverified=unverified,
+                         builds=tuple(llama_build(r) for r in reports))
 
 
 def require_comparable(
@@ -268,7 +317,9 @@ __all__ = [
     "Difference",
     "IncompatibleReports",
     "axes_run",
+    "builds_note",
     "check_comparable",
+    "distinct_builds",
     "fingerprint",
     "require_comparable",
     "settings_fingerprint",

@@ -3,7 +3,10 @@
 :func:`compare_reports` checks comparability first (:mod:`refract.report.comparability`):
 incomparable reports raise :class:`IncompatibleReports` unless ``allow_incompatible``, in
 which case each row lists the fingerprint items on which it differs (``differs`` column).
-Reports without input hashes (refract-llm's) are marked ``unverified``.
+Reports without input hashes (refract-llm's) are marked ``unverified``. Reports from
+different llama.cpp builds (flavour or commit, e.g. upstream beside the TurboQuant fork) are
+comparable, but never silently: the table then gets a ``llama.cpp`` column naming each row's
+build and a note line saying how many builds the rows come from.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ from rich.table import Table
 from rich.text import Text
 
 from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
-from refract.report.comparability import Comparability, check_comparable
+from refract.report.comparability import (
+    Comparability,
+    builds_note,
+    check_comparable,
+    distinct_builds,
+)
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
+    UNKNOWN_BUILD,
     axis_cell,
     axis_problems,
     axis_scores,
@@ -30,6 +39,7 @@ from refract.report.fields import (
     framework_label,
     is_self_check,
     is_verified,
+    llama_build,
     mean_kld,
     model_name,
     noise_floor_text,
@@ -68,6 +78,9 @@ class CompareRow:
     problems: tuple[str, ...] = ()
     differs: tuple[str, ...] = ()
     """Fingerprint items on which this report differs from the others (allow-incompatible)."""
+    build: str = UNKNOWN_BUILD
+    """The llama.cpp build that scored it, e.g. ``upstream 0c1e570`` (``unknown`` when the
+    report does not record its flavour)."""
 
     @property
     def measured(self) -> bool:
@@ -119,6 +132,7 @@ def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = Non
         verified=is_verified(report),
         noise_floor=noise_floor_text(report),
         problems=tuple(axis_problems(report)),
+        build=llama_build(report),
     )
 
 
@@ -186,7 +200,16 @@ def _axis_text(row: CompareRow, key: str) -> str:
     return row.cells.get(key) or fmt(row.scores.get(key))
 
 
-def row_cells(row: CompareRow, *, differs: bool = False) -> list[str]:
+BUILD_HEADER = "llama.cpp"
+"""The column naming each row's llama.cpp build, shown when the rows mix builds."""
+
+
+def mixed_builds(rows: Sequence[CompareRow]) -> bool:
+    """Whether the rows come from more than one llama.cpp build."""
+    return len(distinct_builds(r.build for r in rows)) > 1
+
+
+def row_cells(row: CompareRow, *, differs: bool = False, build: bool = False) -> list[str]:
     cells = [
         row.name,
         row.model,
@@ -198,14 +221,19 @@ def row_cells(row: CompareRow, *, differs: bool = False) -> list[str]:
         row.noise_floor,
         row.marker,
     ]
+    if build:
+        cells.append(row.build)
     if differs:
         cells.append(", ".join(row.differs) or "")
     return cells
 
 
-def _headers(rows: Sequence[CompareRow]) -> tuple[tuple[str, ...], bool]:
+def _headers(rows: Sequence[CompareRow]) -> tuple[tuple[str, ...], bool, bool]:
+    """Headers, whether the ``differs`` column is shown and whether the build column is."""
     differs = any(r.differs for r in rows)
-    return (HEADERS + ("differs",) if differs else HEADERS), differs
+    build = mixed_builds(rows)
+    headers = HEADERS + ((BUILD_HEADER,) if build else ()) + (("differs",) if differs else ())
+    return headers, differs, build
 
 
 def _footnotes(rows: Sequence[CompareRow]) -> list[str]:
@@ -220,6 +248,10 @@ def _footnotes(rows: Sequence[CompareRow]) -> list[str]:
     if any(r.differs for r in rows):
         notes.append("differs: inputs or settings on which the row departs from the others "
                      "(shown because of --allow-incompatible).")
+    builds = builds_note(r.build for r in rows)
+    if builds:
+        notes.append(f"{builds} — see the {BUILD_HEADER} column; a build can move the "
+                     "numbers as well as the KV type.")
     return notes
 
 
@@ -229,7 +261,7 @@ def _md_cell(text: str) -> str:
 
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
     """A GitHub-flavoured Markdown table."""
-    headers, differs = _headers(rows)
+    headers, differs, build = _headers(rows)
     numeric = {3, *range(5, 5 + len(AXES) + 1)}
     lines = [
         "| " + " | ".join(headers) + " |",
@@ -237,7 +269,9 @@ def compare_markdown(rows: Sequence[CompareRow]) -> str:
     ]
     for row in rows:
         lines.append(
-            "| " + " | ".join(_md_cell(c) for c in row_cells(row, differs=differs)) + " |"
+            "| "
+            + " | ".join(_md_cell(c) for c in row_cells(row, differs=differs, build=build))
+            + " |"
         )
     notes = _footnotes(rows)
     if notes:
@@ -250,7 +284,7 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
     """A rich table (cells are plain text: no markup from report contents)."""
     from refract.report.text import BAND_STYLES
 
-    headers, differs = _headers(rows)
+    headers, differs, build = _headers(rows)
     notes = _footnotes(rows)
     table = Table(title=title, box=box.SIMPLE_HEAD, caption="\n".join(notes) or None,
                   caption_justify="left")
@@ -258,10 +292,12 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
     for i, header in enumerate(headers):
         table.add_column(header, justify="right" if i in numeric else "left")
     for row in rows:
-        cells = [Text(c) for c in row_cells(row, differs=differs)]
+        cells = [Text(c) for c in row_cells(row, differs=differs, build=build)]
         cells[4].stylize(BAND_STYLES.get(row.band_text, ""))
         for j, key in enumerate(AXES):
             cells[5 + j].stylize(BAND_STYLES.get(row.cells.get(key, ""), ""))
+        if build:
+            cells[len(HEADERS)].stylize("bold cyan")
         if differs and row.differs:
             cells[-1].stylize("bold yellow")
         table.add_row(*cells)
@@ -269,6 +305,7 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
 
 
 __all__ = [
+    "BUILD_HEADER",
     "HEADERS",
     "CompareResult",
     "CompareRow",
@@ -276,6 +313,7 @@ __all__ = [
     "compare_markdown",
     "compare_rows",
     "compare_table",
+    "mixed_builds",
     "rank_key",
     "row_cells",
     "row_for",

@@ -159,6 +159,40 @@ def framework_label(report: Mapping[str, Any]) -> str:
     return f"{gen} (schema v{suffix})"
 
 
+UNKNOWN_BUILD = "unknown"
+"""The flavour shown for a report that does not record one (refract-llm's, older ones)."""
+
+_HEX_COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+def short_commit(value: Any) -> str | None:
+    """A git commit as its first 7 hex digits; other names (``b8871``) as they are, cut to
+    12 characters; ``None`` when not recorded (missing, empty or ``unknown``)."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.split())
+    if not text or text.lower() in ("unknown", "none", "null"):
+        return None
+    if _HEX_COMMIT.fullmatch(text):
+        return text[:7].lower()
+    return text[:12]
+
+
+def llama_build(report: Mapping[str, Any]) -> str:
+    """Which llama.cpp build scored a report: its flavour and short commit, e.g. ``upstream
+    0c1e570`` or ``turboquant 69d8e4b`` (``environment.llama_cpp_flavour`` / ``_commit``).
+
+    A report that records no flavour (refract-llm's, ours before the flavour was recorded)
+    reads ``unknown``, followed by its commit where it records one (``unknown 817e913``)."""
+    env = report.get("environment")
+    env = env if isinstance(env, Mapping) else {}
+    raw = env.get("llama_cpp_flavour")
+    flavour = " ".join(raw.split())[:40] if isinstance(raw, str) else ""
+    flavour = flavour or UNKNOWN_BUILD
+    commit = short_commit(env.get("llama_cpp_commit"))
+    return f"{flavour} {commit}" if commit else flavour
+
+
 def report_name(report: Mapping[str, Any], path: str | Path | None = None) -> str:
     if path is not None:
         return Path(path).stem
@@ -301,6 +335,7 @@ def needle_keyword(axis: Mapping[str, Any]) -> Any:
 __all__ = [
     "AXIS_STATUSES",
     "NOT_MEASURED_LABEL",
+    "UNKNOWN_BUILD",
     "as_float",
     "axis_cell",
     "axis_problems",
@@ -308,6 +343,7 @@ __all__ = [
     "is_self_check",
     "is_measured",
     "is_verified",
+    "llama_build",
     "needle_keyword",
     "noise_floor",
     "noise_floor_text",
@@ -327,5 +363,6 @@ __all__ = [
     "report_name",
     "scored_axes",
     "short_note",
+    "short_commit",
     "short_notes",
 ]

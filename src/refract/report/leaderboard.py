@@ -8,15 +8,21 @@ Each table ranks one candidate across models (rows are models) by composite. Wit
   template, decode mode, R-NIAH settings, axis methods and versions). Otherwise
   :class:`IncompatibleReports` (exit 2) unless ``allow_incompatible``, in which case the rows
   are shown with the differing items marked;
-* one row per model: when a directory holds several reports of the same model (same SHA-256,
-  else same file name) for one candidate, the newest (by timestamp) is ranked and the others
-  are listed as superseded;
+* one row per model and llama.cpp build: when a directory holds several reports of the same
+  model (same SHA-256, else same file name) for one candidate from one build, the newest (by
+  timestamp) is ranked and the others are listed as superseded — a report from another build
+  (the fork beside upstream) is another measurement and keeps its own row;
 * negative controls (self-check: candidate == reference), partial reports (an axis failed
   at run time, so the composite covers fewer axes) and reports in which nothing was measured
   (no axis scored: no composite, no band) are shown below the ranked rows, unranked — a
   report that measured nothing is never ranked, and never as a FAIL;
 * every row shows its framework version and a settings fingerprint; reports without input
-  hashes (refract-llm's) are marked unverified, never refused.
+  hashes (refract-llm's) are marked unverified, never refused;
+* every row names the llama.cpp build that scored it (``llama.cpp`` column: flavour and short
+  commit, ``unknown`` where the report does not record its flavour). Builds are not part of
+  comparability (see :mod:`refract.report.comparability`), so a table may mix them — upstream
+  q8_0 beside the TurboQuant fork's q8_0 — and then says so under its heading ("rows come from
+  2 llama.cpp builds: upstream 0c1e570, turboquant 69d8e4b").
 
 Output is Markdown or a self-contained HTML page (by file extension); :func:`write_leaderboards`
 writes both (``LEADERBOARD.md`` and ``leaderboard.html``) for a matrix run.
@@ -34,7 +40,9 @@ from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import (
     Comparability,
     IncompatibleReports,
+    builds_note,
     check_comparable,
+    distinct_builds,
     settings_fingerprint,
     settings_summary,
 )
@@ -51,7 +59,8 @@ DISCLAIMERS: tuple[str, ...] = (
     ),
     (
         "Rows of one table are comparable: same candidate, reference, inputs (corpus, prompt "
-        "set, haystack) and settings; only the model differs."
+        "set, haystack) and settings; only the model differs — and the llama.cpp build, which "
+        "each row names (a table whose rows come from several builds says so)."
     ),
     (
         "Self-checks (candidate = reference) are negative controls, partial reports (an "
@@ -92,6 +101,18 @@ class LeaderboardGroup:
     """Short human reading of the group's settings."""
     comparability: Comparability | None = None
     self_check: bool = False
+    builds: tuple[str, ...] = ()
+    """The distinct llama.cpp builds of the group's rows, in row order."""
+
+    @property
+    def builds_note(self) -> str | None:
+        """``rows come from 2 llama.cpp builds: …`` when the rows mix builds, else ``None``."""
+        return builds_note(self.builds)
+
+    @property
+    def build(self) -> str:
+        """The build(s) for the group's heading line."""
+        return ", ".join(self.builds) or "—"
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,11 @@ class Leaderboard:
     def incompatible(self) -> tuple[LeaderboardGroup, ...]:
         """Groups whose reports are not comparable (shown because incompatibility was allowed)."""
         return tuple(g for g in self.groups if g.comparability and not g.comparability.ok)
+
+    @property
+    def mixed_builds(self) -> tuple[LeaderboardGroup, ...]:
+        """Groups whose rows come from more than one llama.cpp build."""
+        return tuple(g for g in self.groups if g.builds_note)
 
 
 def collect_reports(
@@ -126,11 +152,12 @@ def collect_reports(
     return loaded, skipped
 
 
-def _model_key(row: CompareRow, report: Mapping[str, Any]) -> str:
+def _model_key(row: CompareRow, report: Mapping[str, Any]) -> tuple[str, str]:
+    """(model identity, llama.cpp build): one row per model and build."""
     prov = report.get("provenance")
     model = prov.get("model") if isinstance(prov, Mapping) else None
     sha = model.get("sha256") if isinstance(model, Mapping) else None
-    return f"sha:{sha}" if isinstance(sha, str) else f"name:{row.model}"
+    return (f"sha:{sha}" if isinstance(sha, str) else f"name:{row.model}", row.build)
 
 
 def _notes(row: CompareRow, report: Mapping[str, Any], kind: str, differs: Sequence[str]) -> str:
@@ -158,8 +185,8 @@ def _build_group(
     superseded: list[str],
     allow_incompatible: bool,
 ) -> LeaderboardGroup:
-    # one row per model: keep the newest report of each model
-    by_model: dict[str, list[tuple[CompareRow, Mapping[str, Any]]]] = {}
+    # one row per model and build: keep the newest report of each
+    by_model: dict[tuple[str, str], list[tuple[CompareRow, Mapping[str, Any]]]] = {}
     for row, report in items:
         by_model.setdefault(_model_key(row, report), []).append((row, report))
     kept: list[tuple[CompareRow, Mapping[str, Any]]] = []
@@ -168,10 +195,10 @@ def _build_group(
         kept.append(reps[-1])
         for row, _ in reps[:-1]:
             superseded.append(
-                f"{row.path or row.name}: superseded by a newer report of the same model and "
-                f"candidate ({reps[-1][0].path or reps[-1][0].name})"
+                f"{row.path or row.name}: superseded by a newer report of the same model, "
+                f"candidate and llama.cpp build ({reps[-1][0].path or reps[-1][0].name})"
             )
-    kept.sort(key=lambda r: (r[0].model, r[0].name))
+    kept.sort(key=lambda r: (r[0].model, r[0].build, r[0].name))
     names = [r.name for r, _ in kept]
     comp = check_comparable([rep for _, rep in kept], names, include_model=False)
     if not comp.ok and not allow_incompatible:
@@ -208,6 +235,7 @@ def _build_group(
         settings=" | ".join(summaries),
         comparability=comp,
         self_check=bool(kept) and all(r.self_check for r, _ in kept),
+        builds=distinct_builds(e.row.build for e in entries),
     )
 
 
@@ -267,6 +295,7 @@ HEADERS: tuple[str, ...] = (
     *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
     "KLD (nats)",
     "A noise floor",
+    "llama.cpp",
     "framework",
     "settings",
     "notes",
@@ -291,6 +320,7 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         *(row.cells.get(k) or fmt(row.scores.get(k)) for k in AXES),
         fmt_kld(row.mean_kld),
         row.noise_floor,
+        row.build,
         row.framework,
         entry.settings,
         entry.notes,
@@ -323,10 +353,13 @@ def leaderboard_markdown(board: Leaderboard) -> str:
             "",
             (
                 f"Reference `{_md(group.reference)}` · {_md(group.framework)} · "
+                f"llama.cpp {_md(group.build)} · "
                 f"settings: {_md(group.settings)} · {len(group.entries)} report(s)"
             ),
             "",
         ]
+        if group.builds_note:
+            lines += [f"**Mixed llama.cpp builds:** {_md(group.builds_note)}", ""]
         if group.comparability is not None and not group.comparability.ok:
             lines += [
                 f"**Not comparable** (shown with --allow-incompatible): "
@@ -386,11 +419,17 @@ def leaderboard_html(board: Leaderboard) -> str:
                 '<p class="banner error"><strong>Not comparable</strong> (shown with '
                 f"--allow-incompatible): {esc(group.comparability.reasons())}</p>"
             )
+        if group.builds_note:
+            warn += (
+                f'<p class="banner builds"><strong>Mixed llama.cpp builds:</strong> '
+                f"{esc(group.builds_note)}</p>"
+            )
         parts.append(
             f"<section><h2>Candidate <code>{esc(group.candidate)}</code>"
             f"{esc(_group_title(group))}</h2>"
             f'<p class="sub">reference <code>{esc(group.reference)}</code> · '
-            f"{esc(group.framework)} · settings: {esc(group.settings)} · "
+            f"{esc(group.framework)} · llama.cpp {esc(group.build)} · "
+            f"settings: {esc(group.settings)} · "
             f"{len(group.entries)} report(s)</p>{warn}"
             f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div></section>'
         )
