@@ -308,19 +308,21 @@ void init_model(nb::module_ & m) {
 
     nb::class_<Model>(m, "Model")
         .def("__init__",
-             [](Model * self, const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn) {
+             [](Model * self, const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn,
+                bool vocab_only) {
                  const bool main = in_main_thread();
                  if (main && PyErr_CheckSignals() != 0) throw nb::python_error();
                  std::atomic<bool> cancel{false};
                  try {
                      nb::gil_scoped_release nogil;
                      refract::SigintScope sigint(main ? &cancel : nullptr);
-                     new (self) Model(path, n_gpu_layers, n_threads, flash_attn, &cancel);
+                     new (self) Model(path, n_gpu_layers, n_threads, flash_attn, vocab_only, &cancel);
                  } catch (refract::Interrupted &) {
                      raise_interrupted();
                  }
              },
-             "path"_a, "n_gpu_layers"_a = -1, "n_threads"_a = 0, "flash_attn"_a = true)
+             "path"_a, "n_gpu_layers"_a = -1, "n_threads"_a = 0, "flash_attn"_a = true,
+             "vocab_only"_a = false)
         .def_prop_ro("info",
                      [](const Model & self) {
                          const auto & i = self.info();

@@ -197,7 +197,7 @@ void Context::clear() {
 
 // ---------------------------------------------------------------- Model
 
-Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn,
+Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn, bool vocab_only,
              const std::atomic<bool> * cancel)
     : n_threads_(n_threads > 0 ? n_threads : (int) std::max(1u, std::thread::hardware_concurrency())),
       flash_attn_(flash_attn) {
@@ -208,6 +208,7 @@ Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool fla
     }
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = n_gpu_layers;
+    mp.vocab_only = vocab_only;
     mp.progress_callback = load_continues;
     mp.progress_callback_user_data = const_cast<std::atomic<bool> *>(cancel);
     model_.reset(llama_model_load_from_file(path.c_str(), mp));
@@ -226,11 +227,22 @@ Model::Model(const std::string & path, int n_gpu_layers, int n_threads, bool fla
         i.file_size = f ? (uint64_t) f.tellg() : 0;
     }
     i.n_vocab = llama_vocab_n_tokens(vocab_);
-    i.n_ctx_train = llama_model_n_ctx_train(model_.get());
-    i.n_layer = llama_model_n_layer(model_.get());
-    i.n_head = llama_model_n_head(model_.get());
-    i.n_head_kv = llama_model_n_head_kv(model_.get());
-    i.n_embd = llama_model_n_embd(model_.get());
+    if (vocab_only) {
+        // llama.cpp loads no hyperparameters then (asking for them aborts): read the GGUF keys
+        // (a per-layer array reads as 0 here; the full load fills the real values)
+        const std::string a = i.architecture;
+        i.n_ctx_train = meta_int(*this, a + ".context_length", 0);
+        i.n_layer = meta_int(*this, a + ".block_count", 0);
+        i.n_head = meta_int(*this, a + ".attention.head_count", 0);
+        i.n_head_kv = meta_int(*this, a + ".attention.head_count_kv", i.n_head);
+        i.n_embd = meta_int(*this, a + ".embedding_length", 0);
+    } else {
+        i.n_ctx_train = llama_model_n_ctx_train(model_.get());
+        i.n_layer = llama_model_n_layer(model_.get());
+        i.n_head = llama_model_n_head(model_.get());
+        i.n_head_kv = llama_model_n_head_kv(model_.get());
+        i.n_embd = llama_model_n_embd(model_.get());
+    }
     const int head_default = i.n_head > 0 ? i.n_embd / i.n_head : 0;
     i.head_dim_k = meta_int(*this, i.architecture + ".attention.key_length", head_default);
     i.head_dim_v = meta_int(*this, i.architecture + ".attention.value_length", head_default);

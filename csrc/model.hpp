@@ -88,7 +88,9 @@ class Model {
 public:
     // `cancel` (optional) is polled while the weights load: setting it stops the load with
     // Interrupted.
-    Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn,
+    // vocab_only: the vocabulary, hyperparameters and metadata only (no tensors, no contexts):
+    // enough to tokenize and render prompts, to refuse impossible inputs before the real load.
+    Model(const std::string & path, int n_gpu_layers, int n_threads, bool flash_attn, bool vocab_only,
           const std::atomic<bool> * cancel = nullptr);
     ~Model();
 

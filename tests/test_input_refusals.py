@@ -63,7 +63,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def no_axis(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if any axis starts decoding (the refusal must come first)."""
+    """Fail loudly if the model loads (beyond its vocabulary and metadata) or any axis starts
+    decoding: the refusal must come before both."""
     import refract.engine as engine_mod
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -71,6 +72,14 @@ def no_axis(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for method in ("kld", "greedy", "greedy_teacher_forced", "generate_cells", "generate_one"):
         monkeypatch.setattr(engine_mod.Engine, method, refuse)
+    real_init = engine_mod.Engine.__init__
+
+    def vocab_only_init(self: Any, *args: Any, vocab_only: bool = False, **kwargs: Any) -> None:
+        if not vocab_only:
+            raise AssertionError("the model was loaded before the input was refused")
+        real_init(self, *args, vocab_only=vocab_only, **kwargs)
+
+    monkeypatch.setattr(engine_mod.Engine, "__init__", vocab_only_init)
 
 
 @pytest.fixture

@@ -144,7 +144,11 @@ class Engine:
         n_gpu_layers: int = -1,
         flash_attn: bool = True,
         seed: int = 42,
+        vocab_only: bool = False,
     ) -> None:
+        """``vocab_only`` loads the vocabulary, hyperparameters and metadata and no tensors: it
+        tokenizes and renders prompts (to refuse impossible inputs before the real load) and
+        can make no context."""
         path = _check_model_path(model_path)
         if n_threads is not None and n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -158,7 +162,8 @@ class Engine:
         self.fork_switches = {key: os.environ[key] for key in FORK_SWITCHES}
         try:
             self._model: Any = _core.Model(str(path), n_gpu_layers,
-                                           n_threads or default_threads(), flash_attn)
+                                           n_threads or default_threads(), flash_attn,
+                                           vocab_only)
         except ValueError as err:  # llama.cpp refused the file
             raise ModelError(str(err)) from None
         finally:

@@ -450,6 +450,14 @@ def execute_score(
     if own_engine:
         from refract.engine import Engine
 
+        # what the inputs make impossible is refused before the model loads: the vocabulary,
+        # hyperparameters and chat template suffice to tokenize and render every input
+        with _timed(shared, "preflight_s"):
+            vocab = Engine(plan.model_path, n_threads=opts.threads, vocab_only=True)
+            try:
+                refuse_impossible(vocab, plan)
+            finally:
+                vocab.close()
         with _timed(shared, "load_s"):
             engine = Engine(plan.model_path, n_threads=opts.threads,
                             n_gpu_layers=opts.n_gpu_layers, seed=opts.seed)
@@ -460,11 +468,15 @@ def execute_score(
             engine.close()
 
 
-def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, float],
-         t_start: float) -> list[dict[str, Any]]:
+def refuse_impossible(engine: Any, plan: ScorePlan) -> tuple[Any, dict[str, Any]]:
+    """Refuse (:class:`UsageError`) what the inputs make impossible, before any axis runs and
+    before any report exists -- never a report in which nothing scored: KV types the model
+    cannot take, ``--ctx`` beyond its training context, prompts that leave no room to generate
+    or that its chat template cannot render, a corpus shorter than one KLD window, R-NIAH cells
+    that cannot be planned or rendered. Needs only the vocabulary and metadata (a
+    ``vocab_only`` engine: :func:`execute_score` runs it before the model loads). Returns the
+    corpus tokens the KLD chunks need and how much of the corpus was used."""
     opts = plan.options
-    ref = plan.reference.label
-    cands = [c.label for c in plan.candidates]
     # a type whose block size does not divide the head dim fails here, before any work
     engine.kv(plan.reference)
     for cfg in plan.candidates:
@@ -474,20 +486,28 @@ def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, flo
             engine.check_ctx(opts.ctx)
         except ValueError as exc:
             raise UsageError(f"--ctx: {exc}") from None
-    # what the inputs make impossible is refused here, before any axis runs and before any
-    # report exists (tokenizing and rendering need the model's vocabulary and template, so
-    # this is the first point where it is known): never a report in which nothing scored
     check_prompts_fit(engine, plan)
     corpus_used: dict[str, Any] = {}
     tokens = None
     if opts.needs_corpus:
-        with _timed(shared, "tokenize_corpus_s"):
-            tokens, corpus_used = _corpus_tokens(engine, plan)
+        tokens, corpus_used = _corpus_tokens(engine, plan)
         if opts.kld:
             check_corpus_tokens(plan, len(tokens))
-    check_memory(engine, plan)
     if opts.rniah:
         check_rniah_plan(engine, plan)
+    return tokens, corpus_used
+
+
+def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, float],
+         t_start: float) -> list[dict[str, Any]]:
+    opts = plan.options
+    ref = plan.reference.label
+    cands = [c.label for c in plan.candidates]
+    # refused here too for an engine the caller passed in (a matrix worker's): the checks are
+    # the same, only earlier when execute_score loads the model itself
+    with _timed(shared, "tokenize_corpus_s"):
+        tokens, corpus_used = refuse_impossible(engine, plan)
+    check_memory(engine, plan)
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     timings: dict[str, dict[str, float]] = {c: {} for c in cands}
     extras: dict[str, Any] = {}
