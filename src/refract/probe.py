@@ -123,7 +123,8 @@ def _diagnosis(buft: str | None, sig: str, build: ModuleType | None) -> str:
     if portable:
         return (
             f"{head} (illegal instruction): this CPU lacks the x86-64-v3 instruction set "
-            "(AVX2, FMA, F16C, BMI2) the wheel needs; build from source on this machine: "
+            "(AVX2, FMA, F16C, BMI2) this portable build needs; build from source for this "
+            "machine (-DREFRACT_PORTABLE=OFF, a source build's default): "
             "pip install --no-binary refract refract"
         )
     return (
