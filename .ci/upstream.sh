@@ -59,7 +59,9 @@ EOF
 echo "== upstream: tests (every test marked engine by tests/conftest.py, real-model ones aside)"
 # The real-model (demo) engine tests run in full on the shipped wheel; here the README's first
 # command below scores the demo model on this build end to end.
-"$vpy" -m pytest -q -p no:cacheprovider -m "engine and not demo" tests
+# the wheel's venv (the other flavour) lets the two-builds report test score on both
+REFRACT_OTHER_BUILD_PYTHON="$root/build/ci-venv/bin/python" \
+  "$vpy" -m pytest -q -p no:cacheprovider -m "engine and not demo" tests
 
 echo "== upstream: the README's first command (bundled corpus, offline)"
 cache="$root/build/ci-readme-cache" report="$root/build/ci-readme-report.json"
