@@ -182,3 +182,13 @@ def sigint_default() -> None:
     Python installs KeyboardInterrupt there even when the test run itself was started in the
     background by a shell without job control (which makes children inherit SIGINT ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A fresh ``REFRACT_CACHE_DIR`` under the test's tmp_path, and no ``REFRACT_DEBUG`` (so a
+    CLI error stays the one line a user sees)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("REFRACT_CACHE_DIR", str(cache))
+    monkeypatch.delenv("REFRACT_DEBUG", raising=False)
+    return cache

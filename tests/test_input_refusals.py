@@ -56,9 +56,8 @@ def one_line_refusal(result: Any, *needles: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("REFRACT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("REFRACT_DEBUG", raising=False)
+def _isolated(isolated_cache: Path) -> None:
+    """Every test here gets its own cache and no REFRACT_DEBUG (conftest.isolated_cache)."""
 
 
 @pytest.fixture
@@ -212,3 +211,20 @@ def test_matrix_refuses_per_model_as_a_failed_cell(tmp_path: Path) -> None:
     assert hostile["message"].startswith("chat template of model hostile.gguf: ")
     assert "score without --chat-template" in hostile["message"]
     assert not list(out.glob("hostile__*.json"))
+
+
+@needs_core
+def test_vocabulary_only_load_tokenizes_as_the_model_does(tiny_model: Path,
+                                                          inputs: dict[str, Path]) -> None:
+    """execute_score scores on the corpus tokens its vocabulary-only preflight made: they must
+    be the full model's, and outlive the preflight engine."""
+    from refract.engine import Engine
+
+    text = inputs["corpus"].read_text()
+    with Engine(tiny_model, n_threads=1, vocab_only=True) as vocab:
+        pre, pre_chars = vocab.corpus_tokens(text, 64, 4)
+        ids = vocab.prompt_ids(PROMPTS[0]["prompt"], chat_template=True)
+    with Engine(tiny_model, n_threads=1) as full:
+        tokens, chars = full.corpus_tokens(text, 64, 4)
+        assert ids.tolist() == full.prompt_ids(PROMPTS[0]["prompt"], chat_template=True).tolist()
+    assert pre.tolist() == tokens.tolist() and pre_chars == chars and len(tokens) >= 4 * 64

@@ -43,6 +43,15 @@ def test_kv_bytes_per_token_from_allocations(demo_engine: Any) -> None:
             assert probe["fixed_bytes"] == 0, (kv, probe["fixed_bytes"])
         else:
             assert probe["fixed_bytes"] >= 0
+    # probed once per label: a second ask (every report of a multi-candidate run asks for every
+    # label) reuses it, and a caller mutating its copy does not change the next answer
+    calls: list[str] = []
+    real = eng._probe
+    eng._probe = lambda req: calls.append(req.label) or real(req)
+    again = eng.kv_probe(BASE[1])
+    again["layers"].clear()
+    assert eng.kv_probe(BASE[1])["bytes_per_token"] == per[BASE[1]] and calls == []
+    assert len(eng.kv_probe(BASE[1])["layers"]) == int(info["n_layer"])
     # a run's own contexts: their bytes are per token x cells + fixed
     eng.greedy(["The capital of France is"], BASE[1], n_predict=2, ctx=256)
     seen = eng.kv_bytes()[BASE[1]]

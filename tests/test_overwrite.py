@@ -42,9 +42,8 @@ def refused(result: Any, path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("REFRACT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("REFRACT_DEBUG", raising=False)
+def _isolated(isolated_cache: Path) -> None:
+    """Every test here gets its own cache and no REFRACT_DEBUG (conftest.isolated_cache)."""
 
 
 @pytest.fixture

@@ -172,6 +172,8 @@ class Engine:
         self._chat: ChatTemplate | None = None
         #: reference results shared by every candidate scored on this engine
         self.reference_cache = ReferenceCache()
+        #: kv_probe results per KV label (they depend on the config alone within a process)
+        self._kv_probes: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ info
     @property
@@ -207,8 +209,16 @@ class Engine:
         more cell costs (the difference of the two contexts' allocations over their cell
         difference, exact); ``fixed_bytes``, what does not grow with the context (the
         TurboQuant fork's rotation matrices). Byte figures are None where the linked llama.cpp
-        cannot report its allocations."""
-        raw = self._call(self._m.kv_probe, self.kv(kv))
+        cannot report its allocations. Probed once per KV label and engine (every report of a
+        multi-candidate run asks for every label)."""
+        req = self.kv(kv)
+        cached = self._kv_probes.get(req.label)
+        if cached is None:
+            cached = self._kv_probes[req.label] = self._probe(req)
+        return {**cached, "layers": [dict(x) for x in cached["layers"]]}
+
+    def _probe(self, req: Any) -> dict[str, Any]:
+        raw = self._call(self._m.kv_probe, req)
         layers = [dict(x) for x in raw["layers"]]
         per: int | None = None
         fixed: int | None = None

@@ -447,6 +447,7 @@ def execute_score(
     t_start = time.perf_counter()
     shared: dict[str, float] = {}
     own_engine = engine is None
+    checked: tuple[Any, dict[str, Any]] | None = None
     if own_engine:
         from refract.engine import Engine
 
@@ -455,14 +456,14 @@ def execute_score(
         with _timed(shared, "preflight_s"):
             vocab = Engine(plan.model_path, n_threads=opts.threads, vocab_only=True)
             try:
-                refuse_impossible(vocab, plan)
+                checked = refuse_impossible(vocab, plan)
             finally:
                 vocab.close()
         with _timed(shared, "load_s"):
             engine = Engine(plan.model_path, n_threads=opts.threads,
                             n_gpu_layers=opts.n_gpu_layers, seed=opts.seed)
     try:
-        return _run(plan, engine, reporter, shared, t_start)
+        return _run(plan, engine, reporter, shared, t_start, checked)
     finally:
         if own_engine:
             engine.close()
@@ -499,14 +500,23 @@ def refuse_impossible(engine: Any, plan: ScorePlan) -> tuple[Any, dict[str, Any]
 
 
 def _run(plan: ScorePlan, engine: Any, reporter: Reporter, shared: dict[str, float],
-         t_start: float) -> list[dict[str, Any]]:
+         t_start: float, checked: tuple[Any, dict[str, Any]] | None = None
+         ) -> list[dict[str, Any]]:
     opts = plan.options
     ref = plan.reference.label
     cands = [c.label for c in plan.candidates]
-    # refused here too for an engine the caller passed in (a matrix worker's): the checks are
-    # the same, only earlier when execute_score loads the model itself
-    with _timed(shared, "tokenize_corpus_s"):
-        tokens, corpus_used = refuse_impossible(engine, plan)
+    if checked is None:
+        # an engine the caller passed in (a matrix worker's): refused here, after its load
+        with _timed(shared, "tokenize_corpus_s"):
+            checked = refuse_impossible(engine, plan)
+    else:
+        # checked on the vocabulary before the load (same tokens); only what needs the full
+        # hyperparameters is asked again: a vocabulary-only load reads a per-layer head count
+        # as 0, so the block size / head dim check could not refuse a type there
+        engine.kv(plan.reference)
+        for cfg in plan.candidates:
+            engine.kv(cfg, slot=1)
+    tokens, corpus_used = checked
     check_memory(engine, plan)
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     timings: dict[str, dict[str, float]] = {c: {} for c in cands}
