@@ -44,7 +44,7 @@ echo "== upstream: build + install took $((SECONDS - start)) s"
 (cd / && "$vpy" - "$want_commit" <<'EOF'
 import sys
 import refract._core as core
-from refract.engine import build_info
+from refract.engine.facade import build_info
 info, want = build_info(), sys.argv[1]
 print(f"refract._core: {core.__file__}\n  llama.cpp {info['llama_cpp_flavour']} "
       f"{info['llama_cpp_commit']} from {info['llama_cpp_source']}")

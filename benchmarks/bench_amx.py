@@ -34,10 +34,10 @@ CHILD = textwrap.dedent(
     import json, sys, time
     import refract._core as core
     from refract import Engine
-    from refract.corpus import bundled_corpus_path, read_text
-    from refract.probe import amx_status
-    from refract.promptset import load_prompts
-    from refract.score import resolve_model
+    from refract.inputs.corpus import bundled_corpus_path, read_text
+    from refract.system.probe import amx_status
+    from refract.inputs.promptset import load_prompts
+    from refract.scoring.score import resolve_model
 
     args = json.loads(sys.argv[1])
     eng = Engine(resolve_model(args["model"]))

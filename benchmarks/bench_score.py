@@ -109,7 +109,7 @@ def main() -> int:
     from refract.axes.plad import plan_plad, run_plad
     from refract.axes.rniah import run_rniah
     from refract.axes.trajectory import reference_trajectories, run_trajectory
-    from refract.promptset import load_prompts
+    from refract.inputs.promptset import load_prompts
 
     model = args.model or default_model()
     cand = args.candidate

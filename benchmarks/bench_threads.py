@@ -34,11 +34,11 @@ from kld_vs_llama_perplexity import default_corpus, default_model, load_now
 WORKLOAD = r"""
 import json, os, sys, time
 if os.environ.pop("BENCH_RAW_DEFAULT", None):  # keep refract from choosing: runtime default
-    import refract.threads
-    refract.threads.runnable_others = lambda: 0
+    import refract.system.threads
+    refract.system.threads.runnable_others = lambda: 0
 from refract import Engine
-from refract.threads import wait_policy
-from refract.promptset import load_prompts
+from refract.system.threads import wait_policy
+from refract.inputs.promptset import load_prompts
 model, threads, n_prompts, n_predict, chunks, corpus = sys.argv[1:7]
 texts = [p.prompt for p in load_prompts(None)[: int(n_prompts)]]
 text = open(corpus, encoding="utf-8").read()[:400000]

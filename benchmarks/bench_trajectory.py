@@ -103,8 +103,8 @@ def main() -> int:
         sys.exit("--rounds must be >= 1")
 
     from refract import Engine
-    from refract.engine import build_info
-    from refract.promptset import load_prompts
+    from refract.engine.facade import build_info
+    from refract.inputs.promptset import load_prompts
 
     model = args.model or default_model()
     prompts = load_prompts(None)[: args.limit]

@@ -95,7 +95,7 @@ def table(title: str, rows: list[tuple[str, list[float], str]], cands: Sequence[
 
 
 def score_part(args: argparse.Namespace) -> None:
-    from refract.score import run_score
+    from refract.scoring.score import run_score
 
     cands: list[str] = args.candidates
     wall: dict[str, dict[str, list[float]]] = {c: {} for c in cands}
@@ -139,8 +139,8 @@ def bare_part(args: argparse.Namespace, model: Path) -> None:
     import numpy as np
 
     from refract import Engine, _core
-    from refract.corpus import bundled_corpus_path, default_corpus_path
-    from refract.promptset import load_prompts
+    from refract.inputs.corpus import bundled_corpus_path, default_corpus_path
+    from refract.inputs.promptset import load_prompts
 
     cands: list[str] = args.candidates
     corpus = bundled_corpus_path("test") if args.model == "demo" else default_corpus_path()
@@ -231,8 +231,8 @@ def main() -> int:
     ap.add_argument("--skip-bare", action="store_true")
     args = ap.parse_args()
 
-    from refract.engine import build_info
-    from refract.score import resolve_model
+    from refract.engine.facade import build_info
+    from refract.scoring.score import resolve_model
 
     info = build_info()
     missing = [c for c in args.candidates for t in c.replace("=", ",").split(",")

@@ -145,13 +145,13 @@ def fork_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def default_corpus() -> Path:
     if SHARED_CORPUS.is_file():
         return SHARED_CORPUS
-    from refract.corpus import default_corpus_path
+    from refract.inputs.corpus import default_corpus_path
 
     return default_corpus_path()
 
 
 def default_model() -> Path:
-    from refract.demo import demo_model_path
+    from refract.inputs.demo import demo_model_path
 
     return demo_model_path()
 
@@ -241,7 +241,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from refract import Engine
-    from refract.engine import build_info
+    from refract.engine.facade import build_info
     from refract.kvconfig import KVConfig
 
     model = args.model or default_model()

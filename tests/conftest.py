@@ -140,9 +140,9 @@ def tiny_engine(tiny_model: Path):
 def demo_model() -> Path:
     """The real Gemma 3 270M Q4_K_M from the `demo` extra (assembled once into the cache)."""
     try:
-        from refract.demo import demo_model_path
+        from refract.inputs.demo import demo_model_path
     except ImportError:
-        pytest.skip("refract.demo is not available")
+        pytest.skip("refract.inputs.demo is not available")
     try:
         return demo_model_path()
     except Exception as e:  # the extra is not installed (a failure on CI, see above)

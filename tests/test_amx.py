@@ -242,7 +242,7 @@ def test_amx_build_proves_itself_before_the_engine_loads(tmp_path: Path) -> None
     assert not list((tmp_path / "cache").glob("probe/*.json")), "a failed probe was cached"
 
     env.pop(probe.CRASH_ENV)
-    show = code + "from refract.probe import amx_status\nprint(amx_status()['startup_probe'])\n"
+    show = code + "from refract.system.probe import amx_status\nprint(amx_status()['startup_probe'])\n"
     first = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
                            text=True, cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr

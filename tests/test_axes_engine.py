@@ -12,9 +12,9 @@ from conftest import shared_file
 from refract import Engine
 from refract.axes.plad import run_plad
 from refract.axes.rniah import DEFAULT_POSITIONS, is_hit, run_rniah, schedule_rniah
-from refract.chat import ChatTemplateError
+from refract.inputs.chat import ChatTemplateError
 from refract.kvconfig import KVConfig
-from refract.promptset import Prompt, load_prompts
+from refract.inputs.promptset import Prompt, load_prompts
 from tinymodel import write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"
@@ -249,7 +249,7 @@ def test_generate_cells_reuses_prefixes_across_groups(chat_engine: Engine, hayst
 
 def test_nonfinite_logits_stop_rniah_naming_the_config(chat_engine: Engine, haystack: str) -> None:
     from refract import _core
-    from refract.engine import NonFiniteLogits
+    from refract.engine.facade import NonFiniteLogits
 
     no_probe = np.zeros(0, dtype=np.int32)
     prompt = chat_engine.prompt_ids("Summarize.", chat_template=True, system=haystack[:300])

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from refract.chat import (
+from refract.inputs.chat import (
     CHATML_TEMPLATE,
     MAX_TEMPLATE_BYTES,
     ChatTemplate,

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA, have_core, needs_core
-from refract import corpus
+from refract.inputs import corpus
 from refract.cli import app
 
 EXAMPLES = SHARED_DATA / "refract-examples"
@@ -103,7 +103,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the input was validated")
 
-    monkeypatch.setattr("refract.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
 
 
 def examples() -> Path:
@@ -225,7 +225,7 @@ def test_score_auto_fetch_failure_is_runtime_error(tiny_model: Path) -> None:
 
 @pytest.mark.usefixtures("no_engine")
 def test_score_demo_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refract import demo
+    from refract.inputs import demo
 
     def unavailable() -> Path:
         raise demo.DemoUnavailable(demo.INSTALL_HINT)
@@ -250,7 +250,7 @@ def test_score_runtime_failure_is_exit_1(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("llama_decode failed: out of KV slots")
 
-    monkeypatch.setattr("refract.score.execute_score", boom)
+    monkeypatch.setattr("refract.scoring.score.execute_score", boom)
     assert_one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--corpus", corpus_file,
             "--prompts", prompts_file),
@@ -321,7 +321,7 @@ def test_score_full_writes_valid_json_and_html(full_run: dict[str, Any]) -> None
     assert env["omp_wait_policy"] == f"{os.environ['OMP_WAIT_POLICY']} (set by the user)"
     assert env["fork_switches"].get("TURBO_AUTO_ASYMMETRIC") is not None
     # the build's AMX decision (issue 26), as selftest shows it
-    from refract.probe import amx_status
+    from refract.system.probe import amx_status
 
     assert env["amx"]["compiler_check"] == amx_status()["compiler_check"]
     assert env["amx"]["enabled"] is amx_status()["enabled"] and env["amx"]["reason"]
@@ -383,7 +383,7 @@ def test_score_measure_floor_failure_exits_2(
     tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from refract import composite, score
+    from refract.scoring import composite, score
 
     def noisy_floor(scores: Any, per_prompt: Any = ()) -> composite.FloorCheck:
         return composite.check_floor({"gtm": 97.0, "kld": 99.0}, per_prompt)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from refract.composite import (
+from refract.scoring.composite import (
     DIAG_BRITTLE,
     DIAG_CATASTROPHIC,
     DIAG_DECODE_DRIFT,

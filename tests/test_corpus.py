@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_file
-from refract import corpus
-from refract.corpus import (
+from refract.inputs import corpus
+from refract.inputs.corpus import (
     BUNDLED,
     OFFLINE_HINT,
     CorpusError,

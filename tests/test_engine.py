@@ -11,7 +11,7 @@ import pytest
 import attnrot
 from conftest import shared_file
 from refract import Engine, KVConfig, _core
-from refract.engine import build_info
+from refract.engine.facade import build_info
 from refract.kvconfig import KVConfigError
 from tinymodel import write_tiny_model
 

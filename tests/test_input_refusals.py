@@ -64,7 +64,7 @@ def _isolated(isolated_cache: Path) -> None:
 def no_axis(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if the model loads (beyond its vocabulary and metadata) or any axis starts
     decoding: the refusal must come before both."""
-    import refract.engine as engine_mod
+    import refract.engine.facade as engine_mod
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an axis ran before the input was refused")
@@ -182,7 +182,7 @@ def test_prompt_set_on_which_plad_fires_nothing_is_refused_before_load(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the input was refused")
 
-    monkeypatch.setattr("refract.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
     terse = tmp_path / "terse.jsonl"
     # punctuation only: no word to misspell, recase or swap, and dropping the "?" leaves nothing
     terse.write_text(json.dumps({"id": "t", "category": "factual", "prompt": "?"}) + "\n")
@@ -218,7 +218,7 @@ def test_vocabulary_only_load_tokenizes_as_the_model_does(tiny_model: Path,
                                                           inputs: dict[str, Path]) -> None:
     """execute_score scores on the corpus tokens its vocabulary-only preflight made: they must
     be the full model's, and outlive the preflight engine."""
-    from refract.engine import Engine
+    from refract.engine.facade import Engine
 
     text = inputs["corpus"].read_text()
     with Engine(tiny_model, n_threads=1, vocab_only=True) as vocab:

@@ -84,7 +84,7 @@ def test_layer_types_are_what_the_graph_reads(demo_engine: Any) -> None:
 
 
 def test_layer_groups_and_the_warning_that_names_them() -> None:
-    from refract.environment import kv_allocation_warnings, layer_groups
+    from refract.engine.environment import kv_allocation_warnings, layer_groups
     from refract.kvconfig import KVConfig
 
     per_layer = [{"layer": i, "type_k": "q8_0", "type_v": "q8_0" if i in (0, 1, 6, 7) else

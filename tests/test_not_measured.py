@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import needs_core
 from refract.cli import app
-from refract.composite import NOT_MEASURED
-from refract.repeatability import summarize_runs
+from refract.scoring.composite import NOT_MEASURED
+from refract.scoring.repeatability import summarize_runs
 from refract.report.compare import compare_markdown, compare_rows
 from refract.report.fields import is_measured, report_band, report_composite
 from refract.report.html import render_html

@@ -51,7 +51,7 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("refract.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_recognises_refract_outputs_and_nothing_else(tmp_path: Path, tiny_model:
     status.write_text('{"model": "m", "model_path": "/m", "candidate": "c", "state": "ok"}\n')
     assert is_refract_output(status, "status")
     summary = tmp_path / "rep.json"
-    summary.write_text(json.dumps({"schema": "refract.repeatability.v1", "n_runs": 2}))
+    summary.write_text(json.dumps({"schema": "refract.scoring.repeatability.v1", "n_runs": 2}))
     assert is_refract_output(summary, "summary")
     examples = sorted((SHARED_DATA / "refract-examples").glob("*.json"))
     if examples:  # refract-llm's reports are reports too
@@ -172,7 +172,7 @@ def test_repeatability_refuses_a_foreign_json_out_before_loading(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("refract.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
     mine = tmp_path / "results.json"
     mine.write_text('{"experiment": 7}')
     refused(run("repeatability", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--runs", "2",

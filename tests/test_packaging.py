@@ -162,7 +162,7 @@ def test_tests_run_against_the_installed_wheel() -> None:
     assert (pkg / "_core.pyi").is_file() and (pkg / "py.typed").is_file()
     assert all((pkg / d).is_file() for d in DATA_FILES)
     # the wheel that ships is the TurboQuant flavour (issue 20)
-    from refract.engine import build_info
+    from refract.engine.facade import build_info
 
     info = build_info()
     assert info["llama_cpp_flavour"] == "turboquant"
@@ -230,7 +230,7 @@ def test_cpu_guard_blocks_only_the_core_import(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_cpu, "unsupported_reason", lambda: "too old")
     with pytest.raises(ImportError, match="too old"):
         guard.find_spec("refract._core", None)
-    assert guard.find_spec("refract.corpus", None) is None
+    assert guard.find_spec("refract.inputs.corpus", None) is None
     monkeypatch.setattr(_cpu, "unsupported_reason", lambda: None)
     assert guard.find_spec("refract._core", None) is None
     assert any(isinstance(f, _cpu._Guard) for f in sys.meta_path)  # installed by refract

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA
-from refract.promptset import BUNDLED_PROMPTS, Prompt, PromptSetError, load_prompts
+from refract.inputs.promptset import BUNDLED_PROMPTS, Prompt, PromptSetError, load_prompts
 
 V01 = SHARED_DATA / "refract-prompts-v0.1.jsonl"
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "refract" / "prompts" / BUNDLED_PROMPTS

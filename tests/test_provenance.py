@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_file
-from refract import provenance
-from refract.provenance import (
+from refract.inputs import provenance
+from refract.inputs.provenance import (
     CACHE_FILE,
-    WIKITEXT2_TEST_BYTES,
-    WIKITEXT2_TEST_NAME,
-    WIKITEXT2_TEST_SHA256,
     build_provenance,
     corpus_identity,
     file_sha256,
@@ -105,9 +102,13 @@ def test_text_sha256() -> None:
 
 
 def test_corpus_identity_names(tmp_path: Path) -> None:
-    assert identity_name(WIKITEXT2_TEST_BYTES, WIKITEXT2_TEST_SHA256) == WIKITEXT2_TEST_NAME
-    assert identity_name(WIKITEXT2_TEST_BYTES, WIKITEXT2_TEST_SHA256.upper()) == (
-        "wikitext-2-raw-v1 test"
+    from refract.inputs.corpus import WIKITEXT2_SHA256, WIKITEXT2_SIZES
+
+    size, sha = WIKITEXT2_SIZES["test"], WIKITEXT2_SHA256["test"]
+    assert identity_name(size, sha) == "wikitext-2-raw-v1 test"
+    assert identity_name(size, sha.upper()) == "wikitext-2-raw-v1 test"
+    assert identity_name(WIKITEXT2_SIZES["train"], WIKITEXT2_SHA256["train"]) == (
+        "wikitext-2-raw-v1 train"
     )
     # the shared rendering of the test split is not byte-identical to wiki.test.raw
     shared = shared_file("wikitext-2-test.txt")
@@ -127,10 +128,10 @@ def test_corpus_identity_names(tmp_path: Path) -> None:
 
 
 def test_corpus_identity_knows_the_bundled_corpus() -> None:
-    from refract import corpus
+    from refract.inputs import corpus
 
     if not hasattr(corpus, "bundled_corpus_path"):
-        pytest.fail("refract.corpus has no bundled corpus")
+        pytest.fail("refract.inputs.corpus has no bundled corpus")
     path = corpus.bundled_corpus_path("test")
     assert corpus_identity(path)["name"].startswith("bundled:")
     assert corpus_identity(path) == corpus.corpus_identity(path)
@@ -142,7 +143,7 @@ def test_build_provenance(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("corpus text", encoding="utf-8")
     prompts_path = shared_file("refract-prompts-v0.1.jsonl")
-    from refract.promptset import load_prompts
+    from refract.inputs.promptset import load_prompts
 
     parsed = load_prompts(prompts_path)
     prov = build_provenance(model, corpus, None, prompts_path, haystack_text="hay")

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from conftest import SHARED_DATA
-from refract.composite import (
+from refract.scoring.composite import (
     DIAG_BRITTLE,
     DIAG_DECODE_DRIFT,
     DIAG_INTACT,

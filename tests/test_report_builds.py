@@ -185,7 +185,7 @@ OTHER_BUILD_PYTHON = os.environ.get("REFRACT_OTHER_BUILD_PYTHON") or str(
 
 _SCORE = """
 import json, sys
-from refract.score import run_score
+from refract.scoring.score import run_score
 rep = run_score(sys.argv[1], "ctk=q8_0,ctv=q8_0", prompts=sys.argv[2], corpus=sys.argv[3],
                 chunks=1, ctx=128, n_predict=4, threads=1, noise_floor=False)
 from refract.report.io import write_report
@@ -199,7 +199,7 @@ def test_real_reports_from_two_builds(
 ) -> None:
     """A real report of this build names it; with the other flavour's interpreter at hand
     (REFRACT_OTHER_BUILD_PYTHON, or build/turbo-dev's), the same score there is another row."""
-    from refract.engine import build_info
+    from refract.engine.facade import build_info
 
     info = build_info()
     out = tmp_path / "r"

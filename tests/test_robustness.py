@@ -342,7 +342,7 @@ def test_contexts_are_freed_with_the_engine(tiny_model: Path) -> None:
 
 
 def test_chat_render_past_its_deadline_leaves_no_thread_running() -> None:
-    from refract.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
+    from refract.inputs.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
 
     spins = [0]
 
@@ -363,7 +363,7 @@ def test_chat_render_past_its_deadline_leaves_no_thread_running() -> None:
 
 
 def test_chat_render_loop_stops_at_the_deadline() -> None:
-    from refract.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
+    from refract.inputs.chat import WORKER_THREAD_NAME, ChatTemplate, ChatTemplateError
 
     loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     with pytest.raises(ChatTemplateError, match="time limit"):  # the system-role probe render
@@ -457,7 +457,7 @@ def test_estimate_grows_with_the_request(tiny_engine) -> None:
 
 
 def test_check_fits_uses_the_env_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refract.memory import MemoryBudgetError, available_bytes, check_fits, format_bytes
+    from refract.system.memory import MemoryBudgetError, available_bytes, check_fits, format_bytes
 
     monkeypatch.setenv("REFRACT_MEMORY_LIMIT", "2G")
     assert available_bytes() is not None
@@ -477,7 +477,7 @@ def test_check_fits_uses_the_env_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_parse_bytes_and_meminfo() -> None:
-    from refract.memory import _meminfo_available, parse_bytes
+    from refract.system.memory import _meminfo_available, parse_bytes
 
     assert parse_bytes("512M") == 512 * 2**20
     assert parse_bytes("1.5GiB") == int(1.5 * 2**30)

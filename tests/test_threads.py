@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refract.threads import (
+from refract.system.threads import (
     cgroup_cpu_limit,
     choose_wait_policy,
     default_threads,
@@ -87,7 +87,7 @@ def test_runnable_others_is_the_median_minus_this_thread(tmp_path: Path) -> None
 
 
 def _fresh_policy(env: dict[str, str], pre: str = "") -> str:
-    code = (f"{pre}import os, refract.engine; from refract.threads import wait_policy; "
+    code = (f"{pre}import os, refract.engine.facade; from refract.system.threads import wait_policy; "
             "print(os.environ.get('OMP_WAIT_POLICY', '-'), '|', wait_policy())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
@@ -98,9 +98,9 @@ def test_wait_policy_is_chosen_as_the_engine_loads() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     user = _fresh_policy({**env, "OMP_WAIT_POLICY": "ACTIVE"})
     assert user == "ACTIVE | ACTIVE (set by the user)"
-    busy = "import refract.threads as T; T.runnable_others = lambda: 64; "
+    busy = "import refract.system.threads as T; T.runnable_others = lambda: 64; "
     value, chosen = _fresh_policy(env, busy).split(" | ")
     assert value == "PASSIVE" and chosen.startswith("PASSIVE (64 other runnable tasks")
-    quiet = "import refract.threads as T; T.runnable_others = lambda: 0; "
+    quiet = "import refract.system.threads as T; T.runnable_others = lambda: 0; "
     value, chosen = _fresh_policy(env, quiet).split(" | ")
     assert value == "-" and chosen.startswith("runtime default (0 other runnable tasks")

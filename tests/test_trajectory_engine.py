@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_file
 from refract import Engine
 from refract.axes.trajectory import run_trajectories, run_trajectory
-from refract.promptset import Prompt, load_prompts
+from refract.inputs.promptset import Prompt, load_prompts
 from tinymodel import write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"
@@ -215,7 +215,7 @@ def test_candidates_ride_along_in_groups_that_fit_in_memory(
 
 
 def test_a_candidate_failing_along_the_reference_costs_only_itself(tiny_model: Path) -> None:
-    from refract.engine import NonFiniteLogits
+    from refract.engine.facade import NonFiniteLogits
 
     prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
     q8 = "ctk=q8_0,ctv=q8_0"

@@ -14,7 +14,7 @@ from refract.axes.trajectory import (
     common_prefix_length,
     score_trajectories,
 )
-from refract.promptset import Prompt
+from refract.inputs.promptset import Prompt
 
 EXAMPLES = SHARED_DATA / "refract-examples"
 

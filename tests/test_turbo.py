@@ -49,8 +49,8 @@ def turbo_reports(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     the negative control's KLD is ~13x the headline's, 0.231 vs 0.018 nats, far outside noise),
     no trajectory noise floor (the axis score does not use it)."""
     _need_turbo()
-    from refract.promptset import load_prompts
-    from refract.score import run_scores
+    from refract.inputs.promptset import load_prompts
+    from refract.scoring.score import run_scores
 
     seen: set[str] = set()
     subset = [p for p in load_prompts(None) if not (p.category in seen or seen.add(p.category))]
@@ -68,7 +68,7 @@ def turbo_reports(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_the_build_is_the_fork_and_says_so() -> None:
     _need_turbo()
-    from refract.engine import build_info
+    from refract.engine.facade import build_info
 
     info = build_info()
     assert info["llama_cpp_flavour"] == "turboquant"

@@ -20,12 +20,12 @@ __version__ = "0.1.0"
 __all__ = ["Engine", "KVConfig", "__version__"]
 
 if TYPE_CHECKING:
-    from refract.engine import Engine
+    from refract.engine.facade import Engine
 
 
 def __getattr__(name: str) -> Any:
     if name == "Engine":
-        from refract.engine import Engine
+        from refract.engine.facade import Engine
 
         return Engine
     raise AttributeError(f"module 'refract' has no attribute {name!r}")

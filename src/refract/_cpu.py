@@ -82,12 +82,12 @@ class _Guard(importlib.abc.MetaPathFinder):
             reason = unsupported_reason()
             if reason is not None:
                 raise ImportError(reason, name=CORE)
-            from refract.probe import amx_startup_check
+            from refract.system.probe import amx_startup_check
 
             reason = amx_startup_check()  # AMX builds only: proved in a child, once per machine
             if reason is not None:
                 raise ImportError(reason, name=CORE)
-            from refract.threads import apply_wait_policy
+            from refract.system.threads import apply_wait_policy
 
             apply_wait_policy()  # the OpenMP runtime reads it once, as the extension loads
         return None  # let the normal finders load it

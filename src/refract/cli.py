@@ -141,8 +141,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _usage_types() -> tuple[type[BaseException], ...]:
-    from refract.chat import ChatTemplateError
-    from refract.demo import DemoUnavailable
+    from refract.inputs.chat import ChatTemplateError
+    from refract.inputs.demo import DemoUnavailable
 
     return (ValueError, DemoUnavailable, ChatTemplateError)
 
@@ -150,7 +150,7 @@ def _usage_types() -> tuple[type[BaseException], ...]:
 @contextlib.contextmanager
 def _guard() -> Iterator[None]:
     """Turn the exceptions of a command into one stderr line and an exit code."""
-    from refract.score import FloorFailed
+    from refract.scoring.score import FloorFailed
 
     try:
         yield
@@ -235,7 +235,7 @@ def _score_outputs(
     out_dir: Path | None, html: bool,
 ) -> dict[str, Path | None]:
     """Where the reports go: --json-out/--html-out (one candidate) or --out-dir (any)."""
-    from refract.score import UsageError
+    from refract.scoring.score import UsageError
 
     if len(candidates) > 1 and (json_out is not None or html_out is not None):
         raise UsageError(
@@ -318,12 +318,12 @@ def _score_problems(reports: Sequence[dict[str, Any]]) -> str:
 
 
 def _check_out_dir(out_dir: Path | None) -> None:
-    from refract.score import check_output_path
+    from refract.scoring.score import check_output_path
 
     if out_dir is None:
         return
     if out_dir.exists() and not out_dir.is_dir():
-        from refract.score import UsageError
+        from refract.scoring.score import UsageError
 
         raise UsageError(f"--out-dir {str(out_dir)!r} exists and is not a directory")
     if not out_dir.exists():
@@ -365,7 +365,7 @@ def score(
 
     with _guard():
         from refract.options import ScoreOptions
-        from refract.score import FloorFailed, execute_score, prepare_score
+        from refract.scoring.score import FloorFailed, execute_score, prepare_score
 
         options = ScoreOptions.from_cli(opts)
         outs = _score_outputs(candidate, json_out, html_out, out_dir, html)
@@ -424,7 +424,7 @@ def repeatability(
 
     with _guard():
         from refract.options import ScoreOptions
-        from refract.score import execute_score, prepare_score
+        from refract.scoring.score import execute_score, prepare_score
 
         options = ScoreOptions.from_cli(opts)
         reporter = make_reporter(not no_progress)
@@ -433,7 +433,7 @@ def repeatability(
         from refract.outputs import check_replaceable
 
         check_replaceable(json_out, "--json-out", "summary", overwrite=overwrite)
-        from refract.repeatability import summarize_runs
+        from refract.scoring.repeatability import summarize_runs
         from refract.report.fields import is_measured
 
         reports = []
@@ -451,7 +451,7 @@ def repeatability(
             model=str(plan.model_path), reference=plan.reference.label,
             candidate=plan.candidate.label, settings=plan.settings(),
         )
-        from refract.repeatability import repeatability_table
+        from refract.scoring.repeatability import repeatability_table
 
         _stdout_console().print(repeatability_table(summary))
         typer.echo(
@@ -525,7 +525,7 @@ def leaderboard(
     """
     with _guard():
         from refract.report.leaderboard import build_leaderboard, write_leaderboard
-        from refract.score import UsageError, check_output_path
+        from refract.scoring.score import UsageError, check_output_path
 
         if out.suffix.lower() not in (".md", ".markdown", ".html", ".htm"):
             raise UsageError(f"--out {str(out)!r}: use a .md or .html file name")
@@ -564,7 +564,7 @@ def fetch(
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Download WikiText-2 raw into the cache ($REFRACT_CACHE_DIR or ~/.cache/refract)."""
-    from refract.corpus import fetch_wikitext
+    from refract.inputs.corpus import fetch_wikitext
     from refract.progress import make_reporter
 
     with _guard():
@@ -599,7 +599,7 @@ def selftest(
             import refract._core  # noqa: F401
         except ImportError as exc:
             _fail(f"the native engine refract._core cannot be imported: {exc}", EXIT_USAGE)
-        from refract.score import resolve_model
+        from refract.scoring.score import resolve_model
         from refract.selftest import run_selftest
 
         path = resolve_model(model) if model is not None else None

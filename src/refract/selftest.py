@@ -34,7 +34,7 @@ class SelftestResult:
 
 def _corpus_tokens(engine: Any, n_needed: int) -> Any:
     """Bundled prompt texts, repeated until there are ``n_needed`` tokens (no download)."""
-    from refract.promptset import load_prompts
+    from refract.inputs.promptset import load_prompts
 
     text = "\n\n".join(p.prompt for p in load_prompts(None))
     tokens = engine.tokenize(text)
@@ -46,7 +46,7 @@ def _corpus_tokens(engine: Any, n_needed: int) -> Any:
 
 
 def _model_checks(model: Path, threads: int | None) -> list[Check]:
-    from refract.engine import Engine
+    from refract.engine.facade import Engine
 
     checks: list[Check] = []
     with Engine(model, n_threads=threads) as eng:
@@ -90,8 +90,8 @@ def _model_checks(model: Path, threads: int | None) -> list[Check]:
 def run_selftest(model: Path | None = None, threads: int | None = None) -> SelftestResult:
     """Build info and checks; with ``model``, a short generation and a ref-vs-ref KLD."""
     from refract import _cpu
-    from refract.engine import build_info
-    from refract.probe import amx_status, run_matmul_probe
+    from refract.engine.facade import build_info
+    from refract.system.probe import amx_status, run_matmul_probe
 
     info = build_info()
     result = SelftestResult(build=info)

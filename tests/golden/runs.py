@@ -69,7 +69,7 @@ def normalize(obj: Any, roots: dict[str, str]) -> Any:
 
 
 def _roots(out: Path) -> dict[str, str]:
-    from refract.corpus import default_cache_dir
+    from refract.inputs.corpus import default_cache_dir
 
     return {str(out): "<out>", str(default_cache_dir()): "<cache>"}
 

@@ -25,7 +25,7 @@ DEFAULT_NEAR_TIE_THRESHOLD = 0.05
 
 
 class PromptLike(Protocol):
-    """Anything with the fields of :class:`refract.promptset.Prompt`."""
+    """Anything with the fields of :class:`refract.inputs.promptset.Prompt`."""
 
     @property
     def id(self) -> str: ...
@@ -449,7 +449,7 @@ def _shadow_groups(
     the reference context in the memory available now (all of them when that is unknown)."""
     if len(live) <= 1:
         return [list(live)] if live else []
-    from refract.memory import available_bytes
+    from refract.system.memory import available_bytes
 
     avail = available_bytes()
     if avail is None:

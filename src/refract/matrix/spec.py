@@ -10,7 +10,7 @@
     name = "Gemma 3 270M"
     path = "models/gemma-3-270m.gguf"   # relative to the TOML file; "demo": the demo model
 
-Every mistake is a :class:`refract.score.UsageError` (one line, exit 2) raised before any
+Every mistake is a :class:`refract.scoring.score.UsageError` (one line, exit 2) raised before any
 model loads.
 """
 
@@ -28,9 +28,9 @@ from refract.kvconfig import KVConfig
 from refract.matrix import scoring
 from refract.options import ScoreOptions
 from refract.progress import Reporter
-from refract.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
-from refract.score import _check_kv as check_kv
-from refract.score import _known_kv_types as known_kv_types
+from refract.scoring.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
+from refract.scoring.score import _check_kv as check_kv
+from refract.scoring.score import _known_kv_types as known_kv_types
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,7 @@ named keys: ``generator``, ``status`` (ok / partial), ``measured``, ``self_check
 
 A report in which no axis scored (every axis skipped, failed or excluded) has ``composite``
 null, ``band`` null, ``measured`` false, an empty ``diagnosis`` and the summary
-:data:`refract.composite.NOT_MEASURED` (SPEC §4: no verdict on nothing; refract-llm writes a
+:data:`refract.scoring.composite.NOT_MEASURED` (SPEC §4: no verdict on nothing; refract-llm writes a
 composite of 0 there).
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from refract.composite import (
+from refract.scoring.composite import (
     AXES,
     FLOOR_MIN,
     FloorCheck,
@@ -172,7 +172,7 @@ def build_report(
     score gives a ``skipped: true`` entry. NaN scores band FAIL and zero the composite; no
     scored axis at all gives a null composite and band (nothing was measured). An
     R-NIAH result with ``confidence: "low"`` is reported but left out of the composite, with
-    a note. ``floor`` is the :func:`refract.composite.check_floor` verdict when a noise floor
+    a note. ``floor`` is the :func:`refract.scoring.composite.check_floor` verdict when a noise floor
     was measured.
     """
     if framework_version is None:

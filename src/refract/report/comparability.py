@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from refract.composite import AXES
+from refract.scoring.composite import AXES
 from refract.report.fields import (
     UNKNOWN_BUILD,
     axes_of,

@@ -21,7 +21,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import (
     Comparability,
     builds_note,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from refract.composite import (
+from refract.scoring.composite import (
     AXES,
     AXIS_LETTERS,
     AXIS_TITLES,

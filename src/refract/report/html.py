@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
 from refract.report.fields import (
     as_float,
     axes_of,

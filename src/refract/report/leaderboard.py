@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import (
     Comparability,
     IncompatibleReports,

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     axis_cell,

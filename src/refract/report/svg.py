@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from refract.composite import BAND_THRESHOLDS, band
+from refract.scoring.composite import BAND_THRESHOLDS, band
 from refract.report.fields import as_float, fmt, fmt_kld
 
 

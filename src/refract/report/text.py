@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from refract.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     as_float,

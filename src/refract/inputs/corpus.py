@@ -360,7 +360,7 @@ def read_text(path: str | Path) -> str:
 # --- the bundled corpus ---------------------------------------------------------------------
 
 
-def _bundled_manifest() -> dict[str, Any]:
+def bundled_manifest() -> dict[str, Any]:
     text = resources.files("refract").joinpath("data", _BUNDLED_MANIFEST).read_text("utf-8")
     manifest: dict[str, Any] = json.loads(text)
     return manifest
@@ -376,7 +376,7 @@ def bundled_corpus_path(split: str = "test", *, cache_dir: str | Path | None = N
     SHA-256 in the package's manifest); later calls only re-hash the cached file. Raises
     :class:`CorpusError` if the cache cannot be written or the package data is damaged.
     """
-    texts = _bundled_manifest()["texts"]
+    texts = bundled_manifest()["texts"]
     if split not in texts:
         raise ValueError(f"unknown bundled split {split!r}; expected one of {sorted(texts)}")
     info = texts[split]
@@ -421,7 +421,7 @@ def corpus_identity(path: str | Path) -> dict[str, Any]:
     for split, sha in WIKITEXT2_SHA256.items():
         if digest == sha and size == WIKITEXT2_SIZES[split]:
             name = f"wikitext-2-raw-v1 {split}"
-    for info in _bundled_manifest()["texts"].values():
+    for info in bundled_manifest()["texts"].values():
         if digest == info["sha256"] and size == int(info["bytes"]):
             name = f"{BUNDLED}:{info['name']}"
     return {"name": name, "sha256": digest, "bytes": size}

@@ -10,7 +10,7 @@ same things.
   a multi-gigabyte GGUF is hashed once, not on every score. The cache is rewritten atomically
   (temporary file + ``os.replace``), so concurrent writers can lose each other's entries but
   never corrupt the file; a corrupt or unreadable cache is ignored.
-* :func:`corpus_identity` names a corpus like :func:`refract.corpus.corpus_identity`
+* :func:`corpus_identity` names a corpus like :func:`refract.inputs.corpus.corpus_identity`
   (``"wikitext-2-raw-v1 test"`` for the canonical ``wiki.test.raw``, ``"bundled:<name>"``
   for a text shipped with refract, any name registered with :func:`register_identity`, else
   ``"custom"``) but hashes through the cache.
@@ -33,16 +33,9 @@ CACHE_FILE: Final[str] = "sha256-cache.json"
 CACHE_MAX_ENTRIES: Final[int] = 512
 _CHUNK: Final[int] = 1 << 20
 
-WIKITEXT2_TEST_NAME: Final[str] = "wikitext-2-raw-v1 test"
-WIKITEXT2_TEST_BYTES: Final[int] = 1_290_590
-WIKITEXT2_TEST_SHA256: Final[str] = (
-    "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"
-)
-
-#: (bytes, sha256) → identity name. Extend with :func:`register_identity`.
-KNOWN_IDENTITIES: dict[tuple[int, str], str] = {
-    (WIKITEXT2_TEST_BYTES, WIKITEXT2_TEST_SHA256): WIKITEXT2_TEST_NAME,
-}
+#: (bytes, sha256) → identity name, beyond what :mod:`refract.inputs.corpus` knows (the
+#: WikiText-2 splits and the bundled texts). Extend with :func:`register_identity`.
+KNOWN_IDENTITIES: dict[tuple[int, str], str] = {}
 
 _lock = threading.Lock()
 
@@ -60,7 +53,7 @@ def text_sha256(text: str) -> str:
 
 
 def _cache_path() -> Path:
-    from refract.corpus import default_cache_dir
+    from refract.inputs.corpus import default_cache_dir
 
     return default_cache_dir() / CACHE_FILE
 
@@ -126,17 +119,14 @@ def file_sha256(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
 
 
 def _corpus_module_identities() -> dict[tuple[int, str], str]:
-    """The identities :mod:`refract.corpus` knows: WikiText-2 splits and bundled texts."""
-    out: dict[tuple[int, str], str] = {}
-    try:
-        from refract import corpus
+    """The identities :mod:`refract.inputs.corpus` defines: WikiText-2 splits, bundled texts."""
+    from refract.inputs import corpus
 
-        for split, sha in corpus.WIKITEXT2_SHA256.items():
-            out[(int(corpus.WIKITEXT2_SIZES[split]), sha)] = f"wikitext-2-raw-v1 {split}"
-        for info in corpus._bundled_manifest()["texts"].values():
-            out[(int(info["bytes"]), str(info["sha256"]))] = f"{corpus.BUNDLED}:{info['name']}"
-    except (AttributeError, ImportError, KeyError, OSError, ValueError):
-        pass  # an older corpus module or a missing manifest: the table here still applies
+    out: dict[tuple[int, str], str] = {}
+    for split, sha in corpus.WIKITEXT2_SHA256.items():
+        out[(int(corpus.WIKITEXT2_SIZES[split]), sha)] = f"wikitext-2-raw-v1 {split}"
+    for info in corpus.bundled_manifest()["texts"].values():
+        out[(int(info["bytes"]), str(info["sha256"]))] = f"{corpus.BUNDLED}:{info['name']}"
     return out
 
 
@@ -217,7 +207,7 @@ def build_provenance(
     if prompts is None and prompts_path is not None:
         prompts = prompts_path
     if isinstance(prompts, (str, os.PathLike)):
-        from refract.promptset import load_prompts
+        from refract.inputs.promptset import load_prompts
 
         source = prompts_source or str(Path(prompts).expanduser())
         prompts = load_prompts(Path(prompts).expanduser())
@@ -236,9 +226,6 @@ def build_provenance(
 
 __all__ = [
     "KNOWN_IDENTITIES",
-    "WIKITEXT2_TEST_BYTES",
-    "WIKITEXT2_TEST_NAME",
-    "WIKITEXT2_TEST_SHA256",
     "build_provenance",
     "corpus_identity",
     "file_sha256",

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from refract.composite import AXES
+from refract.scoring.composite import AXES
 
 HEALTHY_MAX: Final[float] = 1.0
 NOISY_MAX: Final[float] = 3.0
@@ -87,7 +87,7 @@ def repeatability_table(summary: Mapping[str, Any]) -> Any:
     from rich import box
     from rich.table import Table
 
-    from refract.composite import AXIS_LETTERS, AXIS_TITLES
+    from refract.scoring.composite import AXIS_LETTERS, AXIS_TITLES
 
     table = Table(
         title=f"repeatability over {summary['n_runs']} runs: {summary['verdict']}",

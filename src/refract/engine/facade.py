@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from refract import _core
-from refract.chat import ChatTemplate
-from refract.ggufcheck import zero_dim_tensor
+from refract.inputs.chat import ChatTemplate
+from refract.inputs.gguf import zero_dim_tensor
 from refract.kldstats import KLDResult, summarize_kld
 from refract.kvconfig import KVConfig, KVConfigError
-from refract.threads import default_threads
+from refract.system.threads import default_threads
 
 log = logging.getLogger("refract")
 llama_log = logging.getLogger("refract.llama")
@@ -265,7 +265,7 @@ class Engine:
     def estimate_context_bytes(
         self, kv: str | KVConfig, n_ctx_seq: int, n_seq: int = 1, n_outputs: int = 0
     ) -> int:
-        """Total of :meth:`estimate_context` (pass it to ``refract.memory.check_fits``)."""
+        """Total of :meth:`estimate_context` (pass it to ``refract.system.memory.check_fits``)."""
         return int(self.estimate_context(kv, n_ctx_seq, n_seq, n_outputs)["total"])
 
     def shadow_buffer_bytes(self, n_ctx_seq: int, n_seq: int) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from refract.kvconfig import KVConfig
-from refract.probe import amx_status
-from refract.threads import wait_policy
+from refract.system.probe import amx_status
+from refract.system.threads import wait_policy
 
 __all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
 
@@ -44,7 +44,7 @@ def cpu_model() -> str:
 def collect_environment(engine: Any) -> dict[str, Any]:
     """The report's ``environment`` (refract-llm's keys first, ours after)."""
     from refract import __version__
-    from refract.engine import build_info
+    from refract.engine.facade import build_info
 
     info = build_info()
     allocated = engine.kv_allocations()

@@ -10,7 +10,7 @@ the corpus is cached or fetchable, PLAD fires on the prompt set) and returns a
 tell is impossible (:func:`check_prompts_fit`, :func:`check_corpus_tokens`,
 :func:`check_memory`, :func:`check_rniah_plan`: a :class:`UsageError` before any axis runs, so
 no report is ever built over nothing), then runs it: axis by axis, the reference side once
-(the engine's :class:`~refract.engine.ReferenceCache`), then every candidate against it.
+(the engine's :class:`~refract.engine.facade.ReferenceCache`), then every candidate against it.
 
 A runtime failure inside one axis marks that axis ``error`` and keeps the others; a candidate
 that produced non-finite logits gets that axis ``invalid`` (score 0); a reference that produced
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refract.composite import FloorCheck, check_floor
-from refract.corpus import (
+from refract.scoring.composite import FloorCheck, check_floor
+from refract.inputs.corpus import (
     BUNDLED,
     CorpusError,
     bundled_corpus_path,
@@ -40,7 +40,7 @@ from refract.corpus import (
     read_text,
     wikitext_dir,
 )
-from refract.environment import collect_environment, kv_allocation_warnings
+from refract.engine.environment import collect_environment, kv_allocation_warnings
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.options import (
     DEFAULT_REFERENCE,
@@ -50,7 +50,7 @@ from refract.options import (
     parse_int_list,
 )
 from refract.progress import Reporter
-from refract.promptset import Prompt, load_prompts
+from refract.inputs.promptset import Prompt, load_prompts
 
 DEMO = "demo"
 
@@ -202,7 +202,7 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     if not text.strip():
         raise UsageError("--model is empty")
     if text == DEMO and not Path(text).is_file():  # a file named "demo" wins
-        from refract.demo import demo_model_path
+        from refract.inputs.demo import demo_model_path
 
         return demo_model_path()  # DemoUnavailable says how to install it
     path = Path(text).expanduser()
@@ -291,7 +291,7 @@ def _resolve_text(
     except CorpusError as exc:
         if not auto_fetch:
             raise UsageError(str(exc)) from None
-        from refract.corpus import fetch_wikitext
+        from refract.inputs.corpus import fetch_wikitext
 
         with reporter.download("fetching WikiText-2") as cb:
             path = fetch_wikitext(progress=cb)[split]  # network failures stay CorpusError
@@ -359,7 +359,7 @@ AxisFn = Callable[[], dict[str, Any]]
 
 def _guarded(axis: str, reference: str, fn: AxisFn) -> dict[str, Any]:
     """Run one axis for one candidate; failures become an ``error``/``invalid`` axis."""
-    from refract.engine import NonFiniteLogits
+    from refract.engine.facade import NonFiniteLogits
 
     try:
         return fn()
@@ -449,7 +449,7 @@ def execute_score(
     own_engine = engine is None
     checked: tuple[Any, dict[str, Any]] | None = None
     if own_engine:
-        from refract.engine import Engine
+        from refract.engine.facade import Engine
 
         # what the inputs make impossible is refused before the model loads: the vocabulary,
         # hyperparameters and chat template suffice to tokenize and render every input
@@ -662,7 +662,7 @@ def memory_plan(engine: Any, plan: ScorePlan) -> dict[str, int]:
 
 def check_memory(engine: Any, plan: ScorePlan) -> None:
     """Refuse, before any axis runs, a plan whose contexts would not fit in memory."""
-    from refract.memory import check_fits
+    from refract.system.memory import check_fits
 
     need = memory_plan(engine, plan)
     if not need:
@@ -678,7 +678,7 @@ def check_rniah_plan(engine: Any, plan: ScorePlan) -> None:
     before any axis runs: lengths that plan no cell, cells none of which fits the model's
     training context, and a chat template that cannot render them are usage errors."""
     from refract.axes.rniah import schedule_rniah
-    from refract.chat import ChatTemplateError
+    from refract.inputs.chat import ChatTemplateError
 
     opts = plan.options
     try:
@@ -762,7 +762,7 @@ def check_prompts_fit(engine: Any, plan: ScorePlan) -> None:
 
     Raises :class:`UsageError` naming the prompt, its token count and the fix.
     """
-    from refract.chat import ChatTemplateError
+    from refract.inputs.chat import ChatTemplateError
 
     opts = plan.options
     jobs: list[tuple[str, str, bool, str]] = []  # (prompt id, text, chat template, what)
@@ -873,7 +873,7 @@ def _report(
 def _provenance(plan: ScorePlan) -> dict[str, Any] | None:
     """Hashes of every input (a file that vanished during the run is noted, not fatal: the
     scores are already computed)."""
-    from refract.provenance import build_provenance
+    from refract.inputs.provenance import build_provenance
 
     try:
         return build_provenance(

@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from refract.memory import CGROUP_ROOT, read_int
+from refract.system.memory import CGROUP_ROOT, read_int
 
 __all__ = [
     "apply_wait_policy",

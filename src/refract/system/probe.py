@@ -1,7 +1,7 @@
 """Prove ggml's matrix multiply in a child process, so a kernel this CPU cannot run is a
 one-line diagnosis, never a dead user process (issue 26).
 
-``python -m refract.probe`` (the child) runs one real ``MUL_MAT`` through the linked ggml for
+``python -m refract.system.probe`` (the child) runs one real ``MUL_MAT`` through the linked ggml for
 each CPU weight buffer type (the plain CPU layout, the repacked one, AMX where compiled in) and
 weight type, checked against a double-precision reference, printing one JSON line per step.
 :func:`run_matmul_probe` (the parent) starts it, reads those lines and turns a signal (SIGILL:
@@ -141,7 +141,7 @@ def run_matmul_probe(timeout: float = TIMEOUT_S, n_threads: int = 2) -> ProbeRes
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "refract.probe", str(n_threads)],
+            [sys.executable, "-m", "refract.system.probe", str(n_threads)],
             capture_output=True, text=True, timeout=timeout, env=env, check=False,
         )
     except subprocess.TimeoutExpired:
@@ -229,7 +229,7 @@ def _machine_build_key(build: ModuleType) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    from refract.corpus import default_cache_dir
+    from refract.inputs.corpus import default_cache_dir
 
     return default_cache_dir() / "probe" / f"amx-{key}.json"
 
