@@ -265,7 +265,7 @@ def test_zero_dimension_is_refused_before_llama_cpp_reads_the_file(
 ) -> None:
     # The fork era's loader divides by dimensions 1-3 (SIGFPE on a zero); refract's own walk
     # of the tensor infos refuses such a file first, on every flavour, naming the tensor.
-    from refract.engine.facade import ModelError, _check_model_path
+    from refract.inputs.model import ModelError, check_model_file
     from refract.inputs.gguf import zero_dim_tensor
 
     data = fuzz_model.read_bytes()
@@ -284,7 +284,7 @@ def test_zero_dimension_is_refused_before_llama_cpp_reads_the_file(
         found = zero_dim_tensor(path)
         assert found is not None and found[0] == names[owner] and 0 in found[1]
         with pytest.raises(ModelError, match=f"tensor '{names[owner]}' has shape .*0") as ei:
-            _check_model_path(path)
+            check_model_file(path)
         assert str(path) in str(ei.value) and "\n" not in str(ei.value)
         # cut right after that tensor's dims: still refused (the era's loader divides there)
         path.write_bytes(buf[: lay.tensor_types[owner]])

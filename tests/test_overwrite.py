@@ -103,7 +103,7 @@ def test_recognises_refract_outputs_and_nothing_else(tmp_path: Path, tiny_model:
     status.write_text('{"model": "m", "model_path": "/m", "candidate": "c", "state": "ok"}\n')
     assert is_refract_output(status, "status")
     summary = tmp_path / "rep.json"
-    summary.write_text(json.dumps({"schema": "refract.scoring.repeatability.v1", "n_runs": 2}))
+    summary.write_text(json.dumps({"schema": "refract.repeatability.v1", "n_runs": 2}))
     assert is_refract_output(summary, "summary")
     examples = sorted((SHARED_DATA / "refract-examples").glob("*.json"))
     if examples:  # refract-llm's reports are reports too

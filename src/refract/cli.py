@@ -433,8 +433,8 @@ def repeatability(
         from refract.outputs import check_replaceable
 
         check_replaceable(json_out, "--json-out", "summary", overwrite=overwrite)
-        from refract.scoring.repeatability import summarize_runs
         from refract.report.fields import is_measured
+        from refract.scoring.repeatability import summarize_runs
 
         reports = []
         for i in range(runs):

@@ -73,7 +73,13 @@ class KVConfigError(UsageError):
 
 
 class MemoryBudgetError(UsageError):
-    """The contexts a plan needs would not fit in the memory available."""
+    """The contexts a plan needs would not fit in the memory available (raised before
+    anything is allocated)."""
+
+    def __init__(self, message: str, *, needed: int, available: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
 
 
 class IncomparableReports(UsageError):

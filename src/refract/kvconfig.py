@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refract.errors import KVConfigError
+
 _ROT_KEYS = ("attn_rot_k", "attn_rot_v", "attn_rot_disable")
 _ROT_ENV = {
     "attn_rot_k": "LLAMA_ATTN_ROT_K_OVERRIDE",
     "attn_rot_v": "LLAMA_ATTN_ROT_V_OVERRIDE",
     "attn_rot_disable": "LLAMA_ATTN_ROT_DISABLE",
 }
-
-
-class KVConfigError(ValueError):
-    """A KV config string that cannot be parsed or resolved."""
 
 
 @dataclass(frozen=True)

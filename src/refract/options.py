@@ -22,7 +22,9 @@ from typing import Annotated, Any
 
 import orjson
 
-DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
+from refract.defaults import DEFAULT_REFERENCE
+from refract.errors import UsageError
+
 DEFAULT_RNIAH_POSITIONS: tuple[float, ...] = (0.10, 0.50, 0.90)
 DEFAULT_RNIAH_UP_TO = 16384
 DEFAULT_RNIAH_N_PREDICT = 256
@@ -37,10 +39,6 @@ __all__ = [
     "parse_int_list",
     "with_score_options",
 ]
-
-
-class UsageError(ValueError):
-    """A user mistake found before any work started (one line, names the value)."""
 
 
 # --------------------------------------------------------------------------- list parsing

@@ -16,7 +16,7 @@ What counts as ours, per kind:
 * ``html``: a page that carries ``<meta name="generator" content="refract ...">`` (every page
   refract writes), or a page of an earlier refract version (our title and stylesheet);
 * ``markdown``: a leaderboard (its first line is ``# REFRACT leaderboard``);
-* ``summary``: a ``refract repeatability`` summary (``schema`` ``refract.scoring.repeatability.*``, or
+* ``summary``: a ``refract repeatability`` summary (``schema`` ``refract.repeatability.*``, or
   the fields an earlier version wrote);
 * ``status``: a matrix ``matrix-status.jsonl`` (one JSON object per line with ``model``,
   ``candidate`` and ``state``).
@@ -63,7 +63,7 @@ MAX_JSON_BYTES: Final[int] = 256 * 1024 * 1024
 _HEAD_BYTES: Final[int] = 16 * 1024
 _LEADERBOARD_TITLE: Final[str] = "# REFRACT leaderboard"
 _REPORT_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract\.report\.v')
-SUMMARY_SCHEMA: Final[str] = "refract.scoring.repeatability.v1"
+SUMMARY_SCHEMA: Final[str] = "refract.repeatability.v1"
 """``schema`` of a ``refract repeatability --json-out`` summary."""
 
 
@@ -121,7 +121,7 @@ def _is_summary(path: Path) -> bool:
         return False
     schema = obj.get("schema")
     if isinstance(schema, str):
-        return schema.startswith("refract.scoring.repeatability.")
+        return schema.startswith("refract.repeatability.")
     return {"n_runs", "stats", "verdict"} <= set(obj)  # written before the schema key
 
 

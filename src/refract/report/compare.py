@@ -21,7 +21,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import (
     Comparability,
     builds_note,
@@ -49,6 +48,7 @@ from refract.report.fields import (
     report_status,
 )
 from refract.report.io import load_report
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 
 ReportSource = str | os.PathLike[str] | Mapping[str, Any]
 

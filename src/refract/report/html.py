@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
 from refract.report.fields import (
     as_float,
     axes_of,
@@ -41,6 +40,7 @@ from refract.report.svg import (
     score_bars,
     trajectory_chart,
 )
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
 
 PAGE_CSS = """
 :root {

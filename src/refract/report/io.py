@@ -18,13 +18,11 @@ from typing import Any
 
 import orjson
 
+from refract.errors import ReportError
+
 SCHEMA_RE = re.compile(r"^refract\.report\.v0\.([23])\.(\d+)$")
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-class ReportError(ValueError):
-    """A file that is not a readable refract / refract-llm report."""
 
 
 def _default(obj: Any) -> Any:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.comparability import (
     Comparability,
     IncompatibleReports,
@@ -49,6 +48,7 @@ from refract.report.comparability import (
 from refract.report.compare import CompareRow, rank_key, row_for
 from refract.report.fields import fmt, fmt_kld, short_notes
 from refract.report.io import ReportError, load_report, write_text
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 
 DISCLAIMERS: tuple[str, ...] = (
     (

@@ -11,7 +11,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     axis_cell,
@@ -27,6 +26,7 @@ from refract.report.fields import (
     report_composite,
     report_status,
 )
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
 
 SUMMARY_HEADERS: tuple[str, ...] = (
     "candidate",

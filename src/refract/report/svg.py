@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from refract.scoring.composite import BAND_THRESHOLDS, band
 from refract.report.fields import as_float, fmt, fmt_kld
+from refract.scoring.composite import BAND_THRESHOLDS, band
 
 
 def esc(value: Any) -> str:

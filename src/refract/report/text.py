@@ -14,7 +14,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     as_float,
@@ -33,6 +32,7 @@ from refract.report.fields import (
     report_status,
 )
 from refract.report.fields import noise_floor_text as _floor_text
+from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 
 SELF_CHECK_TITLE = "REFRACT self-check: reference vs reference — not a quantization score"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import shlex
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refract.scoring.composite import FloorCheck, check_floor
+from refract.defaults import DEFAULT_REFERENCE, DEMO
+from refract.engine.environment import collect_environment, kv_allocation_warnings
+from refract.errors import FloorFailed, ReferenceInvalid
 from refract.inputs.corpus import (
     BUNDLED,
     CorpusError,
@@ -40,19 +41,17 @@ from refract.inputs.corpus import (
     read_text,
     wikitext_dir,
 )
-from refract.engine.environment import collect_environment, kv_allocation_warnings
+from refract.inputs.model import resolve_model
+from refract.inputs.promptset import Prompt, load_prompts
 from refract.kvconfig import KVConfig, KVConfigError
 from refract.options import (
-    DEFAULT_REFERENCE,
     ScoreOptions,
     UsageError,
     parse_float_list,
     parse_int_list,
 )
 from refract.progress import Reporter
-from refract.inputs.promptset import Prompt, load_prompts
-
-DEMO = "demo"
+from refract.scoring.composite import FloorCheck, check_floor
 
 __all__ = [
     "DEFAULT_REFERENCE",
@@ -70,24 +69,6 @@ __all__ = [
     "run_score",
     "run_scores",
 ]
-
-
-class FloorFailed(RuntimeError):
-    """The ref-vs-ref noise floor is not clean: scores from this build cannot be trusted.
-
-    ``reports`` are the (marked) reports to write anyway, one per candidate.
-    """
-
-    def __init__(self, check: FloorCheck, detail: dict[str, Any],
-                 reports: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(check.message)
-        self.check = check
-        self.detail = detail
-        self.reports = reports or []
-
-
-class ReferenceInvalid(RuntimeError):
-    """The reference produced non-finite logits: nothing can be measured against it."""
 
 
 # --------------------------------------------------------------------------- the plan
@@ -194,35 +175,6 @@ def _real(path: Path) -> Path:
         return Path(os.path.realpath(path))
     except OSError:
         return Path(os.path.abspath(path))
-
-
-def resolve_model(model: str | os.PathLike[str]) -> Path:
-    """``demo`` → the demo model (the `demo` extra); anything else must be a GGUF file."""
-    text = os.fspath(model)
-    if not text.strip():
-        raise UsageError("--model is empty")
-    if text == DEMO and not Path(text).is_file():  # a file named "demo" wins
-        from refract.inputs.demo import demo_model_path
-
-        return demo_model_path()  # DemoUnavailable says how to install it
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise UsageError(f"model file not found: {text!r}")
-    if path.is_dir():
-        raise UsageError(f"model path is a directory, not a GGUF file: {text!r}")
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        raise UsageError(f"model path is not a regular file (a pipe or device?): {text!r}")
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise UsageError(f"cannot read model file {text!r}: {exc.strerror or exc}") from None
-    if not magic:
-        raise UsageError(f"model file is empty: {text!r}")
-    if magic != b"GGUF":
-        raise UsageError(f"not a GGUF file (magic {magic!r}, expected b'GGUF'): {text!r}")
-    return path
 
 
 def _check_kv(text: str, what: str, known: Sequence[str] | None) -> KVConfig:

@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from refract.errors import MemoryBudgetError
+
 __all__ = [
     "ENV_LIMIT",
     "MemoryBudgetError",
@@ -43,15 +45,6 @@ _UNITS = {
     "TIB": 1 << 40,
 }
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*$")
-
-
-class MemoryBudgetError(ValueError):
-    """A run would need more memory than is available (raised before anything is allocated)."""
-
-    def __init__(self, message: str, *, needed: int, available: int) -> None:
-        super().__init__(message)
-        self.needed = needed
-        self.available = available
 
 
 def parse_bytes(text: str) -> int:
