@@ -10,11 +10,13 @@
 
 namespace refract {
 
-// A user mistake (bad value, bad file, unsupported type): surfaces as Python ValueError.
+// A user mistake (bad value, bad file, unsupported type): surfaces as Python
+// refract.errors.UsageError (a ValueError; translated in python/module.cpp).
 struct UsageError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
-// Something failed inside llama.cpp: surfaces as Python RuntimeError.
+// Something failed inside llama.cpp: surfaces as Python refract.errors.EngineError (a
+// RuntimeError).
 struct EngineError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };

@@ -1,7 +1,7 @@
 """Check (or update) the committed type stub of refract._core against the installed module.
 
 ``src/refract/_core.pyi`` is committed and shipped in the wheel beside ``py.typed``. After a
-change to the bindings (csrc/bindings.cpp) rebuild, then run ``python tools/check_stubs.py
+change to the bindings (csrc/python/) rebuild, then run ``python tools/check_stubs.py
 --update``. CI runs it without ``--update`` against the wheel it installed: the stub that
 nanobind's stubgen writes for that module must equal the committed one, and the installed
 package must carry both ``_core.pyi`` and ``py.typed``; any difference fails the run.
