@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     from refract.inputs.corpus import bundled_corpus_path, read_text
     from refract.system.probe import amx_status
     from refract.inputs.promptset import load_prompts
-    from refract.scoring.score import resolve_model
+    from refract.inputs.model import resolve_model
 
     args = json.loads(sys.argv[1])
     eng = Engine(resolve_model(args["model"]))

@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep the reports in this directory")
     args = ap.parse_args()
 
-    from refract.scoring.score import resolve_model
+    from refract.inputs.model import resolve_model
 
     model = str(resolve_model(args.model))
     work = args.keep or Path(tempfile.mkdtemp(prefix="refract-bench-matrix-"))

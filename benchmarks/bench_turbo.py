@@ -95,7 +95,7 @@ def table(title: str, rows: list[tuple[str, list[float], str]], cands: Sequence[
 
 
 def score_part(args: argparse.Namespace) -> None:
-    from refract.scoring.score import run_score
+    from refract.scoring import run_score
 
     cands: list[str] = args.candidates
     wall: dict[str, dict[str, list[float]]] = {c: {} for c in cands}
@@ -232,7 +232,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from refract.engine.facade import build_info
-    from refract.scoring.score import resolve_model
+    from refract.inputs.model import resolve_model
 
     info = build_info()
     missing = [c for c in args.candidates for t in c.replace("=", ",").split(",")

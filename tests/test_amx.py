@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_core, on_ci
-from refract import _cpu, probe
+from refract.system import cpuinfo, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cmake" / "RefractAmx.cmake"
@@ -130,7 +130,7 @@ def test_build_records_its_amx_decision() -> None:
     if str(status["compiler"]).startswith("GNU 12."):
         assert status["compiler_check"] == "miscompiles"
         assert not status["enabled"]
-    flags = _cpu.cpu_flags() or set()
+    flags = cpuinfo.cpu_flags() or set()
     if "amx_tile" in flags and status["enabled"]:
         # on: proved by the start-up probe in this very process's import
         import refract._core  # noqa: F401
@@ -242,7 +242,8 @@ def test_amx_build_proves_itself_before_the_engine_loads(tmp_path: Path) -> None
     assert not list((tmp_path / "cache").glob("probe/*.json")), "a failed probe was cached"
 
     env.pop(probe.CRASH_ENV)
-    show = code + "from refract.system.probe import amx_status\nprint(amx_status()['startup_probe'])\n"
+    show = code + ("from refract.system.probe import amx_status\n"
+                   "print(amx_status()['startup_probe'])\n")
     first = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
                            text=True, cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr

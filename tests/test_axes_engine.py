@@ -13,8 +13,8 @@ from refract import Engine
 from refract.axes.plad import run_plad
 from refract.axes.rniah import DEFAULT_POSITIONS, is_hit, run_rniah, schedule_rniah
 from refract.inputs.chat import ChatTemplateError
-from refract.kvconfig import KVConfig
 from refract.inputs.promptset import Prompt, load_prompts
+from refract.kvconfig import KVConfig
 from tinymodel import write_tiny_model
 
 F16, Q4 = "ctk=f16,ctv=f16", "ctk=q4_0,ctv=q4_0"

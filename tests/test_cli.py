@@ -25,8 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA, have_core, needs_core
-from refract.inputs import corpus
 from refract.cli import app
+from refract.inputs import corpus
 
 EXAMPLES = SHARED_DATA / "refract-examples"
 
@@ -103,7 +103,7 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the input was validated")
 
-    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.execute_score", refuse)
 
 
 def examples() -> Path:
@@ -247,15 +247,18 @@ def test_score_unknown_kv_type(tiny_model: Path) -> None:
 def test_score_runtime_failure_is_exit_1(
     tiny_model: Path, prompts_file: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("llama_decode failed: out of KV slots")
+    from refract.errors import EngineError
 
-    monkeypatch.setattr("refract.scoring.score.execute_score", boom)
-    assert_one_line_error(
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise EngineError("llama_decode failed: out of KV slots")
+
+    monkeypatch.setattr("refract.scoring.execute_score", boom)
+    line = assert_one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--corpus", corpus_file,
             "--prompts", prompts_file),
         1, "llama_decode failed",
     )
+    assert "internal error" not in line
 
 
 # --------------------------------------------------------------------------- score: engine
@@ -383,12 +386,13 @@ def test_score_measure_floor_failure_exits_2(
     tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from refract.scoring import composite, score
+    from refract import composite
+    from refract.scoring import floor
 
     def noisy_floor(scores: Any, per_prompt: Any = ()) -> composite.FloorCheck:
         return composite.check_floor({"gtm": 97.0, "kld": 99.0}, per_prompt)
 
-    monkeypatch.setattr(score, "check_floor", noisy_floor)
+    monkeypatch.setattr(floor, "check_floor", noisy_floor)
     out = tmp_path / "never.json"
     r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--measure-floor",
             "--prompts", prompts_file, "--corpus", corpus_file, "--ctx", "128", "--chunks", "1",

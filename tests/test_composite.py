@@ -6,26 +6,28 @@ import math
 
 import pytest
 
-from refract.scoring.composite import (
-    DIAG_BRITTLE,
+from refract.axes import registry
+from refract.axes.trajectory import (
+    NOISE_FLOOR_MIN_TOLERANCE,
+    noise_floor_tolerance,
+    noise_floor_verdict,
+)
+from refract.bands import NOT_MEASURED, band, band_summary
+from refract.composite import (
     DIAG_CATASTROPHIC,
     DIAG_DECODE_DRIFT,
     DIAG_DISTRIBUTION_BROKEN,
     DIAG_INTACT,
     DIAG_MILD_DRIFT,
     DIAG_OTHERS_INTACT,
-    DIAG_RETRIEVAL,
     FLOOR_MIN,
-    NOISE_FLOOR_MIN_TOLERANCE,
-    NOT_MEASURED,
-    band,
-    band_summary,
     check_floor,
     composite_score,
     diagnose,
-    noise_floor_tolerance,
-    noise_floor_verdict,
 )
+
+DIAG_RETRIEVAL = registry.get("rniah").low_sentence  # type: ignore[union-attr]
+DIAG_BRITTLE = registry.get("plad").low_sentence  # type: ignore[union-attr]
 
 # Published refract-llm cases: axes (A, B, C, D) → composite, band.
 PUBLISHED = [
@@ -238,11 +240,12 @@ def test_noise_floor_tolerance_and_verdicts():
 
 def test_diagnose_appends_the_noise_floor_sentence():
     floor = {"score": 98.0, "full_match_rate": 0.97, "n_prompts": 30}
-    out = diagnose({"gtm": 40.0, "kld": 99.0, "rniah": 100.0, "plad": 95.0}, noise_floor=floor)
+    entries = {"gtm": {"noise_floor": floor}}
+    out = diagnose({"gtm": 40.0, "kld": 99.0, "rniah": 100.0, "plad": 95.0}, entries=entries)
     assert out[0] == DIAG_MILD_DRIFT
     assert out[1].startswith("Trajectory drift far beyond numerical noise: Trajectory 40.0 vs "
                              "numerical-noise floor 98.0")
-    out = diagnose({"gtm": 95.0, "kld": 99.0}, noise_floor=floor)
+    out = diagnose({"gtm": 95.0, "kld": 99.0}, entries=entries)
     assert out[-1].startswith("Trajectory drift within numerical noise")
     # no gtm in the composite → no floor sentence
-    assert diagnose({"kld": 99.0}, noise_floor=floor) == [DIAG_INTACT]
+    assert diagnose({"kld": 99.0}, entries=entries) == [DIAG_INTACT]

@@ -265,8 +265,8 @@ def test_zero_dimension_is_refused_before_llama_cpp_reads_the_file(
 ) -> None:
     # The fork era's loader divides by dimensions 1-3 (SIGFPE on a zero); refract's own walk
     # of the tensor infos refuses such a file first, on every flavour, naming the tensor.
-    from refract.inputs.model import ModelError, check_model_file
     from refract.inputs.gguf import zero_dim_tensor
+    from refract.inputs.model import ModelError, check_model_file
 
     data = fuzz_model.read_bytes()
     lay = _layout(data)

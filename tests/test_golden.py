@@ -15,8 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from golden.runs import golden_path, machine_key, run_all
+from golden.runs import differences, golden_path, machine_key, run_all
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -58,8 +57,8 @@ def test_reports_unchanged(demo_model: Path, tmp_path: Path) -> None:
     if exact.is_file():
         want = json.loads(exact.read_text())
         assert sorted(got) == sorted(want)
-        for name in want:
-            assert got[name] == want[name], f"{name} differs from {exact.name}"
+        changed = differences(got, want)
+        assert not changed, f"reports differ from {exact.name} at: {changed}"
         return
     flavour = key.split("-", 1)[0]
     candidates = sorted(GOLDEN_DIR.glob(f"{flavour}-*.json")) or sorted(GOLDEN_DIR.glob("*.json"))

@@ -182,7 +182,7 @@ def test_prompt_set_on_which_plad_fires_nothing_is_refused_before_load(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the input was refused")
 
-    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.execute_score", refuse)
     terse = tmp_path / "terse.jsonl"
     # punctuation only: no word to misspell, recase or swap, and dropping the "?" leaves nothing
     terse.write_text(json.dumps({"id": "t", "category": "factual", "prompt": "?"}) + "\n")

@@ -166,3 +166,33 @@ def test_cli_leaderboard_refuses_incomparable(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "not comparable" in r.stderr
     assert "differs: kld.chunks" in (tmp_path / "b.md").read_text(encoding="utf-8")
+
+
+def test_matrix_reports_are_named_by_the_matrix_model_name(tmp_path: Path) -> None:
+    """A matrix cell's report carries its ``[[models]] name`` (``extras.matrix.model_name``):
+    leaderboard rows (Markdown, HTML, and ``refract leaderboard --out``) show that name, not the
+    model file's; reports without it keep the file name."""
+    def cell(file: str, sha: str, name: str) -> dict[str, Any]:
+        rep = model_report(file, sha)
+        rep["extras"] = {"matrix": {"model_name": name, "cell_fingerprint": "0" * 24}}
+        return rep
+
+    d = write_all(tmp_path / "run", {
+        "gemma__q8": cell("gemma-3-270m-it-Q8_0", "1", "Gemma 3 270M"),
+        "mistral__q8": cell("mistral-7b-v0.3.Q4_K_M", "2", "Mistral <7B> | v0.3"),
+        "plain": model_report("plain-file", "3"),
+    })
+    files = write_leaderboards(d, d)
+    [group] = files.board.groups
+    assert sorted(e.row.model for e in group.entries) == [
+        "Gemma 3 270M", "Mistral <7B> | v0.3", "plain-file"]
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "| Gemma 3 270M |" in md and "| Mistral &lt;7B&gt; \\| v0.3 |" in md
+    assert "| plain-file |" in md
+    assert "gemma-3-270m-it-Q8_0" not in md and "mistral-7b" not in md
+    html = files.html.read_text(encoding="utf-8")
+    assert "<td>Gemma 3 270M</td>" in html and "<td>Mistral &lt;7B&gt; | v0.3</td>" in html
+    assert "gemma-3-270m-it-Q8_0" not in html
+    r = CliRunner().invoke(app, ["leaderboard", "--in", str(d), "--out", str(tmp_path / "b.md")])
+    assert r.exit_code == 0, r.output
+    assert "| Gemma 3 270M |" in (tmp_path / "b.md").read_text(encoding="utf-8")

@@ -82,9 +82,12 @@ def test_matrix_writes_every_cell_and_leaderboards(first_run: dict[str, Any]) ->
     board = (out / "LEADERBOARD.md").read_text()
     for cand in CANDIDATES:
         assert cand in board
-    assert "| a |" in board and "| b |" in board  # rows name the model file
+    # rows name the model as the matrix does ([[models]] name), not by its file
+    assert "| Tiny A |" in board and "| Tiny B |" in board
+    assert "| a |" not in board and "| b |" not in board
     html = (out / "leaderboard.html").read_text()
     assert "<html" in html.lower() and "http://" not in html and "https://" not in html
+    assert "<td>Tiny A</td>" in html and "<td>Tiny B</td>" in html
     assert [s["state"] for s in status(out)] == ["ok"] * 4
     # whole-matrix progress: cells done/total and an ETA, on stderr
     assert "[4/4]" in result.stderr and "ETA" in result.stderr
@@ -174,7 +177,7 @@ def test_matrix_segfault_fails_only_that_models_cells(
     assert rows["Tiny B"]["state"] == "ok"
     assert list(reports(tmp_path / "out")) == ["tiny-b__ctk-q8_0_ctv-q8_0.json"]
     board = (tmp_path / "out" / "LEADERBOARD.md").read_text()
-    assert "| b |" in board and "| a |" not in board
+    assert "| Tiny B |" in board and "| Tiny A |" not in board
     assert "failed: Tiny A" in result.stderr
     assert "Traceback" not in result.output
 

@@ -11,7 +11,7 @@ import pytest
 
 from refract import Engine, KVConfig, _core
 from refract.engine.facade import NonFiniteLogits
-from refract.kldstats import kld_score, summarize_kld
+from refract.engine.kldstats import kld_score, summarize_kld
 
 F16, Q8, Q4 = "ctk=f16,ctv=f16", "ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"
 TEXT = (

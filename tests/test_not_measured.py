@@ -17,9 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import needs_core
+from refract.bands import NOT_MEASURED
 from refract.cli import app
-from refract.scoring.composite import NOT_MEASURED
-from refract.scoring.repeatability import summarize_runs
 from refract.report.compare import compare_markdown, compare_rows
 from refract.report.fields import is_measured, report_band, report_composite
 from refract.report.html import render_html
@@ -27,6 +26,7 @@ from refract.report.io import dumps_report, load_report, validate_report, write_
 from refract.report.leaderboard import build_leaderboard, entry_cells, leaderboard_markdown
 from refract.report.summary import summary_cells, summary_markdown
 from refract.report.text import render_text
+from refract.scoring.repeatability import summarize_runs
 from test_leaderboard import model_report
 from test_report import make_axes, make_report
 

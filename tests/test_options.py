@@ -119,7 +119,7 @@ def test_every_field_is_a_score_flag_and_round_trips() -> None:
         raise UsageError("stop here")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("refract.scoring.score.prepare_score", capture)
+        mp.setattr("refract.scoring.prepare_score", capture)
         r = run("score", "-m", "x.gguf", "-c", "ctk=q8_0", *o.cli_args())
     assert r.exit_code == 2 and seen == [o], r.output
 
@@ -202,7 +202,7 @@ def _strip_volatile(report: dict[str, Any]) -> dict[str, Any]:
 @needs_core
 def test_several_candidates_equal_separate_runs(files: dict[str, Path],
                                                 tiny_model: Path) -> None:
-    from refract.scoring.score import run_score, run_scores
+    from refract.scoring import run_score, run_scores
 
     opts = {"prompts": files["prompts"], "corpus": files["corpus"], "chunks": 2, "ctx": 128,
             "n_predict": 8, "threads": 1, "axis_plad": True, "noise_floor": True}
@@ -220,7 +220,7 @@ def test_several_candidates_equal_separate_runs(files: dict[str, Path],
 def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
                                                       tiny_model: Path) -> None:
     from refract import Engine
-    from refract.scoring.score import run_scores
+    from refract.scoring import run_scores
 
     calls: list[str] = []
     with Engine(tiny_model, n_threads=1) as eng:
@@ -318,7 +318,7 @@ def test_poisoned_candidate_axes_are_invalid_not_perfect(
     files: dict[str, Path], tiny_chat_model: Path, poison: Any, value: float
 ) -> None:
     """A KV type whose kernels emit NaN/inf scores 0 on every axis it touches (issue 11)."""
-    from refract.scoring.score import run_scores
+    from refract.scoring import run_scores
 
     poison("ctk=q8_0,ctv=q8_0", value)
     bad, good = run_scores(
@@ -356,7 +356,8 @@ def test_memory_is_checked_before_it_is_spent(files: dict[str, Path], tiny_model
                                               tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from refract import Engine
-    from refract.scoring.score import memory_plan, prepare_score
+    from refract.scoring import prepare_score
+    from refract.scoring.memory import memory_plan
 
     plan = prepare_score(tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"],
                          prompts=str(files["prompts"]), corpus=str(files["corpus"]),
@@ -367,7 +368,7 @@ def test_memory_is_checked_before_it_is_spent(files: dict[str, Path], tiny_model
         more = memory_plan(eng, prepare_score(
             tiny_model, ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"],
             prompts=str(files["prompts"]), corpus=str(files["corpus"]), ctx=512))
-    assert set(need) == {"trajectory", "kld", "rniah", "plad"}
+    assert set(need) == {"gtm", "kld", "rniah", "plad"}  # report keys, from the registry
     assert need["rniah"] > need["kld"] > 0 and more["kld"] > need["kld"]  # one more context
     monkeypatch.setenv("REFRACT_MEMORY_LIMIT", "64K")
     out = tmp_path / "r.json"
@@ -385,7 +386,7 @@ def test_several_candidates_equal_separate_runs_on_the_demo_model(demo_model: Pa
     """The real model: one run with two candidates = two single-candidate runs, number for
     number (trajectories, KLD arrays' statistics, noise floor)."""
     from refract.inputs.promptset import load_prompts
-    from refract.scoring.score import run_score, run_scores
+    from refract.scoring import run_score, run_scores
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(
@@ -491,7 +492,7 @@ def test_rniah_lengths_are_any_length_and_an_empty_plan_is_a_usage_error(
 @needs_core
 def test_bundled_corpus_is_named_and_not_passed_off_as_wikitext(files: dict[str, Path],
                                                                 tiny_model: Path) -> None:
-    from refract.scoring.score import run_score
+    from refract.scoring import run_score
 
     rep = run_score(tiny_model, "ctk=q8_0,ctv=q8_0", corpus="bundled", skip_trajectory=True,
                     chunks=1, ctx=128, threads=1)

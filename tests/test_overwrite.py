@@ -51,7 +51,7 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.execute_score", refuse)
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_repeatability_refuses_a_foreign_json_out_before_loading(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("refract.scoring.score.execute_score", refuse)
+    monkeypatch.setattr("refract.scoring.execute_score", refuse)
     mine = tmp_path / "results.json"
     mine.write_text('{"experiment": 7}')
     refused(run("repeatability", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--runs", "2",

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import on_ci
 from refract import _cpu
+from refract.system import cpuinfo
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (CI's); 3.10 skips the config checks
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +176,7 @@ def test_installed_wheel_refuses_an_old_cpu_politely(tmp_path: Path) -> None:
     _expect_installed_wheel()
     old = tmp_path / "cpuinfo"
     old.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt\n\n")
-    env = {**os.environ, _cpu.CPUINFO_ENV: str(old)}
+    env = {**os.environ, cpuinfo.CPUINFO_ENV: str(old)}
     env.pop(_cpu.SKIP_ENV, None)
     proc = subprocess.run([sys.executable, "-c", "import refract._core"], env=env,
                           capture_output=True, text=True, cwd=tmp_path)
@@ -199,10 +200,10 @@ def test_installed_wheel_refuses_an_old_cpu_politely(tmp_path: Path) -> None:
 def test_cpu_flags_parsing(tmp_path: Path) -> None:
     f = tmp_path / "cpuinfo"
     f.write_text("processor\t: 0\nvendor_id\t: X\nflags\t\t: fpu avx avx2 fma\n\nprocessor\t: 1\n")
-    assert _cpu.cpu_flags(f) == {"fpu", "avx", "avx2", "fma"}
-    assert _cpu.cpu_flags(tmp_path / "absent") is None
+    assert cpuinfo.cpu_flags(f) == {"fpu", "avx", "avx2", "fma"}
+    assert cpuinfo.cpu_flags(tmp_path / "absent") is None
     (tmp_path / "noflags").write_text("processor : 0\n")
-    assert _cpu.cpu_flags(tmp_path / "noflags") is None
+    assert cpuinfo.cpu_flags(tmp_path / "noflags") is None
 
 
 def test_cpu_guard_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,7 +215,7 @@ def test_cpu_guard_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reason is not None and "lacks avx2, fma" in reason
     assert "pip install --no-binary refract refract" in reason and "\n" not in reason
     # unknown flags (no /proc/cpuinfo): never refuse on a guess
-    assert _cpu.missing_features(("avx2",), None) == []
+    assert cpuinfo.missing_features(("avx2",), None) == []
     # a native build records no baseline
     assert _cpu.unsupported_reason(types.SimpleNamespace(X86_BASELINE=()), set()) is None
     # another architecture is not checked against x86 flags

@@ -22,7 +22,7 @@ from refract.inputs.provenance import (
     register_identity,
     text_sha256,
 )
-from refract.report.build import AXIS_METHODS, build_report
+from refract.report.build import axis_methods, build_report
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +174,7 @@ def test_report_carries_provenance_and_methods_on_every_axis(tmp_path: Path) -> 
                        settings={"chunks": 32, "ctx": 512})
     assert rep["provenance"]["model"]["sha256"] == _sha(b"GGUF")
     assert rep["settings"] == {"chunks": 32, "ctx": 512}
-    for key, (method, version) in AXIS_METHODS.items():
+    for key, (method, version) in axis_methods().items():
         axis = rep["axes"][key]
         assert (axis["method"], axis["method_version"]) == (method, version)
     assert rep["axes"]["gtm"]["skipped"] is True  # skipped axes carry methods too

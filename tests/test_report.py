@@ -15,14 +15,14 @@ import pytest
 from rich.console import Console
 
 from conftest import SHARED_DATA
-from refract.scoring.composite import (
-    DIAG_BRITTLE,
+from refract.axes import registry
+from refract.composite import (
     DIAG_DECODE_DRIFT,
     DIAG_INTACT,
-    DIAG_MILD_DRIFT,
     FLOOR_MIN,
     check_floor,
     composite_score,
+    mild_drift,
 )
 from refract.report.build import SCHEMA, build_report
 from refract.report.comparability import IncompatibleReports
@@ -44,6 +44,7 @@ from refract.report.leaderboard import (
 from refract.report.summary import summary_markdown, summary_table
 from refract.report.text import print_report, render_text
 
+DIAG_BRITTLE = registry.get("plad").low_sentence  # type: ignore[union-attr]
 EXAMPLES = SHARED_DATA / "refract-examples"
 
 # file stem → (composite, band, (A, B, C, D)) as published by refract-llm
@@ -276,8 +277,8 @@ def test_build_report_low_confidence_rniah_excluded():
     assert rep["composite_detail"]["excluded_axes"] == ["rniah"]
     assert rep["composite_detail"]["rniah_score"] is None
     assert any("rniah" in n and "excluded" in n for n in rep["composite_detail"]["notes"])
-    # and the excluded axis must not drive the diagnosis
-    assert rep["diagnosis"] == [DIAG_MILD_DRIFT]
+    # and the excluded axis must not drive the diagnosis, nor be said to hold
+    assert rep["diagnosis"] == [mild_drift(["robustness"])]
 
 
 def test_build_report_diagnosis_matches_axes():

@@ -185,7 +185,7 @@ OTHER_BUILD_PYTHON = os.environ.get("REFRACT_OTHER_BUILD_PYTHON") or str(
 
 _SCORE = """
 import json, sys
-from refract.scoring.score import run_score
+from refract.scoring import run_score
 rep = run_score(sys.argv[1], "ctk=q8_0,ctv=q8_0", prompts=sys.argv[2], corpus=sys.argv[3],
                 chunks=1, ctx=128, n_predict=4, threads=1, noise_floor=False)
 from refract.report.io import write_report

@@ -1,4 +1,4 @@
-"""refract.scoring.score (programmatic scoring), progress, repeatability statistics, environment."""
+"""refract.scoring (programmatic scoring), progress, repeatability statistics, environment."""
 
 from __future__ import annotations
 
@@ -12,18 +12,13 @@ from typer.testing import CliRunner
 
 from conftest import needs_core
 from refract.engine.environment import kv_allocation_warnings
+from refract.errors import UsageError
+from refract.files import check_output_path
 from refract.kvconfig import KVConfig
+from refract.options import parse_float_list, parse_int_list
 from refract.progress import PhasedCounter, Reporter, RichReporter, make_reporter
+from refract.scoring import ScorePlan, prepare_score, run_score
 from refract.scoring.repeatability import summarize_runs, verdict
-from refract.scoring.score import (
-    ScorePlan,
-    UsageError,
-    check_output_path,
-    parse_float_list,
-    parse_int_list,
-    prepare_score,
-    run_score,
-)
 
 # --------------------------------------------------------------------------- progress
 
@@ -159,7 +154,7 @@ def test_prepare_score_and_repro(files: dict[str, Path], tmp_path: Path) -> None
         raise RuntimeError("stop here")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("refract.scoring.score.execute_score", capture)
+        mp.setattr("refract.scoring.execute_score", capture)
         r = CliRunner().invoke(app, shlex.split(shlex.join(cmd))[1:])
     assert r.exit_code == 1 and "stop here" in r.stderr
     assert seen and seen[0].settings() == plan.settings()

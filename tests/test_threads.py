@@ -87,7 +87,8 @@ def test_runnable_others_is_the_median_minus_this_thread(tmp_path: Path) -> None
 
 
 def _fresh_policy(env: dict[str, str], pre: str = "") -> str:
-    code = (f"{pre}import os, refract.engine.facade; from refract.system.threads import wait_policy; "
+    code = (f"{pre}import os, refract.engine.facade; "
+            "from refract.system.threads import wait_policy; "
             "print(os.environ.get('OMP_WAIT_POLICY', '-'), '|', wait_policy())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)

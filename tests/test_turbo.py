@@ -50,7 +50,7 @@ def turbo_reports(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     no trajectory noise floor (the axis score does not use it)."""
     _need_turbo()
     from refract.inputs.promptset import load_prompts
-    from refract.scoring.score import run_scores
+    from refract.scoring import run_scores
 
     seen: set[str] = set()
     subset = [p for p in load_prompts(None) if not (p.category in seen or seen.add(p.category))]

@@ -16,14 +16,11 @@ void init_build(nb::module_ & m) {
     m.def("system_info", &refract::system_info, "llama.cpp's system info line");
     m.def("kv_types", [] { refract::backend_init(); return refract::kv::type_names(); },
           "KV cache type names the linked build supports");
-    m.def("ggml_types", [] { return refract::kv::all_ggml_type_names(); }, "every ggml type name");
     m.def("type_row_size", [](const std::string & name, int64_t n) {
               if (n < 0) throw refract::UsageError("n must be >= 0");
               return (uint64_t) ggml_row_size(refract::kv::resolve(name, "type"), n);
           }, "name"_a, "n"_a,
           "bytes ggml stores n values of that type in (its block size and bytes per block)");
-    m.def("pin_fork_switches", &refract::kv::pin_fork_switches,
-          "set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force");
 }
 
 }  // namespace refract::python

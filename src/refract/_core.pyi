@@ -29,17 +29,9 @@ def system_info() -> str:
 def kv_types() -> list[str]:
     """KV cache type names the linked build supports"""
 
-def ggml_types() -> list[str]:
-    """every ggml type name"""
-
 def type_row_size(name: str, n: int) -> int:
     """
     bytes ggml stores n values of that type in (its block size and bytes per block)
-    """
-
-def pin_fork_switches() -> dict[str, str]:
-    """
-    set TURBO_AUTO_ASYMMETRIC=0 / TURBO_LAYER_ADAPTIVE=0 unless set; returns values in force
     """
 
 def cpu_buffer_types() -> list[str]:

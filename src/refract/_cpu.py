@@ -20,34 +20,12 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
+
+from refract.system.cpuinfo import cpu_flags, missing_features
 
 CORE = "refract._core"
 SKIP_ENV = "REFRACT_SKIP_CPU_CHECK"
-CPUINFO_ENV = "REFRACT_CPUINFO"
-
-
-def cpu_flags(cpuinfo: str | Path | None = None) -> set[str] | None:
-    """The CPU's feature flags as Linux names them, or None where they cannot be read."""
-    if cpuinfo is None:
-        cpuinfo = os.environ.get(CPUINFO_ENV, "").strip() or "/proc/cpuinfo"
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return set(value.split())
-    return None
-
-
-def missing_features(required: Sequence[str], flags: set[str] | None) -> list[str]:
-    """Which of ``required`` the CPU lacks ([] when unknown: never refuse on a guess)."""
-    if not required or flags is None:
-        return []
-    return [f for f in required if f not in flags]
 
 
 def unsupported_reason(

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import orjson
 
+from refract.axes import registry
 from refract.defaults import DEFAULT_REFERENCE
 from refract.errors import UsageError
 
@@ -187,7 +188,7 @@ class ScoreOptions:
                     raise UsageError(f"{flag(f.name)} must be a string, got {value!r}")
                 if not value.strip():
                     raise UsageError(f"{flag(f.name)} is empty")
-        if not (self.trajectory or self.kld or self.rniah or self.plad):
+        if not self.axes:
             raise UsageError("every axis is switched off: nothing to score")
         lengths = self.rniah_lengths
         if lengths is not None:
@@ -229,8 +230,8 @@ class ScoreOptions:
 
     @property
     def axes(self) -> list[str]:
-        return [k for k, on in (("gtm", self.trajectory), ("kld", self.kld),
-                                ("rniah", self.rniah), ("plad", self.plad)) if on]
+        """The registered axes these options switch on, in report order."""
+        return [a.key for a in registry if a.enabled(self)]
 
     @property
     def needs_prompts(self) -> bool:

@@ -35,7 +35,7 @@ from typing import Final, Literal
 
 import orjson
 
-from refract.options import UsageError
+from refract.errors import UsageError
 
 __all__ = [
     "KINDS",
@@ -172,7 +172,7 @@ def check_replaceable(
         return
     p = Path(path).expanduser()
     if not os.path.lexists(p) or p.is_dir():
-        return  # a new file; directories are refused by check_output_path
+        return  # a new file; directories are refused by refract.files.check_output_path
     if is_refract_output(p, kind):
         return
     raise UsageError(

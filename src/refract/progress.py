@@ -30,7 +30,7 @@ from rich.progress import (
 Callback = Callable[[int, int], None]
 ByteCallback = Callable[[int, "int | None"], None]
 
-__all__ = ["Callback", "NullReporter", "PhasedCounter", "Reporter", "RichReporter", "make_reporter"]
+__all__ = ["Callback", "PhasedCounter", "Reporter", "RichReporter", "make_reporter"]
 
 
 class PhasedCounter:
@@ -70,9 +70,6 @@ class Reporter:
     @contextlib.contextmanager
     def download(self, description: str) -> Iterator[ByteCallback]:
         yield _noop_bytes
-
-
-NullReporter = Reporter
 
 
 class RichReporter(Reporter):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from refract.engine.facade import Engine
 
 REFERENCE = "ctk=f16,ctv=f16"
 SELFTEST_CTX = 128
@@ -32,7 +35,7 @@ class SelftestResult:
         return all(c.ok for c in self.checks)
 
 
-def _corpus_tokens(engine: Any, n_needed: int) -> Any:
+def _corpus_tokens(engine: Engine, n_needed: int) -> Any:
     """Bundled prompt texts, repeated until there are ``n_needed`` tokens (no download)."""
     from refract.inputs.promptset import load_prompts
 
@@ -89,15 +92,15 @@ def _model_checks(model: Path, threads: int | None) -> list[Check]:
 
 def run_selftest(model: Path | None = None, threads: int | None = None) -> SelftestResult:
     """Build info and checks; with ``model``, a short generation and a ref-vs-ref KLD."""
-    from refract import _cpu
     from refract.engine.facade import build_info
+    from refract.system import cpuinfo
     from refract.system.probe import amx_status, run_matmul_probe
 
     info = build_info()
     result = SelftestResult(build=info)
     amx = amx_status()
     info["amx"] = amx
-    flags = _cpu.cpu_flags() or set()
+    flags = cpuinfo.cpu_flags() or set()
     cpu_amx = "amx_tile" in flags
     # never blindly on: AMX is in only after the configure-time compiler check passed, and on a
     # CPU with AMX it is either off or proved by the matmul probe below

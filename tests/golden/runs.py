@@ -69,7 +69,7 @@ def normalize(obj: Any, roots: dict[str, str]) -> Any:
 
 
 def _roots(out: Path) -> dict[str, str]:
-    from refract.inputs.corpus import default_cache_dir
+    from refract.defaults import default_cache_dir
 
     return {str(out): "<out>", str(default_cache_dir()): "<cache>"}
 
@@ -102,14 +102,30 @@ def golden_path(key: str) -> Path:
     return HERE / f"{key}.json"
 
 
+def differences(got: Any, want: Any, path: str = "") -> list[str]:
+    """Every key path at which two normalized reports differ."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(got) | set(want))
+                for d in differences(got.get(k), want.get(k), f"{path}.{k}")]
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        return [d for i, (a, b) in enumerate(zip(got, want, strict=True))
+                for d in differences(a, b, f"{path}[{i}]")]
+    return [] if got == want else [path]
+
+
 def main() -> None:
+    """Record this machine's goldens, printing what changed against the recorded ones."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         reports = run_all(Path(tmp))
     key = machine_key(next(iter(reports.values())))
-    golden_path(key).write_text(json.dumps(reports, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {golden_path(key)} ({len(reports)} reports)")
+    old = golden_path(key)
+    if old.is_file():
+        for path in differences(reports, json.loads(old.read_text())):
+            print(f"changed: {path}")
+    old.write_text(json.dumps(reports, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {old} ({len(reports)} reports)")
 
 
 if __name__ == "__main__":

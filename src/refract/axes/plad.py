@@ -18,17 +18,25 @@ order, whether or not an earlier perturbation was skipped.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from refract.axes.base import Axis, AxisResult, PromptJob, RunContext
+from refract.errors import UsageError
 from refract.kvconfig import KVConfig
+
+if TYPE_CHECKING:
+    from refract.engine.facade import Engine
+    from refract.options import ScoreOptions
+    from refract.scoring.plan import ScorePlan
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -450,7 +458,7 @@ MAX_BATCH = 256
 
 
 def run_plad(
-    engine: Any,
+    engine: Engine,
     prompts: Sequence[Any],
     *,
     reference: str,
@@ -465,7 +473,7 @@ def run_plad(
     :data:`MAX_BATCH` prompts at a time; the reference once per engine."""
     plan = plan_plad(prompts, seed=seed)
     if not plan.cells:
-        raise ValueError("no perturbation fired on this prompt set; PLAD cannot be scored")
+        raise UsageError("no perturbation fired on this prompt set; PLAD cannot be scored")
     texts = plan.texts()
     group = min(len(texts), MAX_BATCH)
     key = ("plad", KVConfig.parse(reference).label, tuple(texts), n_predict, ctx, group)
@@ -483,3 +491,157 @@ def run_plad(
         )
     result["chat_template_fallback"] = bool(engine.chat.used_fallback)
     return result
+
+
+# --------------------------------------------------------------------------- the axis
+
+
+class PladAxis(Axis):
+    key: ClassVar[str] = "plad"
+    letter: ClassVar[str] = "D"
+    title: ClassVar[str] = "PLAD"
+    description: ClassVar[str] = (
+        "Robustness to small prompt perturbations relative to the reference."
+    )
+    method: ClassVar[str] = "token-levenshtein-excess-drift"
+    method_version: ClassVar[str] = "1"
+    low_sentence: ClassVar[str | None] = (
+        "Brittle to small input changes: typos, casing or punctuation move the candidate's "
+        "output further than they move the reference's."
+    )
+    holds: ClassVar[str | None] = "robustness"
+    holds_long: ClassVar[str | None] = "robustness to prompt changes"
+
+    def enabled(self, opts: ScoreOptions) -> bool:
+        return opts.full or opts.axis_plad
+
+    def check_plan(self, plan: ScorePlan) -> None:
+        """A prompt set on which no perturbation fires cannot score Axis D: refused before the
+        model loads (the perturbations are plain text functions of the prompts and seed)."""
+        if not plan_plad(plan.prompts, seed=plan.options.seed).cells:
+            flag = "--full" if plan.options.full else "--axis-plad"
+            raise UsageError(
+                f"{plan.prompts_what()}: no PLAD perturbation (typo, case, punct, paraphrase) "
+                f"fires on any of its {len(plan.prompts)} prompt(s) at --seed "
+                f"{plan.options.seed}, so Axis D cannot be scored; use a prompt set with longer "
+                f"prompts or leave out {flag}"
+            )
+
+    def prompt_jobs(self, plan: ScorePlan) -> list[PromptJob]:
+        pplan = plan_plad(plan.prompts, seed=plan.options.seed)
+        jobs: list[PromptJob] = [(pid, text, True, "PLAD anchor, through the chat template")
+                                 for pid, text in zip(pplan.prompt_ids, pplan.anchors,
+                                                      strict=True)]
+        jobs += [(c.prompt_id, c.perturbed_prompt, True,
+                  f"PLAD {c.perturbation} perturbation, through the chat template")
+                 for c in pplan.cells]
+        return jobs
+
+    def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
+        opts = plan.options
+        est = engine.estimate_context_bytes
+        n_seq = min(max(1, len(plan.prompts)) * 5, 256)
+        return est(plan.reference.label, opts.ctx, n_seq, n_seq) + max(
+            est(c.label, opts.ctx, n_seq, n_seq) for c in plan.candidates)
+
+    def run(self, ctx: RunContext) -> dict[str, AxisResult]:
+        opts = ctx.options
+        out: dict[str, AxisResult] = {}
+        for c in ctx.candidates:
+            with ctx.reporter.axis(ctx.title("D PLAD", c), phases=2) as cb, \
+                    ctx.timed(ctx.timings[c], "plad_s"):
+                out[c] = ctx.guarded(functools.partial(
+                    run_plad, ctx.engine, ctx.plan.prompts, reference=ctx.reference,
+                    candidate=c, n_predict=opts.n_predict, ctx=opts.ctx, seed=opts.seed,
+                    progress=cb,
+                ))
+        return out
+
+    def finish(self, entry: dict[str, Any]) -> None:
+        if entry.get("confidence") == "full":
+            entry["confidence"] = "ok"  # refract-llm v0.3.3: ok / partial
+
+    def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
+                    settings: Mapping[str, Any]) -> dict[str, Any]:
+        from refract.report.kit import prompts_fingerprint
+
+        return {**prompts_fingerprint(report), "seed": settings.get("seed")}
+
+    def card_detail(self, entry: Mapping[str, Any]) -> str:
+        from refract.report.kit import fmt
+
+        per = entry.get("per_perturbation_score")
+        if isinstance(per, Mapping):
+            return " · ".join(f"{k} {fmt(v, 0)}" for k, v in per.items() if v is not None)
+        return ""
+
+    def html_body(self, report: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+        from refract.bands import band
+        from refract.report.kit import as_float, esc, fmt, kv_table, pill
+
+        per_type = entry.get("per_perturbation_score")
+        per_prompt = [p for p in entry.get("per_prompt") or [] if isinstance(p, Mapping)]
+        types: list[str] = list(per_type) if isinstance(per_type, Mapping) else []
+        for p in per_prompt:
+            t = str(p.get("perturbation"))
+            if t not in types:
+                types.append(t)
+        rows = []
+        for t in types:
+            cells = [p for p in per_prompt if str(p.get("perturbation")) == t]
+
+            def mean(field: str, cells: list[Mapping[str, Any]] = cells) -> float | None:
+                vals = [v for c in cells if (v := as_float(c.get(field))) is not None]
+                return sum(vals) / len(vals) if vals else None
+
+            score = (as_float(per_type.get(t)) if isinstance(per_type, Mapping)
+                     else mean("plad_pp"))
+            worse = sum(1 for c in cells if (as_float(c.get("excess_drift")) or 0) > 0)
+            badge = pill(band(score), True) if score is not None else pill(None, True)
+            rows.append(
+                f"<tr><td>{esc(t)}</td><td class=num>{esc(fmt(score))}</td><td>{badge}</td>"
+                f"<td class=num>{len(cells)}</td><td class=num>{worse}</td>"
+                f"<td class=num>{esc(fmt(mean('ref_drift'), 3))}</td>"
+                f"<td class=num>{esc(fmt(mean('cand_drift'), 3))}</td>"
+                f"<td class=num>{esc(fmt(mean('excess_drift'), 3))}</td></tr>"
+            )
+        table = ""
+        if rows:
+            table = (
+                "<h3>Per perturbation</h3><table><tr><th>perturbation</th><th class=num>score"
+                "</th><th>band</th><th class=num>cells</th><th class=num>cand worse</th>"
+                "<th class=num>mean ref drift</th><th class=num>mean cand drift</th>"
+                f"<th class=num>mean excess</th></tr>{''.join(rows)}</table>"
+            )
+        worst = sorted(
+            (p for p in per_prompt if (as_float(p.get("excess_drift")) or 0) > 0),
+            key=lambda p: -(as_float(p.get("excess_drift")) or 0),
+        )
+        worst_html = ""
+        if worst:
+            body = "".join(
+                f"<tr><td>{esc(p.get('prompt_id', ''))}</td>"
+                f"<td>{esc(p.get('perturbation', ''))}</td>"
+                f"<td>{esc(p.get('perturbed_prompt', ''))}</td>"
+                f"<td class=num>{esc(fmt(p.get('ref_drift'), 3))}</td>"
+                f"<td class=num>{esc(fmt(p.get('cand_drift'), 3))}</td>"
+                f"<td class=num>{esc(fmt(p.get('plad_pp'), 1))}</td></tr>"
+                for p in worst
+            )
+            worst_html = (
+                f"<details><summary>{len(worst)} cell(s) where the candidate drifts more "
+                "than the reference</summary><table><tr><th>prompt</th><th>type</th>"
+                "<th>perturbed prompt</th><th class=num>ref drift</th>"
+                f"<th class=num>cand drift</th><th class=num>score</th></tr>{body}</table>"
+                "</details>"
+            )
+        stats = kv_table(
+            [
+                ("prompts", entry.get("n_prompts")),
+                ("fired cells", len(per_prompt) or None),
+                ("confidence", entry.get("confidence")),
+                ("perturbations without cells", entry.get("skipped_perturbations") or None),
+            ]
+        )
+        return stats + table + worst_html
+

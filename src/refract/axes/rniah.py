@@ -18,15 +18,23 @@ The context for a cell needs the rendered prompt's token count plus ``n_predict`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from refract.axes.base import Axis, AxisResult, RunContext
+from refract.errors import ChatTemplateError, UsageError
 from refract.kvconfig import KVConfig
+
+if TYPE_CHECKING:
+    from refract.engine.facade import Engine
+    from refract.options import ScoreOptions
+    from refract.scoring.plan import ScorePlan
 
 __all__ = [
     "BASE_LENGTH",
@@ -454,7 +462,7 @@ class _SideResult:
 
 
 def run_rniah(
-    engine: Any,
+    engine: Engine,
     haystack: str,
     *,
     reference: str,
@@ -534,7 +542,7 @@ def run_rniah(
 
 
 def schedule_rniah(
-    engine: Any,
+    engine: Engine,
     haystack: str,
     *,
     up_to: int,
@@ -586,7 +594,7 @@ def schedule_rniah(
 
 
 def _decode_side(
-    engine: Any,
+    engine: Engine,
     sched: RniahSchedule,
     kv: str,
     slot: int,
@@ -612,7 +620,7 @@ def _decode_side(
                        int(raw["generated_tokens"]), int(raw["n_seq"]))
 
 
-def _keyword_tokens(engine: Any, prompt_ids: Any, keyword: str) -> list[int]:
+def _keyword_tokens(engine: Engine, prompt_ids: Any, keyword: str) -> list[int]:
     """The keyword's tokens as they follow the prompt (tokenized in context when possible)."""
     # the prompt without the BOS the vocab adds (tokenize below adds none)
     pre = prompt_ids[1:] if engine.model_info["add_bos"] else prompt_ids
@@ -626,3 +634,173 @@ def _keyword_tokens(engine: Any, prompt_ids: Any, keyword: str) -> list[int]:
 
 def _round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
+
+
+# --------------------------------------------------------------------------- the axis
+
+
+class RniahAxis(Axis):
+    key: ClassVar[str] = "rniah"
+    letter: ClassVar[str] = "C"
+    title: ClassVar[str] = "R-NIAH"
+    description: ClassVar[str] = "Long-context needle retrieval relative to the reference."
+    method: ClassVar[str] = "needle-keyword-hit-degradation"
+    method_version: ClassVar[str] = "1"
+    low_sentence: ClassVar[str | None] = (
+        "Long-context retrieval loss: the candidate finds the needle in a long context less "
+        "often than the reference."
+    )
+    holds: ClassVar[str | None] = "retrieval"
+    holds_long: ClassVar[str | None] = "long-context retrieval"
+
+    def enabled(self, opts: ScoreOptions) -> bool:
+        return opts.full or opts.axis_rniah
+
+    def preflight(self, engine: Engine, plan: ScorePlan, corpus_tokens: Any) -> None:
+        """The cells, planned and rendered through the chat template exactly as the axis does:
+        lengths that plan no cell, cells none of which fits the model's training context, and
+        a chat template that cannot render them are usage errors."""
+        opts = plan.options
+        try:
+            sched = schedule_rniah(
+                engine, plan.haystack_text or "", up_to=opts.rniah_up_to,
+                lengths=opts.rniah_lengths, positions=opts.rniah_positions,
+                n_trials=opts.rniah_trials, seed=opts.seed, n_predict=opts.rniah_n_predict,
+                early_stop=True,
+            )
+        except ChatTemplateError as exc:
+            raise UsageError(plan.template_refusal(
+                exc, "Axis C (R-NIAH) renders its needle prompts")) from None
+        if not sched.plan.cells:
+            asked = (f"--rniah-lengths {','.join(map(str, opts.rniah_lengths))}"
+                     if opts.rniah_lengths else f"--rniah-up-to {opts.rniah_up_to}")
+            why = " ".join(sched.plan.notes) or "no length fits"
+            raise UsageError(f"{asked} plans no R-NIAH cell: {why}")
+
+    def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
+        opts = plan.options
+        est = engine.estimate_context_bytes
+        n_train = int(engine.model_info.get("n_ctx_train") or 0) or None
+        longest = max(opts.rniah_lengths) if opts.rniah_lengths else opts.rniah_up_to
+        if n_train:
+            longest = min(longest, n_train)
+        cells = len(opts.rniah_positions)
+        n_ctx = longest + opts.rniah_n_predict + 256
+        return est(plan.reference.label, n_ctx, cells, cells) + max(
+            est(c.label, n_ctx, cells, cells) for c in plan.candidates)
+
+    def run(self, ctx: RunContext) -> dict[str, AxisResult]:
+        opts, plan = ctx.options, ctx.plan
+        out: dict[str, AxisResult] = {}
+        for c in ctx.candidates:
+            with ctx.reporter.axis(ctx.title("C R-NIAH", c)) as cb, \
+                    ctx.timed(ctx.timings[c], "rniah_s"):
+                out[c] = ctx.guarded(functools.partial(
+                    run_rniah, ctx.engine, plan.haystack_text or "", reference=ctx.reference,
+                    candidate=c, up_to=opts.rniah_up_to, lengths=opts.rniah_lengths,
+                    positions=opts.rniah_positions, n_trials=opts.rniah_trials,
+                    seed=opts.seed, n_predict=opts.rniah_n_predict, progress=cb,
+                ))
+            out[c]["haystack"] = str(plan.haystack_path)
+        return out
+
+    def finish(self, entry: dict[str, Any]) -> None:
+        if "password_keyword" in entry and "needle_keyword" not in entry:
+            entry["needle_keyword"] = entry.pop("password_keyword")  # refract-llm v0.3.3 name
+
+    def exclusion(self, entry: Mapping[str, Any]) -> str | None:
+        if entry.get("confidence") != "low":
+            return None
+        base = entry.get("base_acc_avg")
+        base_txt = f" (base_acc_avg {float(base):.2f} < 0.2)" if base is not None else ""
+        return ("low confidence — the reference itself rarely finds the needle"
+                f"{base_txt}; reported but excluded from the composite.")
+
+    def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
+                    settings: Mapping[str, Any]) -> dict[str, Any]:
+        from refract.report.kit import distinct_values, get_path
+
+        fp: dict[str, Any] = {
+            "seed": settings.get("seed"),
+            "haystack.sha256": get_path(report.get("provenance"), "haystack", "sha256"),
+        }
+        if settings:
+            fp["rniah.up_to"] = settings.get("rniah_up_to")
+            fp["rniah.lengths"] = settings.get("rniah_lengths")
+            fp["rniah.positions"] = settings.get("rniah_positions")
+            fp["rniah.trials"] = settings.get("rniah_trials")
+            fp["rniah.n_predict"] = settings.get("rniah_n_predict")
+        else:  # refract-llm: what the cells show
+            cells = entry.get("cells")
+            cells = cells if isinstance(cells, list) else []
+            fp["rniah.lengths"] = distinct_values(cells, "length") or None
+            fp["rniah.positions"] = distinct_values(cells, "position") or None
+        return fp
+
+    def card_detail(self, entry: Mapping[str, Any]) -> str:
+        parts = [f"{entry.get('n_cells', '?')} cells"]
+        if entry.get("confidence"):
+            parts.append(f"confidence {entry['confidence']}")
+        return " · ".join(parts)
+
+    def score_note(self, report: Mapping[str, Any], entry: Mapping[str, Any]) -> str | None:
+        return "low confidence" if entry.get("confidence") == "low" else None
+
+    def html_body(self, report: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+        from refract.report.kit import as_float, esc, fmt, kv_table, needle_keyword
+        from refract.report.svg import rniah_heatmap
+
+        base = as_float(entry.get("base_acc_avg"))
+        stats = kv_table(
+            [
+                ("needle", entry.get("needle")),
+                ("keyword", needle_keyword(entry)),
+                ("cells", entry.get("n_cells")),
+                ("reference mean accuracy", None if base is None else f"{base:.2f}"),
+                ("confidence", entry.get("confidence")),
+            ]
+        )
+        cells = entry.get("cells")
+        chart = ""
+        lp_table = ""
+        if isinstance(cells, list) and cells:
+            chart = ("<h3>Retrieval by context length and needle position</h3>"
+                     + rniah_heatmap(cells))
+            lp_rows = [(c, *_needle_logprobs(c)) for c in cells if isinstance(c, Mapping)]
+            lp_rows = [r for r in lp_rows if r[1] is not None or r[2] is not None]
+            if lp_rows:
+                body = "".join(
+                    f"<tr><td class=num>{esc(fmt(c.get('length'), 0))}</td>"
+                    f"<td class=num>{esc(fmt(c.get('position'), 2))}</td>"
+                    f"<td class=num>{esc(fmt(ref, 3))}</td>"
+                    f"<td class=num>{esc(fmt(cand, 3))}</td>"
+                    f"<td class=num>{esc(fmt(_diff(ref, cand), 3))}</td></tr>"
+                    for c, ref, cand in lp_rows
+                )
+                lp_table = (
+                    "<h3>Teacher-forced needle keyword log-probability</h3><table><tr>"
+                    "<th class=num>length</th><th class=num>position</th>"
+                    "<th class=num>reference</th><th class=num>candidate</th>"
+                    "<th class=num>cand − ref</th></tr>"
+                    f"{body}</table>"
+                )
+        return stats + chart + lp_table
+
+    def section_notes(self, entry: Mapping[str, Any]) -> list[str]:
+        notes = super().section_notes(entry)
+        skipped = entry.get("skipped_cells")
+        if isinstance(skipped, list) and skipped:
+            notes.append(f"{len(skipped)} cell(s) skipped.")
+        return notes
+
+
+def _needle_logprobs(cell: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    from refract.report.kit import as_float
+
+    ref = cell.get("needle_logprob_ref", cell.get("ref_keyword_logprob"))
+    cand = cell.get("needle_logprob_cand", cell.get("cand_keyword_logprob"))
+    return as_float(ref), as_float(cand)
+
+
+def _diff(ref: float | None, cand: float | None) -> float | None:
+    return None if ref is None or cand is None else cand - ref

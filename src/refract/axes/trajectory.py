@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
+
+from refract.axes.base import Axis, AxisResult, PromptJob, RunContext
+from refract.bands import as_score
+
+if TYPE_CHECKING:
+    from refract.engine.facade import Engine
+    from refract.options import ScoreOptions
+    from refract.scoring.plan import ScorePlan
 
 __all__ = [
     "DEFAULT_NEAR_TIE_THRESHOLD",
@@ -275,7 +283,7 @@ TOPK = 16
 
 
 def run_trajectory(
-    engine: Any,
+    engine: Engine,
     prompts: Sequence[PromptLike],
     *,
     reference: str,
@@ -299,7 +307,7 @@ def run_trajectory(
 
 
 def run_trajectories(
-    engine: Any,
+    engine: Engine,
     prompts: Sequence[PromptLike],
     *,
     reference: str,
@@ -378,7 +386,7 @@ def run_trajectories(
 
 
 def _reference_teacher_forced(
-    engine: Any, texts: list[str], reference: str, live: list[str],
+    engine: Engine, texts: list[str], reference: str, live: list[str],
     failed: dict[str, dict[str, Any] | Exception], *, n_predict: int, ctx: int,
     chat_template: bool, sequential: bool, progress: Any,
 ) -> tuple[list[Any], list[Any], list[Any], dict[str, list[dict[str, Any]]]]:
@@ -443,7 +451,7 @@ def _n_seq(texts: Sequence[str], sequential: bool) -> int:
 
 
 def _shadow_groups(
-    engine: Any, reference: str, live: list[str], *, ctx: int, n_seq: int
+    engine: Engine, reference: str, live: list[str], *, ctx: int, n_seq: int
 ) -> list[list[str]]:
     """Candidates to teacher-force along one reference decode: as many at once as fit beside
     the reference context in the memory available now (all of them when that is unknown)."""
@@ -469,7 +477,7 @@ def _reference_key(
 
 
 def reference_trajectories(
-    engine: Any,
+    engine: Engine,
     texts: Sequence[str],
     reference: str,
     *,
@@ -481,13 +489,15 @@ def reference_trajectories(
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """The reference's greedy trajectories with top-16 log-probs, decoded once per engine."""
     key = _reference_key(reference, texts, n_predict, ctx, chat_template, sequential)
-    return engine.reference_cache.get_or_compute(  # type: ignore[no-any-return]
+    got = engine.reference_cache.get_or_compute(
         key,
         lambda: engine.greedy(
             list(texts), reference, n_predict, ctx, chat_template,
             sequential=sequential, topk=TOPK, progress=progress,
         ),
     )
+    assert isinstance(got, tuple), "greedy with topk returns (tokens, top ids, top log-probs)"
+    return got
 
 
 NOISE_FLOOR_METHOD = {
@@ -499,7 +509,7 @@ NOISE_FLOOR_METHOD = {
 
 
 def trajectory_noise_floor(
-    engine: Any,
+    engine: Engine,
     prompts: Sequence[PromptLike],
     *,
     reference: str,
@@ -567,3 +577,299 @@ def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
         "(the reference's rows are those of its greedy decode, the candidate's a prefill of the "
         "same tokens); beside the axis, not part of the composite.",
     }
+
+
+# --------------------------------------------------------------------------- noise floor
+
+
+NOISE_FLOOR_MIN_TOLERANCE: Final[float] = 5.0
+"""Smallest tolerance (score points) below the trajectory noise floor still read as noise."""
+
+FloorVerdict = Literal["within", "beyond", "far beyond"]
+
+
+def noise_floor_tolerance(floor: Mapping[str, Any]) -> float:
+    """Score points below the floor that still count as numerical noise.
+
+    The floor is itself one sample over ``n_prompts`` prompts: its full-match rate ``p`` has
+    a binomial standard error ``sqrt(p (1 − p) / n)``. Two standard errors of that rate, in
+    score points (a fully matched prompt contributes its whole length to the score, so the
+    score moves about as much as the rate), with a minimum of
+    :data:`NOISE_FLOOR_MIN_TOLERANCE`. Demo model: p = 16/30, n = 30 → 18.2 points.
+    """
+    p = as_score(floor.get("full_match_rate"))
+    n = as_score(floor.get("n_prompts"))
+    tol = NOISE_FLOOR_MIN_TOLERANCE
+    if p is not None and n is not None and not math.isnan(p) and not math.isnan(n) and n > 0:
+        p = min(1.0, max(0.0, p))
+        tol = max(tol, 100.0 * 2.0 * math.sqrt(p * (1.0 - p) / n))
+    return tol
+
+
+def noise_floor_verdict(
+    gtm_score: float | None, floor: Mapping[str, Any] | None
+) -> tuple[FloorVerdict, float, float] | None:
+    """(verdict, floor score, tolerance) of a trajectory score against its noise floor.
+
+    ``within`` when the score ≥ floor − tolerance; ``far beyond`` when it is more than twice
+    the tolerance below the floor; ``beyond`` in between. ``None`` without a usable floor.
+    """
+    if gtm_score is None or math.isnan(gtm_score) or not isinstance(floor, Mapping):
+        return None
+    fs = as_score(floor.get("score"))
+    if fs is None or math.isnan(fs):
+        return None
+    tol = noise_floor_tolerance(floor)
+    gap = fs - gtm_score
+    verdict: FloorVerdict
+    if gap <= tol:
+        verdict = "within"
+    elif gap <= 2.0 * tol:
+        verdict = "beyond"
+    else:
+        verdict = "far beyond"
+    return verdict, fs, tol
+
+
+def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | None:
+    """The diagnosis sentence comparing Axis A with its numerical-noise floor."""
+    got = noise_floor_verdict(gtm_score, floor)
+    if got is None:
+        return None
+    verdict, fs, tol = got
+    head = (
+        f"Trajectory {gtm_score:.1f} vs numerical-noise floor {fs:.1f} "
+        f"(reference against itself, tolerance {tol:.1f})"
+    )
+    if verdict == "within":
+        return (
+            f"Trajectory drift within numerical noise: {head}; the greedy divergences are "
+            "no larger than the reference's own under an equivalent computation."
+        )
+    if verdict == "beyond":
+        return (
+            f"Trajectory drift beyond numerical noise: {head}; the candidate diverges more "
+            "than f16's own run-to-run variation."
+        )
+    return (
+        f"Trajectory drift far beyond numerical noise: {head}; the quantized cache itself "
+        "changes the greedy continuations."
+    )
+
+
+# --------------------------------------------------------------------------- the axis
+
+
+class TrajectoryAxis(Axis):
+    key: ClassVar[str] = "gtm"
+    letter: ClassVar[str] = "A"
+    title: ClassVar[str] = "Trajectory"
+    description: ClassVar[str] = "Token-level agreement of greedy decodes with the reference."
+    method: ClassVar[str] = "greedy-prefix-agreement"
+    method_version: ClassVar[str] = "1"
+    skip_reason: ClassVar[str | None] = "--skip-trajectory"
+    short_context: ClassVar[bool] = True
+    in_floor: ClassVar[bool] = True
+
+    def enabled(self, opts: ScoreOptions) -> bool:
+        return not opts.skip_trajectory
+
+    @property
+    def template_label(self) -> str:
+        return "Axis A (--chat-template)"
+
+    def prompt_jobs(self, plan: ScorePlan) -> list[PromptJob]:
+        chat = plan.options.chat_template
+        via = "through the chat template" if chat else "raw text with BOS"
+        return [(p.id, p.prompt, chat, via) for p in plan.prompts]
+
+    def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
+        opts = plan.options
+        est = engine.estimate_context_bytes
+        n_seq = 1 if opts.sequential else min(max(1, len(plan.prompts)), 64)
+        gen = opts.ctx  # each sequence's cells: prompt + generation within ctx
+        # the reference decode with (at least) one candidate teacher-forced along it, and the
+        # reference rows held for that candidate's batched comparison
+        return (
+            est(plan.reference.label, gen, n_seq, n_seq)
+            + max(est(c.label, gen, n_seq, n_seq) for c in plan.candidates)
+            + engine.shadow_buffer_bytes(gen, n_seq)
+        )
+
+    def run(self, ctx: RunContext) -> dict[str, AxisResult]:
+        opts, ref, cands, engine = ctx.options, ctx.reference, ctx.candidates, ctx.engine
+        prompts = ctx.plan.prompts
+        with ctx.reporter.axis(ctx.title("A trajectory", f"{len(cands)} candidates"),
+                               phases=1 + len(cands)) as cb, ctx.timed(ctx.shared, "gtm_s"):
+            gtm = ctx.guarded(lambda: {"results": run_trajectories(
+                engine, prompts, reference=ref, candidates=cands,
+                n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
+                sequential=opts.sequential, progress=cb,
+            )})
+        out: dict[str, AxisResult] = {}
+        for c in cands:
+            out[c] = ctx.result_of(gtm["results"][c]) if "results" in gtm else dict(gtm)
+            ctx.timings[c]["gtm_s"] = ctx.shared["gtm_s"]
+        if opts.with_noise_floor:
+            with ctx.reporter.axis("A noise floor (reference, other decode)") as cb, \
+                    ctx.timed(ctx.shared, "gtm_noise_floor_s"):
+                nf = ctx.guarded(lambda: trajectory_noise_floor(
+                    engine, prompts, reference=ref, n_predict=opts.n_predict,
+                    ctx=opts.ctx, chat_template=opts.chat_template,
+                    sequential=opts.sequential, progress=cb,
+                ))
+            for c in cands:
+                if out[c].get("score") is not None:
+                    out[c]["noise_floor"] = nf
+        return out
+
+    def annotate(self, entry: dict[str, Any]) -> None:
+        """``noise_floor`` gets its verdict and tolerance (a copy)."""
+        floor = entry.get("noise_floor")
+        if not isinstance(floor, Mapping):
+            return
+        floor = dict(floor)
+        got = noise_floor_verdict(entry.get("score"), floor) if entry["status"] == "ok" else None
+        if got is not None:
+            floor["verdict"], _, floor["tolerance"] = got
+        entry["noise_floor"] = floor
+
+    def diagnosis(self, entry: Mapping[str, Any], score: float) -> list[str]:
+        floor = entry.get("noise_floor")
+        if not isinstance(floor, Mapping):
+            return []
+        sentence = noise_floor_sentence(score, floor)
+        return [sentence] if sentence else []
+
+    def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
+                    settings: Mapping[str, Any]) -> dict[str, Any]:
+        from refract.report.kit import first, prompts_fingerprint
+
+        seq = settings.get("sequential")
+        return {
+            **prompts_fingerprint(report),
+            "gtm.decode_mode": first(
+                entry.get("decode_mode"),
+                None if seq is None else ("sequential" if seq else "batched"),
+            ),
+        }
+
+    def card_detail(self, entry: Mapping[str, Any]) -> str:
+        from refract.report.kit import as_float
+
+        rate = as_float(entry.get("full_match_rate"))
+        div = as_float(entry.get("median_first_divergence"))
+        parts = []
+        if rate is not None:
+            parts.append(f"full match {rate * 100:.0f}%")
+        if div is not None:
+            parts.append(f"median 1st div. {div:g}")
+        analysis = entry.get("divergence")
+        if isinstance(analysis, Mapping) and analysis.get("n_divergences"):
+            frac = as_float(analysis.get("near_tie_fraction"))
+            if frac is not None:
+                parts.append(f"near ties {frac * 100:.0f}%")
+        detail = " · ".join(parts)
+        floor = entry.get("noise_floor")
+        if isinstance(floor, Mapping):
+            detail = f"numerical-noise floor {noise_floor_text(entry)}" + (
+                f" · {detail}" if detail else "")
+        return detail
+
+    def score_note(self, report: Mapping[str, Any], entry: Mapping[str, Any]) -> str | None:
+        from refract.report.kit import fmt
+
+        floor = entry.get("noise_floor")
+        if isinstance(floor, Mapping):
+            return f"floor {fmt(floor.get('score'), 1)}"
+        return None
+
+    def html_body(self, report: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+        from refract.report.kit import as_float, kv_table
+        from refract.report.svg import trajectory_chart
+
+        rate = as_float(entry.get("full_match_rate"))
+        stats = kv_table(
+            [
+                ("prompts", entry.get("n_prompts")),
+                ("tokens per generation (n_predict)", entry.get("n_tokens_each")),
+                ("full-match rate", None if rate is None else f"{rate * 100:.1f}%"),
+                ("median first divergence (non-matching prompts)",
+                 entry.get("median_first_divergence")),
+                ("mean agreed prefix (tokens)", entry.get("mean_prefix_agreement_length")),
+                ("mean reference length", entry.get("mean_ref_length")),
+                ("mean candidate length", entry.get("mean_cand_length")),
+                *_divergence_rows(entry),
+                *_noise_floor_rows(entry),
+            ]
+        )
+        per_prompt = entry.get("per_prompt")
+        n_tokens = as_float(entry.get("n_tokens_each"))
+        chart = ""
+        if isinstance(per_prompt, list) and per_prompt:
+            chart = "<h3>First divergence per prompt</h3>" + trajectory_chart(
+                per_prompt, int(n_tokens) if n_tokens else None
+            )
+        return stats + chart
+
+
+def noise_floor_text(entry: Mapping[str, Any]) -> str:
+    """``"58.0 (within)"``: the floor's score and the candidate's verdict, or ``"—"``."""
+    from refract.report.kit import fmt
+
+    floor = entry.get("noise_floor")
+    if not isinstance(floor, Mapping):
+        return "—"
+    verdict = floor.get("verdict")
+    if verdict is None:
+        got = noise_floor_verdict(as_score(entry.get("score")), floor)
+        verdict = got[0] if got else None
+    text = fmt(floor.get("score"), 1)
+    return f"{text} ({verdict})" if verdict else text
+
+
+def _noise_floor_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Axis A's numerical-noise floor: the reference scored against itself."""
+    from refract.report.kit import as_float, fmt
+
+    floor = axis.get("noise_floor")
+    if not isinstance(floor, Mapping):
+        return []
+    rate = as_float(floor.get("full_match_rate"))
+    verdict = floor.get("verdict")
+    tol = as_float(floor.get("tolerance"))
+    score_txt = fmt(floor.get("score"), 1)
+    if verdict:
+        score_txt += f" — candidate {verdict} numerical noise"
+        if tol is not None:
+            score_txt += f" (tolerance {tol:.1f})"
+    n_m, n_p = floor.get("n_matched"), floor.get("n_prompts")
+    return [
+        ("numerical-noise floor (reference vs itself)", score_txt),
+        ("noise floor full-match rate", None if rate is None else (
+            f"{rate * 100:.1f}%" + (f" ({n_m}/{n_p})" if n_m is not None and n_p else ""))),
+        ("noise floor median first divergence", floor.get("median_first_divergence")),
+        ("noise floor method", floor.get("method")),
+    ]
+
+
+def _divergence_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What a divergence means: near-tie flips vs real shifts, and the teacher-forced drift."""
+    from refract.report.kit import as_float, fmt, fmt_kld
+
+    rows: list[tuple[str, Any]] = []
+    div = axis.get("divergence")
+    if isinstance(div, Mapping) and div.get("n_divergences"):
+        frac = as_float(div.get("near_tie_fraction"))
+        thr = as_float(div.get("near_tie_threshold"))
+        label = "near-tie divergences" + (f" (margin < {thr:g})" if thr is not None else "")
+        rows.append((label, None if frac is None else f"{frac * 100:.0f}%"))
+        rows.append(("median reference margin at divergence", fmt(div.get("median_margin"), 3)))
+        rows.append(("median KL at divergence (nats)",
+                     fmt_kld(div.get("median_kl_at_divergence"))))
+    tf = axis.get("teacher_forced")
+    if isinstance(tf, Mapping) and tf.get("n_positions"):
+        rows.append(("teacher-forced KLD along reference trajectories",
+                     f"{fmt_kld(tf.get('mean_kld'))} nats"))
+        rows.append(("teacher-forced same top-1", f"{fmt(tf.get('same_top1_pct'), 1)}%"))
+    return rows

@@ -1,12 +1,6 @@
 """The Engine facade over ``refract._core`` (one model load, one llama.cpp context per KV
-config) and the report's ``environment``."""
+config), its KLD statistics and the report's ``environment``."""
 
-from refract.engine.facade import (
-    DEFAULT_REFERENCE,
-    Engine,
-    ModelError,
-    NonFiniteLogits,
-    build_info,
-)
+from refract.engine.facade import Engine, build_info
 
-__all__ = ["DEFAULT_REFERENCE", "Engine", "ModelError", "NonFiniteLogits", "build_info"]
+__all__ = ["Engine", "build_info"]

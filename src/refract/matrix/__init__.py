@@ -5,8 +5,8 @@
 one worker process per model; :class:`refract.matrix.ray.RayExecutor`: one Ray task per
 model) and writes the reports, a status file and the leaderboards.
 
-The names below are imported on first use, so that the CLI (which registers
-:func:`refract.matrix.command.matrix`) starts without loading the scoring code.
+The names below are imported on first use, so that the CLI (:mod:`refract.cli.matrix`, the
+``refract matrix`` command) starts without loading the scoring code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _EXPORTS = {
     "MatrixResult": "refract.matrix.driver",
     "MatrixSpec": "refract.matrix.spec",
     "ModelEntry": "refract.matrix.spec",
-    "check_out_dir": "refract.matrix.spec",
+    "check_out_dir": "refract.files",
     "load_spec": "refract.matrix.spec",
     "run_matrix": "refract.matrix.driver",
     "write_leaderboards": "refract.matrix.driver",

@@ -210,7 +210,7 @@ class _Driver:
 
 
 def _write_status(out_dir: Path, outcomes: list[CellOutcome]) -> None:
-    from refract.report.io import atomic_write_bytes
+    from refract.files import atomic_write_bytes
 
     lines = []
     for o in outcomes:

@@ -1,11 +1,12 @@
 """Cells of a matrix: file names, fingerprints, and which ones a rerun can skip.
 
 A cell is one (model, candidate). Its report is ``<model-slug>__<candidate-slug>.json`` (and
-``.html``) in the output directory and carries ``extras.matrix`` with the cell fingerprint: a
-hash of the score options' fingerprint, the reference, the candidate and the model file's
-identity (resolved path and size). A rerun skips a cell whose report loads and carries the
-same fingerprint; a missing, corrupt, partial or stale report, or one in which nothing was
-measured (no axis scored), is redone.
+``.html``) in the output directory (:func:`refract.files.report_stem` of the ``[[models]]
+name``) and carries ``extras.matrix`` with the cell fingerprint: a hash of the score options'
+fingerprint, the reference, the candidate and the model file's identity (resolved path and
+size), and the model's ``name`` (``model_name``, the name tables show for it). A rerun skips
+a cell whose report loads and carries the same fingerprint; a missing, corrupt, partial or
+stale report, or one in which nothing was measured (no axis scored), is redone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from refract.matrix.spec import MatrixSpec, ModelEntry, slug
+from refract.files import report_stem
+from refract.matrix.spec import MatrixSpec, ModelEntry
 from refract.report.io import ReportError, load_report
 
 __all__ = ["Cell", "cell_fingerprint", "plan_cells", "report_matches"]
@@ -58,10 +60,6 @@ def cell_fingerprint(spec: MatrixSpec, model: ModelEntry, candidate: str) -> str
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
 
 
-def cell_stem(model: ModelEntry, candidate: str) -> str:
-    return f"{slug(model.name)}__{slug(candidate.replace('=', '-').replace(',', '_'))}"
-
-
 def matrix_extras(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
     """What the driver stamps into ``report['extras']['matrix']``."""
     return {
@@ -97,7 +95,7 @@ def plan_cells(spec: MatrixSpec, out_dir: Path) -> list[Cell]:
     cells = []
     for model in spec.models:
         for cand in spec.candidates:
-            stem = cell_stem(model, cand)
+            stem = report_stem(model.name, cand)
             fp = cell_fingerprint(spec, model, cand)
             json_path = out_dir / f"{stem}.json"
             done, why = report_matches(json_path, fp)

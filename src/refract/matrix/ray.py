@@ -55,7 +55,7 @@ class RayExecutor:
 
     def check(self) -> None:
         """Ray is importable (else a one-line usage error naming the extra)."""
-        from refract.scoring.score import UsageError
+        from refract.errors import UsageError
 
         try:
             import ray  # noqa: F401

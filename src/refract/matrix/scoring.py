@@ -1,4 +1,4 @@
-"""Where the matrix meets :mod:`refract.scoring.score`: options from ``[settings]``, one model's
+"""Where the matrix meets :mod:`refract.scoring`: options from ``[settings]``, one model's
 cells validated, then scored on one model load.
 
 ``execute_score`` scores a model's candidates together (one load, one reference shared
@@ -44,7 +44,7 @@ def prepare_model(
     reporter: Reporter | None = None,
 ) -> Any:
     """Validate one model's cells without loading it (UsageError on a bad value)."""
-    from refract.scoring.score import prepare_score
+    from refract.scoring import prepare_score
 
     return prepare_score(model, list(candidates), options, reporter=reporter)
 
@@ -65,7 +65,7 @@ def score_candidates(
     ``measure_floor``, a non-finite reference, a model that does not load) fails them all;
     one axis failing for one candidate is recorded inside its report instead.
     """
-    from refract.scoring.score import execute_score
+    from refract.scoring import execute_score
 
     plan = prepare_model(model, candidates, options, reporter=reporter)
     for cand in candidates:

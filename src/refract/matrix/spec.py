@@ -10,34 +10,35 @@
     name = "Gemma 3 270M"
     path = "models/gemma-3-270m.gguf"   # relative to the TOML file; "demo": the demo model
 
-Every mistake is a :class:`refract.scoring.score.UsageError` (one line, exit 2) raised before any
+Every mistake is a :class:`refract.errors.UsageError` (one line, exit 2) raised before any
 model loads.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from refract.defaults import DEFAULT_REFERENCE, DEMO
+from refract.errors import UsageError
+from refract.files import slug
+from refract.inputs.model import resolve_model
 from refract.kvconfig import KVConfig
 from refract.matrix import scoring
 from refract.options import ScoreOptions
 from refract.progress import Reporter
-from refract.scoring.score import DEFAULT_REFERENCE, DEMO, UsageError, resolve_model
-from refract.scoring.score import _check_kv as check_kv
-from refract.scoring.score import _known_kv_types as known_kv_types
+from refract.scoring.plan import check_kv, known_kv_types
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["MatrixSpec", "ModelEntry", "check_out_dir", "load_spec", "parse_spec", "slug"]
+__all__ = ["MatrixSpec", "ModelEntry", "check_settings", "load_spec", "parse_spec"]
 
 TOP_KEYS = ("reference", "candidates", "settings", "models")
 MODEL_KEYS = ("name", "path")
@@ -73,12 +74,6 @@ class MatrixSpec:
     @property
     def fingerprint(self) -> str:
         return self.options.fingerprint()
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form: ``Mistral-Small 24B`` → ``mistral-small-24b``."""
-    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text.strip().lower()).strip("-.")
-    return s or "x"
 
 
 def _kv(text: Any, what: str, known: Sequence[str] | None) -> KVConfig:
@@ -185,25 +180,3 @@ def check_settings(spec: MatrixSpec, reporter: Reporter | None = None) -> None:
     cached.
     """
     scoring.prepare_model(spec.models[0].arg, spec.candidates, spec.options, reporter=reporter)
-
-
-def check_out_dir(path: str | os.PathLike[str]) -> Path:
-    """The output directory exists (or can be made) and is writable."""
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"--out-dir {str(p)!r} is not a directory")
-    if not p.exists():
-        parent = p.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(f"--out-dir {str(p)!r}: cannot create it ({str(parent)!r} "
-                             "is not a writable directory)")
-        try:
-            p.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--out-dir {str(p)!r}: cannot create it "
-                             f"({exc.strerror or exc})") from None
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise UsageError(f"--out-dir {str(p)!r} is not writable")
-    return p

@@ -91,8 +91,8 @@ def _message(exc: BaseException) -> str:
 
 def run_job(job: dict[str, Any], emit: Emit) -> None:
     """Score one model's candidates; every outcome is an event (never raises for a cell)."""
+    from refract.inputs.model import resolve_model
     from refract.matrix import scoring
-    from refract.scoring.score import resolve_model
 
     model = job["model"]
     candidates: list[str] = list(job["candidates"])

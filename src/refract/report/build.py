@@ -10,7 +10,7 @@ named keys: ``generator``, ``status`` (ok / partial), ``measured``, ``self_check
 
 A report in which no axis scored (every axis skipped, failed or excluded) has ``composite``
 null, ``band`` null, ``measured`` false, an empty ``diagnosis`` and the summary
-:data:`refract.scoring.composite.NOT_MEASURED` (SPEC §4: no verdict on nothing; refract-llm writes a
+:data:`refract.composite.NOT_MEASURED` (SPEC §4: no verdict on nothing; refract-llm writes a
 composite of 0 there).
 """
 
@@ -22,40 +22,19 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from refract.scoring.composite import (
-    AXES,
-    FLOOR_MIN,
-    FloorCheck,
-    as_score,
-    band,
-    band_summary,
-    composite_score,
-    diagnose,
-    noise_floor_verdict,
-)
+from refract.axes import registry
+from refract.bands import as_score, band, band_summary
+from refract.composite import FLOOR_MIN, FloorCheck, composite_score, diagnose
 
 SCHEMA: Final[str] = "refract.report.v0.3.3"
 GENERATOR: Final[str] = "refract"
 
-AXIS_DESCRIPTIONS: Final[dict[str, str]] = {
-    "gtm": "Token-level agreement of greedy decodes with the reference.",
-    "kld": "Teacher-forced next-token distribution divergence from the reference.",
-    "rniah": "Long-context needle retrieval relative to the reference.",
-    "plad": "Robustness to small prompt perturbations relative to the reference.",
-}
+def axis_methods() -> dict[str, tuple[str, str]]:
+    """Per axis: (method, method version) — what its score measures and how. ``compare`` and
+    ``leaderboard`` refuse to set side by side scores whose methods or versions differ; an
+    axis bumps its version whenever a change can move its score for the same inputs."""
+    return {a.key: (a.method, a.method_version) for a in registry}
 
-
-
-
-# Per-axis method and method version: what the score measures and how. ``compare`` and
-# ``leaderboard`` refuse to set side by side scores whose methods or versions differ. Bump a
-# version whenever a change can move that axis's score for the same inputs.
-AXIS_METHODS: Final[dict[str, tuple[str, str]]] = {
-    "gtm": ("greedy-prefix-agreement", "1"),
-    "kld": ("teacher-forced-kl-full-vocab", "1"),
-    "rniah": ("needle-keyword-hit-degradation", "1"),
-    "plad": ("token-levenshtein-excess-drift", "1"),
-}
 
 # Axis bands beyond the four score bands (SPEC §4 / refract-llm v0.3.3).
 BAND_SKIPPED: Final[str] = "skipped"
@@ -77,10 +56,10 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     ``unscored`` (low-confidence R-NIAH, set later by :func:`build_report`).
     """
     entry: dict[str, Any] = dict(result or {})
-    method, version = AXIS_METHODS.get(key, (None, None))
-    entry.setdefault("method", method)
-    entry.setdefault("method_version", version)
-    entry.setdefault("description", AXIS_DESCRIPTIONS.get(key, ""))
+    axis = registry.get(key)
+    entry.setdefault("method", axis.method if axis is not None else None)
+    entry.setdefault("method_version", axis.method_version if axis is not None else None)
+    entry.setdefault("description", axis.description if axis is not None else "")
     error = entry.get("error")
     if error:
         entry["error"] = _one_line(error)
@@ -112,24 +91,9 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     entry["band"] = band(score)
     entry["skipped"] = False
     entry["status"] = "ok"
-    if key == "rniah" and "password_keyword" in entry and "needle_keyword" not in entry:
-        entry["needle_keyword"] = entry.pop("password_keyword")  # refract-llm v0.3.3 name
-    if key == "plad" and entry.get("confidence") == "full":
-        entry["confidence"] = "ok"  # refract-llm v0.3.3: ok / partial
+    if axis is not None:
+        axis.finish(entry)
     return entry
-
-
-def _noise_floor(entry: dict[str, Any]) -> dict[str, Any] | None:
-    """Annotate ``axes.gtm.noise_floor`` with the verdict and tolerance (a copy)."""
-    floor = entry.get("noise_floor")
-    if not isinstance(floor, Mapping):
-        return None
-    floor = dict(floor)
-    got = noise_floor_verdict(entry.get("score"), floor) if entry["status"] == "ok" else None
-    if got is not None:
-        floor["verdict"], _, floor["tolerance"] = got
-    entry["noise_floor"] = floor
-    return floor
 
 
 def _package_version() -> str:
@@ -172,15 +136,16 @@ def build_report(
     score gives a ``skipped: true`` entry. NaN scores band FAIL and zero the composite; no
     scored axis at all gives a null composite and band (nothing was measured). An
     R-NIAH result with ``confidence: "low"`` is reported but left out of the composite, with
-    a note. ``floor`` is the :func:`refract.scoring.composite.check_floor` verdict when a noise floor
-    was measured.
+    a note. ``floor`` is the :func:`refract.composite.check_floor` verdict when a
+    noise floor was measured.
     """
     if framework_version is None:
         framework_version = _package_version()
 
-    unknown = sorted(set(axes) - set(AXES))
-    axis_entries = {key: _axis_entry(key, axes.get(key)) for key in AXES}
-    for key in unknown:  # extension axes travel along but stay out of the composite
+    keys = registry.keys()
+    unknown = sorted(set(axes) - set(keys))
+    axis_entries = {key: _axis_entry(key, axes.get(key)) for key in keys}
+    for key in unknown:  # axes no registered axis claims travel along, out of the composite
         axis_entries[key] = _axis_entry(key, axes[key])
 
     cd_notes: list[str] = []
@@ -188,7 +153,8 @@ def build_report(
     excluded: list[str] = []
     invalid: dict[str, str | None] = {}
     errors: dict[str, str] = {}
-    for key in AXES:
+    for axis in registry:
+        key = axis.key
         entry = axis_entries[key]
         if entry["status"] == "error":
             errors[key] = entry["error"]
@@ -206,13 +172,9 @@ def build_report(
             cd_notes.append(
                 f"{key}: invalid — {entry['invalid_reason']}; scored 0, so the composite is 0."
             )
-        if key == "rniah" and entry.get("confidence") == "low" and key not in invalid:
-            base = entry.get("base_acc_avg")
-            base_txt = f" (base_acc_avg {float(base):.2f} < 0.2)" if base is not None else ""
-            cd_notes.append(
-                "rniah: low confidence — the reference itself rarely finds the needle"
-                f"{base_txt}; reported but excluded from the composite."
-            )
+        why = axis.exclusion(entry) if key not in invalid else None
+        if why is not None:
+            cd_notes.append(f"{key}: {why}")
             entry["in_composite"] = False
             entry["excluded_from_composite"] = True
             entry["band"] = BAND_UNSCORED
@@ -226,10 +188,11 @@ def build_report(
         entry["in_composite"] = True
         entry["excluded_from_composite"] = False
         in_composite[key] = score
-    floor_info = _noise_floor(axis_entries["gtm"])
+    for axis in registry:
+        axis.annotate(axis_entries[axis.key])
     comp = composite_score(in_composite)
     comp_band = band(comp)  # None when no axis scored: no composite, no band (SPEC §4)
-    detail: dict[str, Any] = {f"{key}_score": in_composite[key] for key in AXES}
+    detail: dict[str, Any] = {f"{key}_score": in_composite[key] for key in keys}
     if floor is not None:
         detail.update(floor.detail())
         if not floor.ok:
@@ -237,10 +200,10 @@ def build_report(
     else:
         detail.update({"floor_score": None, "floor_ok": None, "floor_min": FLOOR_MIN})
     detail["notes"] = cd_notes
-    detail["axes_in_composite"] = [k for k in AXES if in_composite[k] is not None]
+    detail["axes_in_composite"] = [k for k in keys if in_composite[k] is not None]
     detail["excluded_axes"] = excluded
-    detail["error_axes"] = sorted(errors, key=AXES.index)
-    detail["invalid_axes"] = sorted(invalid, key=AXES.index)
+    detail["error_axes"] = sorted(errors, key=keys.index)
+    detail["invalid_axes"] = sorted(invalid, key=keys.index)
 
     env: dict[str, Any] = {
         "backend": "refract (llama.cpp in-process)",
@@ -263,7 +226,7 @@ def build_report(
         "composite": comp,
         "band": comp_band,
         "summary": band_summary(comp_band),
-        "diagnosis": diagnose(in_composite, invalid=invalid, noise_floor=floor_info),
+        "diagnosis": diagnose(in_composite, invalid=invalid, entries=axis_entries),
         "composite_detail": detail,
         "axes": axis_entries,
         "extras": dict(extras or {}),
@@ -280,8 +243,7 @@ def build_report(
 
 
 __all__ = [
-    "AXIS_DESCRIPTIONS",
-    "AXIS_METHODS",
+    "axis_methods",
     "BAND_ERROR",
     "BAND_SKIPPED",
     "BAND_UNSCORED",

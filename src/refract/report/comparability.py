@@ -32,24 +32,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from refract.axes import registry
 from refract.errors import IncomparableReports as IncompatibleReports
 from refract.report.fields import (
     UNKNOWN_BUILD,
     axes_of,
+    axis_keys,
     axis_status,
     is_verified,
     llama_build,
     model_name,
 )
-from refract.scoring.composite import AXES
-
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
+from refract.report.kit import get_path
 
 
 def _norm(value: Any) -> Any:
@@ -63,80 +57,38 @@ def _norm(value: Any) -> Any:
 
 def axes_run(report: Mapping[str, Any]) -> tuple[str, ...]:
     """The axes a report tried to run (requested in ``settings.axes``, else inferred)."""
-    requested = _get(report, "settings", "axes")
+    keys = axis_keys(report)
+    requested = get_path(report, "settings", "axes")
     if isinstance(requested, list) and requested:
-        return tuple(k for k in AXES if k in requested)
-    return tuple(k for k in AXES if axis_status(report, k) not in ("skipped", "missing"))
-
-
-def _first(*values: Any) -> Any:
-    for v in values:
-        if v is not None:
-            return v
-    return None
-
-
-def _cell_values(cells: list[Any], key: str) -> list[Any]:
-    """The distinct known (not ``None``) values of ``key`` over the cells, sorted."""
-    values = {c.get(key) for c in cells if isinstance(c, Mapping)}
-    return sorted(v for v in values if v is not None)
+        return tuple(k for k in keys if k in requested)
+    return tuple(k for k in keys if axis_status(report, k) not in ("skipped", "missing"))
 
 
 def fingerprint(report: Mapping[str, Any], *, include_model: bool = True) -> dict[str, Any]:
-    """Flat fingerprint; ``None`` = unknown (not compared)."""
+    """Flat fingerprint; ``None`` = unknown (not compared).
+
+    The model and reference, which axes ran, each axis's method and version, and whatever
+    each axis that ran says makes its numbers comparable
+    (:meth:`refract.axes.base.Axis.fingerprint`: corpus and KLD windows, prompt set and
+    decoding, R-NIAH cells …).
+    """
     axes = axes_of(report)
-    raw_settings, raw_prov = report.get("settings"), report.get("provenance")
+    raw_settings = report.get("settings")
     settings: Mapping[str, Any] = raw_settings if isinstance(raw_settings, Mapping) else {}
-    prov: Mapping[str, Any] = raw_prov if isinstance(raw_prov, Mapping) else {}
     ran = axes_run(report)
     fp: dict[str, Any] = {}
     if include_model:
-        fp["model.sha256"] = _get(prov, "model", "sha256")
+        fp["model.sha256"] = get_path(report.get("provenance"), "model", "sha256")
         fp["model.name"] = model_name(report)
     fp["reference"] = report.get("reference") or None
     fp["axes"] = ran
-    if "kld" in ran:
-        kld = axes.get("kld", {})
-        fp["corpus.sha256"] = _get(prov, "corpus", "sha256")
-        fp["corpus.bytes"] = _first(
-            _get(prov, "corpus", "bytes"), _get(kld, "corpus", "size_bytes")
-        )
-        fp["kld.chunks"] = _first(settings.get("chunks"), kld.get("chunks"))
-        fp["kld.ctx"] = _first(settings.get("ctx"), kld.get("ctx"))
-    if "gtm" in ran or "plad" in ran:
-        gtm = axes.get("gtm", {})
-        fp["prompts.sha256"] = _get(prov, "prompts", "sha256")
-        fp["prompts.n"] = _first(_get(prov, "prompts", "n"), settings.get("n_prompts"),
-                                 gtm.get("n_prompts"), axes.get("plad", {}).get("n_prompts"))
-        fp["n_predict"] = _first(settings.get("n_predict"), gtm.get("n_tokens_each"))
-        fp["chat_template"] = settings.get("chat_template")
-    if "gtm" in ran:
-        seq = settings.get("sequential")
-        fp["gtm.decode_mode"] = _first(
-            axes.get("gtm", {}).get("decode_mode"),
-            None if seq is None else ("sequential" if seq else "batched"),
-        )
-    if "plad" in ran or "rniah" in ran:
-        fp["seed"] = settings.get("seed")
-    if "rniah" in ran:
-        rn = axes.get("rniah", {})
-        raw_cells = rn.get("cells")
-        cells: list[Any] = raw_cells if isinstance(raw_cells, list) else []
-        cell_lengths = _cell_values(cells, "length")
-        cell_pos = _cell_values(cells, "position")
-        fp["haystack.sha256"] = _get(prov, "haystack", "sha256")
-        if settings:
-            fp["rniah.up_to"] = settings.get("rniah_up_to")
-            fp["rniah.lengths"] = settings.get("rniah_lengths")
-            fp["rniah.positions"] = settings.get("rniah_positions")
-            fp["rniah.trials"] = settings.get("rniah_trials")
-            fp["rniah.n_predict"] = settings.get("rniah_n_predict")
-        else:  # refract-llm: what the cells show
-            fp["rniah.lengths"] = cell_lengths or None
-            fp["rniah.positions"] = cell_pos or None
     for key in ran:
-        axis = axes.get(key, {})
-        method, version = axis.get("method"), axis.get("method_version")
+        axis = registry.get(key)
+        if axis is not None:
+            fp.update(axis.fingerprint(report, axes.get(key, {}), settings))
+    for key in ran:
+        entry = axes.get(key, {})
+        method, version = entry.get("method"), entry.get("method_version")
         fp[f"{key}.method"] = f"{method} v{version}" if method else None
     return {k: _norm(v) for k, v in fp.items()}
 

@@ -31,6 +31,8 @@ from refract.report.fields import (
     NOT_MEASURED_LABEL,
     UNKNOWN_BUILD,
     axis_cell,
+    axis_keys,
+    axis_name,
     axis_problems,
     axis_scores,
     fmt,
@@ -48,7 +50,7 @@ from refract.report.fields import (
     report_status,
 )
 from refract.report.io import load_report
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.markdown import md_cell, md_table
 
 ReportSource = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -113,11 +115,20 @@ def _load(source: ReportSource) -> tuple[Mapping[str, Any], str | None]:
     return load_report(source), os.fspath(source)
 
 
+def display_model(report: Mapping[str, Any]) -> str:
+    """The model as a table names it: the matrix's ``[[models]] name`` for a matrix cell's
+    report (``extras.matrix.model_name``), else the model file's name (:func:`model_name`)."""
+    extras = report.get("extras")
+    matrix = extras.get("matrix") if isinstance(extras, Mapping) else None
+    name = matrix.get("model_name") if isinstance(matrix, Mapping) else None
+    return name if isinstance(name, str) and name.strip() else model_name(report)
+
+
 def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> CompareRow:
     """Flatten one report into a :class:`CompareRow`."""
     return CompareRow(
         name=report_name(report, Path(path) if path is not None else None),
-        model=model_name(report),
+        model=display_model(report),
         reference=str(report.get("reference") or ""),
         candidate=str(report.get("candidate") or ""),
         composite=report_composite(report),
@@ -126,7 +137,7 @@ def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = Non
         mean_kld=mean_kld(report),
         framework=framework_label(report),
         path=os.fspath(path) if path is not None else None,
-        cells={k: axis_cell(report, k) for k in AXES},
+        cells={k: axis_cell(report, k) for k in axis_keys()},
         status=report_status(report),
         self_check=is_self_check(report),
         verified=is_verified(report),
@@ -189,7 +200,7 @@ HEADERS: tuple[str, ...] = (
     "candidate",
     "composite",
     "band",
-    *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
+    *(axis_name(k) for k in axis_keys()),
     "KLD (nats)",
     "A noise floor",
     "marks",
@@ -216,7 +227,7 @@ def row_cells(row: CompareRow, *, differs: bool = False, build: bool = False) ->
         row.candidate,
         fmt(row.composite),
         row.band_text,
-        *(_axis_text(row, k) for k in AXES),
+        *(_axis_text(row, k) for k in axis_keys()),
         fmt_kld(row.mean_kld),
         row.noise_floor,
         row.marker,
@@ -255,28 +266,15 @@ def _footnotes(rows: Sequence[CompareRow]) -> list[str]:
     return notes
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def compare_markdown(rows: Sequence[CompareRow]) -> str:
     """A GitHub-flavoured Markdown table."""
     headers, differs, build = _headers(rows)
-    numeric = {3, *range(5, 5 + len(AXES) + 1)}
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---:" if i in numeric else "---" for i in range(len(headers))) + "|",
-    ]
-    for row in rows:
-        lines.append(
-            "| "
-            + " | ".join(_md_cell(c) for c in row_cells(row, differs=differs, build=build))
-            + " |"
-        )
+    numeric = {3, *range(5, 5 + len(axis_keys()) + 1)}
+    lines = md_table(headers, (row_cells(r, differs=differs, build=build) for r in rows), numeric)
     notes = _footnotes(rows)
     if notes:
         lines.append("")
-        lines += [f"- {_md_cell(n)}" for n in notes]
+        lines += [f"- {md_cell(n)}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -288,13 +286,13 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
     notes = _footnotes(rows)
     table = Table(title=title, box=box.SIMPLE_HEAD, caption="\n".join(notes) or None,
                   caption_justify="left")
-    numeric = {3, *range(5, 5 + len(AXES) + 1)}
+    numeric = {3, *range(5, 5 + len(axis_keys()) + 1)}
     for i, header in enumerate(headers):
         table.add_column(header, justify="right" if i in numeric else "left")
     for row in rows:
         cells = [Text(c) for c in row_cells(row, differs=differs, build=build)]
         cells[4].stylize(BAND_STYLES.get(row.band_text, ""))
-        for j, key in enumerate(AXES):
+        for j, key in enumerate(axis_keys()):
             cells[5 + j].stylize(BAND_STYLES.get(row.cells.get(key, ""), ""))
         if build:
             cells[len(HEADERS)].stylize("bold cyan")
@@ -313,6 +311,7 @@ __all__ = [
     "compare_markdown",
     "compare_rows",
     "compare_table",
+    "display_model",
     "mixed_builds",
     "rank_key",
     "row_cells",

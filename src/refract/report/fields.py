@@ -3,53 +3,26 @@ refract-llm's (v0.2.x and v0.3.x), number formatting, and short labels."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from refract.scoring.composite import (
-    AXES,
-    AXIS_LETTERS,
-    AXIS_TITLES,
-    band,
-    composite_score,
-    noise_floor_verdict,
+from refract.axes import registry
+from refract.axes.trajectory import noise_floor_text as trajectory_floor_text
+from refract.bands import band
+from refract.composite import composite_score
+from refract.report.kit import (
+    as_float,
+    fmt,
+    fmt_kld,
+    needle_keyword,
 )
 
 
-def as_float(value: Any) -> float | None:
-    """A finite-or-NaN float, or None for missing / non-numeric values."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def fmt(value: Any, digits: int = 2, missing: str = "—") -> str:
-    """Format a number for a table cell; None/NaN → ``missing``."""
-    num = as_float(value)
-    if num is None or math.isnan(num):
-        return missing
-    return f"{num:.{digits}f}"
-
-
-def fmt_kld(value: Any, missing: str = "—") -> str:
-    """Mean KLD in nats with enough significant digits for tiny values."""
-    num = as_float(value)
-    if num is None or math.isnan(num):
-        return missing
-    if num == 0:
-        return "0"
-    if abs(num) < 0.001:
-        return f"{num:.2e}"
-    return f"{num:.4f}"
-
-
-def axes_of(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def axes_of(report: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if report is None:
+        return {}
     axes = report.get("axes")
     if not isinstance(axes, Mapping):
         return {}
@@ -71,8 +44,21 @@ def axis_score(report: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
+def axis_keys(report: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The registered axes in report order, then any other axis ``report`` carries."""
+    keys = registry.keys()
+    extra = tuple(k for k in axes_of(report) if k not in keys) if report is not None else ()
+    return keys + extra
+
+
+def axis_name(key: str) -> str:
+    """``"A Trajectory"`` (letter and title) for a registered axis, else the key."""
+    axis = registry.get(key)
+    return f"{axis.letter} {axis.title}" if axis is not None else key
+
+
 def axis_scores(report: Mapping[str, Any]) -> dict[str, float | None]:
-    return {key: axis_score(report, key) for key in AXES}
+    return {key: axis_score(report, key) for key in axis_keys(report)}
 
 
 def scored_axes(report: Mapping[str, Any]) -> list[str]:
@@ -83,7 +69,7 @@ def scored_axes(report: Mapping[str, Any]) -> list[str]:
     listed = detail.get("axes_in_composite") if isinstance(detail, Mapping) else None
     if isinstance(listed, list):
         return [str(k) for k in listed]
-    return [k for k in AXES if axis_status(report, k) in ("ok", "invalid")]
+    return [k for k in axis_keys(report) if axis_status(report, k) in ("ok", "invalid")]
 
 
 def is_measured(report: Mapping[str, Any]) -> bool:
@@ -105,8 +91,9 @@ def report_composite(report: Mapping[str, Any]) -> float | None:
     if stored is not None:
         return stored
     detail = report.get("composite_detail")
-    if isinstance(detail, Mapping) and any(f"{k}_score" in detail for k in AXES):
-        return composite_score({k: as_float(detail.get(f"{k}_score")) for k in AXES})
+    keys = axis_keys(report)
+    if isinstance(detail, Mapping) and any(f"{k}_score" in detail for k in keys):
+        return composite_score({k: as_float(detail.get(f"{k}_score")) for k in keys})
     return composite_score(axis_scores(report))
 
 
@@ -245,10 +232,11 @@ def axis_status(report: Mapping[str, Any], key: str) -> str:
         return "invalid"
     if axis.get("skipped") is True or axis_score(report, key) is None:
         return "skipped"
+    known = registry.get(key)
     if (
         axis.get("excluded_from_composite") is True
         or axis.get("in_composite") is False
-        or (key == "rniah" and axis.get("confidence") == "low")
+        or (known is not None and known.exclusion(axis) is not None)
     ):
         return "unscored"
     return "ok"
@@ -271,10 +259,10 @@ def axis_problems(report: Mapping[str, Any]) -> list[str]:
     """One short phrase per errored / invalid axis, e.g. ``"B KLD@D error: out of memory"``."""
     out: list[str] = []
     axes = axes_of(report)
-    for key in AXES:
+    for key in axis_keys(report):
         status = axis_status(report, key)
         axis = axes.get(key, {})
-        name = f"{AXIS_LETTERS[key]} {AXIS_TITLES[key]}"
+        name = axis_name(key)
         if status == "error":
             out.append(f"{name} error: {axis.get('error')}")
         elif status == "invalid":
@@ -287,7 +275,8 @@ def report_status(report: Mapping[str, Any]) -> str:
     status = report.get("status")
     if isinstance(status, str) and status:
         return status
-    return "partial" if any(axis_status(report, k) == "error" for k in AXES) else "ok"
+    return ("partial" if any(axis_status(report, k) == "error" for k in axis_keys(report))
+            else "ok")
 
 
 def is_self_check(report: Mapping[str, Any]) -> bool:
@@ -315,21 +304,8 @@ def noise_floor(report: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def noise_floor_text(report: Mapping[str, Any]) -> str:
-    """``"58.0 (within)"`` or ``"—"``."""
-    floor = noise_floor(report)
-    if floor is None:
-        return "—"
-    verdict = floor.get("verdict")
-    if verdict is None:
-        got = noise_floor_verdict(axis_score(report, "gtm"), floor)
-        verdict = got[0] if got else None
-    text = fmt(floor.get("score"), 1)
-    return f"{text} ({verdict})" if verdict else text
-
-
-def needle_keyword(axis: Mapping[str, Any]) -> Any:
-    """R-NIAH keyword: ``needle_keyword`` (v0.3.3) or ``password_keyword`` (older)."""
-    return axis.get("needle_keyword", axis.get("password_keyword", axis.get("keyword")))
+    """``"58.0 (within)"`` or ``"—"`` (:func:`refract.axes.trajectory.noise_floor_text`)."""
+    return trajectory_floor_text(axes_of(report).get("gtm", {}))
 
 
 __all__ = [

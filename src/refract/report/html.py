@@ -4,43 +4,32 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from refract.axes import registry
+from refract.bands import NOT_MEASURED, band
 from refract.report.fields import (
-    as_float,
     axes_of,
+    axis_keys,
     axis_problems,
     axis_score,
     axis_status,
     band_text,
     diagnosis_of,
     fmt,
-    fmt_kld,
     framework_label,
     is_measured,
     is_self_check,
     is_verified,
     model_name,
-    needle_keyword,
-    noise_floor,
     report_composite,
     report_status,
 )
 from refract.report.io import dumps_report, write_text
-from refract.report.svg import (
-    esc,
-    kld_histogram,
-    kld_percentile_chart,
-    rniah_heatmap,
-    score_bars,
-    trajectory_chart,
-)
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, NOT_MEASURED, band
+from refract.report.kit import bullets, esc, kld_percentiles, kv_table, pill
+from refract.report.svg import score_bars
 
 PAGE_CSS = """
 :root {
@@ -160,32 +149,6 @@ def page(title: str, body: str, *, wide: bool = False) -> str:
     )
 
 
-def pill(band_name: str | None, small: bool = False) -> str:
-    name = band_name or "skipped"
-    size = " small" if small else ""
-    cls = "-".join(name.lower().split())
-    return f'<span class="pill{size} b-{esc(cls)}">{esc(name)}</span>'
-
-
-def kv_table(pairs: Sequence[tuple[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{_cell(v)}</td></tr>" for k, v in pairs if not _blank(v)
-    )
-    return f'<table class="kv">{rows}</table>' if rows else ""
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return esc(f"{value:.0f}" if value.is_integer() else f"{value:.5g}")
-    if isinstance(value, (list, tuple)):
-        return esc(", ".join(str(v) for v in value))
-    return esc(value)
-
-
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for key, value in obj.items():
@@ -195,13 +158,6 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((name, value))
     return out
-
-
-def _bullets(items: Sequence[str], cls: str = "") -> str:
-    if not items:
-        return ""
-    attr = f' class="{cls}"' if cls else ""
-    return f"<ul{attr}>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
 
 
 def _axis_badge(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) -> str:
@@ -242,7 +198,7 @@ def _axis_heading(report: Mapping[str, Any], key: str, axis: Mapping[str, Any]) 
             "Scored 0, so the composite is 0.</p>"
         )
     return (
-        f"<h2>{esc(AXIS_LETTERS[key])} · {esc(AXIS_TITLES[key])} — "
+        f"<h2>{esc(_axis_title(key, ' · '))} — "
         f"{esc(fmt(score))} {_axis_badge(report, key, axis)}{excluded}</h2>{desc_html}"
     )
 
@@ -301,22 +257,20 @@ def _scores(report: Mapping[str, Any]) -> str:
     comp = report_composite(report)
     items: list[tuple[str, float | None, str]] = [
         ("Composite", comp, "" if comp is not None else "not measured")]
-    for key in AXES:
+    for key in axis_keys(report):
         axis = axes.get(key, {})
         status = axis_status(report, key)
-        note = "excluded" if axis.get("in_composite") is False else ""
-        if key == "rniah" and axis.get("confidence") == "low":
-            note = "low confidence"
+        known = registry.get(key)
+        own = known.score_note(report, axis) if known is not None else None
+        note = own or ("excluded" if axis.get("in_composite") is False else "")
         if status in ("skipped", "missing"):
             note = "skipped"
         elif status == "error":
             note = "error"
         elif status == "invalid":
             note = "invalid"
-        elif key == "gtm" and noise_floor(report) is not None:
-            note = f"floor {fmt(noise_floor(report).get('score'), 1)}"  # type: ignore[union-attr]
-        items.append((f"{AXIS_LETTERS[key]} · {AXIS_TITLES[key]}", axis_score(report, key), note))
-    diag = _bullets(diagnosis_of(report))
+        items.append((_axis_title(key, " · "), axis_score(report, key), note))
+    diag = bullets(diagnosis_of(report))
     detail = report.get("composite_detail")
     notes: list[str] = []
     if isinstance(detail, Mapping):
@@ -334,283 +288,8 @@ def _scores(report: Mapping[str, Any]) -> str:
         "<section><h2>Scores</h2>"
         f"{score_bars(items)}"
         f"<h3>Diagnosis</h3>{diag or '<p class=note>none</p>'}"
-        f"{'<h3>Notes</h3>' + _bullets(notes, 'note') if notes else ''}"
+        f"{'<h3>Notes</h3>' + bullets(notes, 'note') if notes else ''}"
         "</section>"
-    )
-
-
-def _gtm(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
-    rate = as_float(axis.get("full_match_rate"))
-    stats = kv_table(
-        [
-            ("prompts", axis.get("n_prompts")),
-            ("tokens per generation (n_predict)", axis.get("n_tokens_each")),
-            ("full-match rate", None if rate is None else f"{rate * 100:.1f}%"),
-            ("median first divergence (non-matching prompts)", axis.get("median_first_divergence")),
-            ("mean agreed prefix (tokens)", axis.get("mean_prefix_agreement_length")),
-            ("mean reference length", axis.get("mean_ref_length")),
-            ("mean candidate length", axis.get("mean_cand_length")),
-            *_divergence_rows(axis),
-            *_noise_floor_rows(axis),
-        ]
-    )
-    per_prompt = axis.get("per_prompt")
-    n_tokens = as_float(axis.get("n_tokens_each"))
-    chart = ""
-    if isinstance(per_prompt, list) and per_prompt:
-        chart = "<h3>First divergence per prompt</h3>" + trajectory_chart(
-            per_prompt, int(n_tokens) if n_tokens else None
-        )
-    return (
-        f"<section>{_axis_heading(report, 'gtm', axis)}{stats}{chart}"
-        f"{_bullets([str(n) for n in axis.get('notes') or []], 'note')}</section>"
-    )
-
-
-def _noise_floor_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Axis A's numerical-noise floor: the reference scored against itself."""
-    floor = axis.get("noise_floor")
-    if not isinstance(floor, Mapping):
-        return []
-    rate = as_float(floor.get("full_match_rate"))
-    verdict = floor.get("verdict")
-    tol = as_float(floor.get("tolerance"))
-    score_txt = fmt(floor.get("score"), 1)
-    if verdict:
-        score_txt += f" — candidate {verdict} numerical noise"
-        if tol is not None:
-            score_txt += f" (tolerance {tol:.1f})"
-    n_m, n_p = floor.get("n_matched"), floor.get("n_prompts")
-    return [
-        ("numerical-noise floor (reference vs itself)", score_txt),
-        ("noise floor full-match rate", None if rate is None else (
-            f"{rate * 100:.1f}%" + (f" ({n_m}/{n_p})" if n_m is not None and n_p else ""))),
-        ("noise floor median first divergence", floor.get("median_first_divergence")),
-        ("noise floor method", floor.get("method")),
-    ]
-
-
-def _divergence_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """What a divergence means: near-tie flips vs real shifts, and the teacher-forced drift."""
-    rows: list[tuple[str, Any]] = []
-    div = axis.get("divergence")
-    if isinstance(div, Mapping) and div.get("n_divergences"):
-        frac = as_float(div.get("near_tie_fraction"))
-        thr = as_float(div.get("near_tie_threshold"))
-        label = "near-tie divergences" + (f" (margin < {thr:g})" if thr is not None else "")
-        rows.append((label, None if frac is None else f"{frac * 100:.0f}%"))
-        rows.append(("median reference margin at divergence", fmt(div.get("median_margin"), 3)))
-        rows.append(("median KL at divergence (nats)", fmt_kld(div.get("median_kl_at_divergence"))))
-    tf = axis.get("teacher_forced")
-    if isinstance(tf, Mapping) and tf.get("n_positions"):
-        rows.append(("teacher-forced KLD along reference trajectories",
-                     f"{fmt_kld(tf.get('mean_kld'))} nats"))
-        rows.append(("teacher-forced same top-1", f"{fmt(tf.get('same_top1_pct'), 1)}%"))
-    return rows
-
-
-_PCT_NAMES = {"max": 100.0, "min": 0.0, "median": 50.0}
-
-
-def kld_percentiles(axis: Mapping[str, Any]) -> list[tuple[float, str, float]]:
-    """(percentile, label, KLD) points from ``kld_percentiles`` / ``percentiles`` (a mapping
-    such as ``{"max": …, "99.9": …, "p99": …, "median": …, "min": …}``), low to high."""
-    raw = axis.get("kld_percentiles", axis.get("percentiles"))
-    points: list[tuple[float, str, float]] = []
-    if isinstance(raw, Mapping):
-        items = list(raw.items())
-    elif isinstance(raw, list):
-        items = [tuple(x) for x in raw if isinstance(x, (list, tuple)) and len(x) == 2]
-    else:
-        return points
-    for key, value in items:
-        val = as_float(value)
-        if val is None:
-            continue
-        name = str(key).strip().lower()
-        if name in _PCT_NAMES:
-            pct = _PCT_NAMES[name]
-        else:
-            m = re.fullmatch(r"p?(\d+(?:\.\d+)?)", name.replace("_", "."))
-            if not m:
-                continue
-            pct = float(m.group(1))
-        label = name if name in _PCT_NAMES else f"p{pct:g}"
-        points.append((pct, label, val))
-    points.sort(key=lambda t: t[0])
-    return points
-
-
-def _kld(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
-    mean = axis.get("mean_kld")
-    se = as_float(axis.get("mean_kld_se", axis.get("kld_se")))
-    mean_txt = None if mean is None else fmt_kld(mean) + (f" ± {fmt_kld(se)}" if se else "")
-    ci = axis.get("kld_ci95", axis.get("mean_kld_ci95", axis.get("bootstrap_ci95")))
-    ci_txt = None
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        ci_txt = f"{fmt_kld(ci[0])} – {fmt_kld(ci[1])}"
-    ppl = axis.get("ppl")
-    ppl_pairs: list[tuple[str, Any]] = []
-    if isinstance(ppl, Mapping):
-        ppl_pairs = [(f"PPL ({k})", ppl[k]) for k in ppl]
-    elif "ppl_cand" not in axis:
-        ppl_pairs = [("PPL", ppl)]
-    corpus = axis.get("corpus")
-    corpus_txt = corpus.get("path") if isinstance(corpus, Mapping) else corpus
-    chunks, ctx = axis.get("chunks"), axis.get("ctx")
-    stats = kv_table(
-        [
-            ("mean KLD (nats)", mean_txt),
-            ("95% bootstrap interval of mean KLD", ci_txt),
-            ("PPL (reference)", axis.get("ppl_ref")),
-            ("PPL (candidate)", axis.get("ppl_cand")),
-            *ppl_pairs,
-            ("mean ln(PPL ratio)", axis.get("mean_ln_ppl_ratio")),
-            ("RMS Δp (%)", axis.get("rms_dp_pct")),
-            ("same top-1 (%)", axis.get("same_topp_pct")),
-            ("chunks × ctx", f"{chunks} × {ctx}" if chunks and ctx else None),
-            ("scored tokens", axis.get("n_scored_tokens", axis.get("n_scored"))),
-            ("corpus", corpus_txt),
-        ]
-    )
-    per_token = axis.get("per_token_kld")
-    chart = ""
-    if per_token is not None and np.asarray(per_token).size:
-        chart = "<h3>Per-token KLD distribution</h3>" + kld_histogram(per_token)
-    points = kld_percentiles(axis)
-    if points:
-        chart += "<h3>Per-token KLD percentiles</h3>" + kld_percentile_chart(points)
-    if not chart:
-        chart = (
-            '<p class="note">No per-token KLD distribution in this report (refract-llm '
-            "reports only the mean).</p>"
-        )
-    return (
-        f"<section>{_axis_heading(report, 'kld', axis)}{stats}{chart}"
-        f"{_bullets([str(n) for n in axis.get('notes') or []], 'note')}</section>"
-    )
-
-
-def _needle_logprobs(cell: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    ref = cell.get("needle_logprob_ref", cell.get("ref_keyword_logprob"))
-    cand = cell.get("needle_logprob_cand", cell.get("cand_keyword_logprob"))
-    return as_float(ref), as_float(cand)
-
-
-def _diff(ref: float | None, cand: float | None) -> float | None:
-    return None if ref is None or cand is None else cand - ref
-
-
-def _rniah(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
-    base = as_float(axis.get("base_acc_avg"))
-    stats = kv_table(
-        [
-            ("needle", axis.get("needle")),
-            ("keyword", needle_keyword(axis)),
-            ("cells", axis.get("n_cells")),
-            ("reference mean accuracy", None if base is None else f"{base:.2f}"),
-            ("confidence", axis.get("confidence")),
-        ]
-    )
-    cells = axis.get("cells")
-    chart = ""
-    lp_table = ""
-    if isinstance(cells, list) and cells:
-        chart = "<h3>Retrieval by context length and needle position</h3>" + rniah_heatmap(cells)
-        lp_rows = [(c, *_needle_logprobs(c)) for c in cells if isinstance(c, Mapping)]
-        lp_rows = [r for r in lp_rows if r[1] is not None or r[2] is not None]
-        if lp_rows:
-            body = "".join(
-                f"<tr><td class=num>{esc(fmt(c.get('length'), 0))}</td>"
-                f"<td class=num>{esc(fmt(c.get('position'), 2))}</td>"
-                f"<td class=num>{esc(fmt(ref, 3))}</td>"
-                f"<td class=num>{esc(fmt(cand, 3))}</td>"
-                f"<td class=num>{esc(fmt(_diff(ref, cand), 3))}</td></tr>"
-                for c, ref, cand in lp_rows
-            )
-            lp_table = (
-                "<h3>Teacher-forced needle keyword log-probability</h3><table><tr>"
-                "<th class=num>length</th><th class=num>position</th>"
-                "<th class=num>reference</th><th class=num>candidate</th>"
-                "<th class=num>cand − ref</th></tr>"
-                f"{body}</table>"
-            )
-    skipped = axis.get("skipped_cells")
-    notes = [str(n) for n in axis.get("notes") or []]
-    if isinstance(skipped, list) and skipped:
-        notes.append(f"{len(skipped)} cell(s) skipped.")
-    return (
-        f"<section>{_axis_heading(report, 'rniah', axis)}{stats}{chart}{lp_table}"
-        f"{_bullets(notes, 'note')}</section>"
-    )
-
-
-def _plad(report: Mapping[str, Any], axis: Mapping[str, Any]) -> str:
-    per_type = axis.get("per_perturbation_score")
-    per_prompt = [p for p in axis.get("per_prompt") or [] if isinstance(p, Mapping)]
-    types: list[str] = list(per_type) if isinstance(per_type, Mapping) else []
-    for p in per_prompt:
-        t = str(p.get("perturbation"))
-        if t not in types:
-            types.append(t)
-    rows = []
-    for t in types:
-        cells = [p for p in per_prompt if str(p.get("perturbation")) == t]
-
-        def mean(field: str, cells: list[Mapping[str, Any]] = cells) -> float | None:
-            vals = [v for c in cells if (v := as_float(c.get(field))) is not None]
-            return sum(vals) / len(vals) if vals else None
-
-        score = as_float(per_type.get(t)) if isinstance(per_type, Mapping) else mean("plad_pp")
-        worse = sum(1 for c in cells if (as_float(c.get("excess_drift")) or 0) > 0)
-        badge = pill(band(score), True) if score is not None else pill(None, True)
-        rows.append(
-            f"<tr><td>{esc(t)}</td><td class=num>{esc(fmt(score))}</td><td>{badge}</td>"
-            f"<td class=num>{len(cells)}</td><td class=num>{worse}</td>"
-            f"<td class=num>{esc(fmt(mean('ref_drift'), 3))}</td>"
-            f"<td class=num>{esc(fmt(mean('cand_drift'), 3))}</td>"
-            f"<td class=num>{esc(fmt(mean('excess_drift'), 3))}</td></tr>"
-        )
-    table = ""
-    if rows:
-        table = (
-            "<h3>Per perturbation</h3><table><tr><th>perturbation</th><th class=num>score"
-            "</th><th>band</th><th class=num>cells</th><th class=num>cand worse</th>"
-            "<th class=num>mean ref drift</th><th class=num>mean cand drift</th>"
-            f"<th class=num>mean excess</th></tr>{''.join(rows)}</table>"
-        )
-    worst = sorted(
-        (p for p in per_prompt if (as_float(p.get("excess_drift")) or 0) > 0),
-        key=lambda p: -(as_float(p.get("excess_drift")) or 0),
-    )
-    worst_html = ""
-    if worst:
-        body = "".join(
-            f"<tr><td>{esc(p.get('prompt_id', ''))}</td><td>{esc(p.get('perturbation', ''))}</td>"
-            f"<td>{esc(p.get('perturbed_prompt', ''))}</td>"
-            f"<td class=num>{esc(fmt(p.get('ref_drift'), 3))}</td>"
-            f"<td class=num>{esc(fmt(p.get('cand_drift'), 3))}</td>"
-            f"<td class=num>{esc(fmt(p.get('plad_pp'), 1))}</td></tr>"
-            for p in worst
-        )
-        worst_html = (
-            f"<details><summary>{len(worst)} cell(s) where the candidate drifts more "
-            "than the reference</summary><table><tr><th>prompt</th><th>type</th>"
-            "<th>perturbed prompt</th><th class=num>ref drift</th>"
-            f"<th class=num>cand drift</th><th class=num>score</th></tr>{body}</table>"
-            "</details>"
-        )
-    stats = kv_table(
-        [
-            ("prompts", axis.get("n_prompts")),
-            ("fired cells", len(per_prompt) or None),
-            ("confidence", axis.get("confidence")),
-            ("perturbations without cells", axis.get("skipped_perturbations") or None),
-        ]
-    )
-    return (
-        f"<section>{_axis_heading(report, 'plad', axis)}{stats}{table}{worst_html}"
-        f"{_bullets([str(n) for n in axis.get('notes') or []], 'note')}</section>"
     )
 
 
@@ -667,14 +346,27 @@ def _raw(report: Mapping[str, Any]) -> str:
     )
 
 
-_SECTIONS = {"gtm": _gtm, "kld": _kld, "rniah": _rniah, "plad": _plad}
+def _axis_title(key: str, sep: str) -> str:
+    axis = registry.get(key)
+    return f"{axis.letter}{sep}{axis.title}" if axis is not None else key
+
+
+def _section(report: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> str:
+    """An axis's section: its heading, the axis's own body, its notes."""
+    axis = registry.get(key)
+    body = axis.html_body(report, entry) if axis is not None else kv_table(
+        [(k, v) for k, v in entry.items() if not isinstance(v, (Mapping, list))])
+    notes = (axis.section_notes(entry) if axis is not None
+             else [str(n) for n in entry.get("notes") or []])
+    return f"<section>{_axis_heading(report, key, entry)}{body}{bullets(notes, 'note')}</section>"
+
 
 
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole report as one standalone HTML document."""
     axes = axes_of(report)
     parts = [_header(report), _scores(report)]
-    for key in AXES:
+    for key in axis_keys(report):
         axis = axes.get(key)
         if axis is None:
             continue
@@ -683,7 +375,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         elif axis_score(report, key) is None:
             parts.append(_skipped(report, key, axis))
         else:
-            parts.append(_SECTIONS[key](report, axis))
+            parts.append(_section(report, key, axis))
     parts.append(_details(report))
     parts.append(_raw(report))
     parts.append(

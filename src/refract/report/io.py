@@ -1,4 +1,7 @@
-"""Report JSON: serialisation (orjson, NaN/Inf → null), atomic writes and loading.
+"""Report JSON: serialisation (orjson, NaN/Inf → null), writing and loading.
+
+Every write is atomic (:mod:`refract.files`, the one home of atomic writes;
+``atomic_write_bytes`` is re-exported here for the report writers).
 
 :func:`load_report` reads refract's own reports and refract-llm's (schemas
 ``refract.report.v0.2.x`` and ``v0.3.x``) and fills the top-level keys that older schemas
@@ -7,11 +10,9 @@ lack, so that every consumer can index them the same way.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from refract.errors import ReportError
+from refract.files import atomic_write_bytes, atomic_write_text
 
 SCHEMA_RE = re.compile(r"^refract\.report\.v0\.([23])\.(\d+)$")
 
@@ -59,46 +61,6 @@ def dumps_report(report: Mapping[str, Any], *, indent: bool = True) -> bytes:
     return data + b"\n" if indent else data
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically.
-
-    The bytes go to a temporary file in the same directory, which is flushed, fsync'ed and
-    then renamed over ``path`` (``os.replace``). On any failure the temporary file is removed
-    and an existing ``path`` is left untouched.
-    """
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(parent)
-    return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Serialise ``report`` and write it atomically to ``path``."""
     data = dumps_report(report)  # serialise first: a bad report never touches the target
@@ -106,8 +68,9 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Atomically write UTF-8 text (HTML / Markdown renderings)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Atomically write UTF-8 text (HTML / Markdown renderings); the report writers' argument
+    order for :func:`refract.files.atomic_write_text`."""
+    return atomic_write_text(path, text)
 
 
 def schema_version(report: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refract.errors import UsageError
 from refract.report.comparability import (
     Comparability,
     IncompatibleReports,
@@ -46,9 +47,9 @@ from refract.report.comparability import (
     settings_summary,
 )
 from refract.report.compare import CompareRow, rank_key, row_for
-from refract.report.fields import fmt, fmt_kld, short_notes
+from refract.report.fields import axis_keys, axis_name, fmt, fmt_kld, short_notes
 from refract.report.io import ReportError, load_report, write_text
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.markdown import md_cell, md_table
 
 DISCLAIMERS: tuple[str, ...] = (
     (
@@ -292,7 +293,7 @@ HEADERS: tuple[str, ...] = (
     "model",
     "composite",
     "band",
-    *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
+    *(axis_name(k) for k in axis_keys()),
     "KLD (nats)",
     "A noise floor",
     "llama.cpp",
@@ -300,7 +301,7 @@ HEADERS: tuple[str, ...] = (
     "settings",
     "notes",
 )
-_NUMERIC = {0, 2, *range(4, 4 + len(AXES) + 1)}
+_NUMERIC = {0, 2, *range(4, 4 + len(axis_keys()) + 1)}
 _BAND_COL = 3
 
 
@@ -317,7 +318,7 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         row.model,
         fmt(row.composite),
         row.band_text,
-        *(row.cells.get(k) or fmt(row.scores.get(k)) for k in AXES),
+        *(row.cells.get(k) or fmt(row.scores.get(k)) for k in axis_keys()),
         fmt_kld(row.mean_kld),
         row.noise_floor,
         row.build,
@@ -325,16 +326,6 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         entry.settings,
         entry.notes,
     ]
-
-
-def _md(text: str) -> str:
-    return (
-        text.replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("\n", " ")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-    )
 
 
 def _group_title(group: LeaderboardGroup) -> str:
@@ -349,38 +340,33 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         lines += ["_No reports found._", ""]
     for group in board.groups:
         lines += [
-            f"## Candidate `{_md(group.candidate)}`{_group_title(group)}",
+            f"## Candidate `{md_cell(group.candidate)}`{_group_title(group)}",
             "",
             (
-                f"Reference `{_md(group.reference)}` · {_md(group.framework)} · "
-                f"llama.cpp {_md(group.build)} · "
-                f"settings: {_md(group.settings)} · {len(group.entries)} report(s)"
+                f"Reference `{md_cell(group.reference)}` · {md_cell(group.framework)} · "
+                f"llama.cpp {md_cell(group.build)} · "
+                f"settings: {md_cell(group.settings)} · {len(group.entries)} report(s)"
             ),
             "",
         ]
         if group.builds_note:
-            lines += [f"**Mixed llama.cpp builds:** {_md(group.builds_note)}", ""]
+            lines += [f"**Mixed llama.cpp builds:** {md_cell(group.builds_note)}", ""]
         if group.comparability is not None and not group.comparability.ok:
             lines += [
                 f"**Not comparable** (shown with --allow-incompatible): "
-                f"{_md(group.comparability.reasons())}",
+                f"{md_cell(group.comparability.reasons())}",
                 "",
             ]
-        lines += [
-            "| " + " | ".join(HEADERS) + " |",
-            "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|",
-        ]
-        for entry in group.entries:
-            lines.append("| " + " | ".join(_md(c) for c in entry_cells(entry)) + " |")
+        lines += md_table(HEADERS, (entry_cells(e) for e in group.entries), _NUMERIC)
         lines.append("")
     if board.skipped:
-        lines += ["## Files skipped", "", *(f"- {_md(s)}" for s in board.skipped), ""]
+        lines += ["## Files skipped", "", *(f"- {md_cell(s)}" for s in board.skipped), ""]
     return "\n".join(lines)
 
 
 def leaderboard_html(board: Leaderboard) -> str:
     from refract.report.html import page, pill
-    from refract.report.svg import esc
+    from refract.report.kit import esc
 
     parts = [
         '<header class="card"><h1>REFRACT leaderboard</h1>',
@@ -391,7 +377,7 @@ def leaderboard_html(board: Leaderboard) -> str:
     ]
     if not board.groups:
         parts.append('<section><p class="note">No reports found.</p></section>')
-    axis_cols = range(4, 4 + len(AXES))
+    axis_cols = range(4, 4 + len(axis_keys()))
     for group in board.groups:
         head = "".join(
             f"<th{' class=num' if i in _NUMERIC else ''}>{esc(h)}</th>"
@@ -449,7 +435,7 @@ def render_leaderboard(board: Leaderboard, fmt_name: str) -> str:
         return leaderboard_markdown(board)
     if name in ("html", "htm"):
         return leaderboard_html(board)
-    raise ValueError(f"unknown leaderboard format {fmt_name!r} (use markdown or html)")
+    raise UsageError(f"unknown leaderboard format {fmt_name!r} (use markdown or html)")
 
 
 def write_leaderboard(
@@ -463,7 +449,7 @@ def write_leaderboard(
     out_path = Path(out)
     suffix = out_path.suffix.lower()
     if suffix not in (".md", ".markdown", ".html", ".htm"):
-        raise ValueError(
+        raise UsageError(
             f"{out_path}: cannot tell the leaderboard format from the extension (use .md or .html)"
         )
     board = (

@@ -14,6 +14,8 @@ from rich.text import Text
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     axis_cell,
+    axis_keys,
+    axis_name,
     axis_problems,
     band_text,
     fmt,
@@ -26,18 +28,18 @@ from refract.report.fields import (
     report_composite,
     report_status,
 )
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES
+from refract.report.markdown import md_table
 
 SUMMARY_HEADERS: tuple[str, ...] = (
     "candidate",
     "composite",
     "band",
-    *(f"{AXIS_LETTERS[k]} {AXIS_TITLES[k]}" for k in AXES),
+    *(axis_name(k) for k in axis_keys()),
     "KLD (nats)",
     "A noise floor",
     "status",
 )
-_NUMERIC = {1, *range(3, 3 + len(AXES) + 1)}
+_NUMERIC = {1, *range(3, 3 + len(axis_keys()) + 1)}
 
 
 def _status(report: Mapping[str, Any]) -> str:
@@ -58,7 +60,7 @@ def summary_cells(report: Mapping[str, Any]) -> list[str]:
         str(report.get("candidate") or "?"),
         fmt(report_composite(report)),
         band_text(report),
-        *(axis_cell(report, k) for k in AXES),
+        *(axis_cell(report, k) for k in axis_keys()),
         fmt_kld(mean_kld(report)),
         noise_floor_text(report),
         _status(report),
@@ -81,25 +83,15 @@ def summary_table(reports: Sequence[Mapping[str, Any]], title: str | None = None
     for report in reports:
         cells = [Text(c) for c in summary_cells(report)]
         cells[2].stylize(BAND_STYLES.get(cells[2].plain, ""))
-        for j in range(len(AXES)):
+        for j in range(len(axis_keys())):
             cells[3 + j].stylize(BAND_STYLES.get(cells[3 + j].plain, ""))
         table.add_row(*cells)
     return table
 
 
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def summary_markdown(reports: Sequence[Mapping[str, Any]]) -> str:
     """The same table as GitHub-flavoured Markdown."""
-    lines = [
-        "| " + " | ".join(SUMMARY_HEADERS) + " |",
-        "|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(SUMMARY_HEADERS)))
-        + "|",
-    ]
-    for report in reports:
-        lines.append("| " + " | ".join(_md(c) for c in summary_cells(report)) + " |")
+    lines = md_table(SUMMARY_HEADERS, (summary_cells(r) for r in reports), _NUMERIC)
     return "\n".join(lines) + "\n"
 
 

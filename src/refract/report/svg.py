@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from html import escape
 from typing import Any
 
 import numpy as np
 
-from refract.report.fields import as_float, fmt, fmt_kld
-from refract.scoring.composite import BAND_THRESHOLDS, band
-
-
-def esc(value: Any) -> str:
-    return escape(str(value), quote=True)
+from refract.bands import BAND_THRESHOLDS, band
+from refract.report.kit import as_float, esc, fmt, fmt_kld
 
 
 def _svg(width: float, height: float, body: str, label: str, wide: bool = True) -> str:

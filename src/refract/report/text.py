@@ -14,25 +14,24 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from refract.axes import registry
+from refract.bands import band
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
-    as_float,
     axes_of,
+    axis_keys,
+    axis_name,
     axis_score,
     axis_status,
     diagnosis_of,
     fmt,
-    fmt_kld,
     is_measured,
     is_self_check,
     model_name,
-    noise_floor,
     report_band,
     report_composite,
     report_status,
 )
-from refract.report.fields import noise_floor_text as _floor_text
-from refract.scoring.composite import AXES, AXIS_LETTERS, AXIS_TITLES, band
 
 SELF_CHECK_TITLE = "REFRACT self-check: reference vs reference — not a quantization score"
 
@@ -61,36 +60,6 @@ def _bar(score: float | None) -> Text:
     text = Text("█" * filled, style=BAND_STYLES[band(score)].replace("bold ", ""))
     text.append("░" * (_BAR_WIDTH - filled), style="dim")
     return text
-
-
-def _axis_detail(key: str, axis: Mapping[str, Any]) -> str:
-    """A compact, axis-specific hint shown next to the score."""
-    if key == "gtm":
-        rate = as_float(axis.get("full_match_rate"))
-        div = as_float(axis.get("median_first_divergence"))
-        parts = []
-        if rate is not None:
-            parts.append(f"full match {rate * 100:.0f}%")
-        if div is not None:
-            parts.append(f"median 1st div. {div:g}")
-        analysis = axis.get("divergence")
-        if isinstance(analysis, Mapping) and analysis.get("n_divergences"):
-            frac = as_float(analysis.get("near_tie_fraction"))
-            if frac is not None:
-                parts.append(f"near ties {frac * 100:.0f}%")
-        return " · ".join(parts)
-    if key == "kld":
-        return f"mean KLD {fmt_kld(axis.get('mean_kld'))} nats"
-    if key == "rniah":
-        parts = [f"{axis.get('n_cells', '?')} cells"]
-        if axis.get("confidence"):
-            parts.append(f"confidence {axis['confidence']}")
-        return " · ".join(parts)
-    if key == "plad":
-        per = axis.get("per_perturbation_score")
-        if isinstance(per, Mapping):
-            return " · ".join(f"{k} {fmt(v, 0)}" for k, v in per.items() if v is not None)
-    return ""
 
 
 def report_renderable(report: Mapping[str, Any]) -> RenderableType:
@@ -135,9 +104,10 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     table.add_column("band")
     table.add_column("", no_wrap=True)
     table.add_column("detail", style="dim")
-    for key in AXES:
+    for key in axis_keys(report):
         axis = axes.get(key, {})
-        title = f"{AXIS_LETTERS[key]}  {AXIS_TITLES[key]}"
+        known = registry.get(key)
+        title = f"{known.letter}  {known.title}" if known is not None else key
         status = axis_status(report, key)
         score = axis_score(report, key)
         if status == "error":
@@ -163,10 +133,7 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
             label = Text(axis_band, style=BAND_STYLES.get(axis_band, ""))
             if axis.get("in_composite") is False:
                 label.append(" (excluded)", style="dim")
-        detail = _axis_detail(key, axis)
-        if key == "gtm" and noise_floor(report) is not None:
-            floor = _floor_text(report)
-            detail = f"numerical-noise floor {floor}" + (f" · {detail}" if detail else "")
+        detail = known.card_detail(axis) if known is not None else ""
         table.add_row(title, fmt(score), label, _bar(score), Text(detail))
 
     parts: list[RenderableType] = [head, Text(), meta, table]
@@ -175,9 +142,9 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
             "Self-check: candidate = reference. This measures refract's own run-to-run noise "
             "(a negative control), not a quantization.", style="bold yellow"))
     if report_status(report) != "ok" and measured:
-        failed = [k for k in AXES if axis_status(report, k) == "error"]
+        failed = [k for k in axis_keys(report) if axis_status(report, k) == "error"]
         parts.insert(0, Text(
-            f"Partial report: {', '.join(f'{AXIS_LETTERS[k]} {AXIS_TITLES[k]}' for k in failed)}"
+            f"Partial report: {', '.join(axis_name(k) for k in failed)}"
             " failed; the composite covers the other axes.", style=BAND_STYLES["error"]))
     diagnosis = diagnosis_of(report)
     if diagnosis:

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from refract.scoring.composite import AXES
+from refract.report.fields import axis_keys, axis_name
 
 HEALTHY_MAX: Final[float] = 1.0
 NOISY_MAX: Final[float] = 3.0
@@ -56,7 +56,7 @@ def summarize_runs(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if len(reports) < 2:
         raise ValueError(f"repeatability needs at least 2 runs, got {len(reports)}")
     rows: dict[str, dict[str, Any]] = {}
-    for key in AXES:
+    for key in axis_keys():
         values = [_axis_score(r, key) for r in reports]
         present = [v for v in values if v is not None]
         if len(present) == len(values):
@@ -87,7 +87,6 @@ def repeatability_table(summary: Mapping[str, Any]) -> Any:
     from rich import box
     from rich.table import Table
 
-    from refract.scoring.composite import AXIS_LETTERS, AXIS_TITLES
 
     table = Table(
         title=f"repeatability over {summary['n_runs']} runs: {summary['verdict']}",
@@ -98,7 +97,7 @@ def repeatability_table(summary: Mapping[str, Any]) -> Any:
         table.add_column(name, justify="right")
     table.add_column("verdict")
     for key, row in summary["stats"].items():
-        label = f"{AXIS_LETTERS[key]} {AXIS_TITLES[key]}" if key in AXIS_LETTERS else key
+        label = axis_name(key)
         table.add_row(
             label,
             *(f"{row[n]:.3f}" for n in ("min", "median", "max", "stdev", "range")),

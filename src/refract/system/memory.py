@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from refract.errors import MemoryBudgetError
+from refract.errors import MemoryBudgetError, UsageError
 
 __all__ = [
     "ENV_LIMIT",
@@ -52,12 +52,12 @@ def parse_bytes(text: str) -> int:
     m = _SIZE_RE.match(text)
     unit = m.group(2).upper() if m else ""
     if m is None or unit not in _UNITS:
-        raise ValueError(
+        raise UsageError(
             f"cannot read {text!r} as a memory size (examples: 2G, 512M, 1.5GiB, 1048576)"
         )
     value = float(m.group(1)) * _UNITS[unit]
     if value < 1:
-        raise ValueError(f"memory size {text!r} must be at least one byte")
+        raise UsageError(f"memory size {text!r} must be at least one byte")
     return int(value)
 
 
@@ -121,7 +121,7 @@ def available_bytes() -> int | None:
         try:
             candidates.append(parse_bytes(env))
         except ValueError as err:
-            raise ValueError(f"{ENV_LIMIT}: {err}") from None
+            raise UsageError(f"{ENV_LIMIT}: {err}") from None
     for value in (_cgroup_available(), _meminfo_available()):
         if value is not None:
             candidates.append(value)
@@ -135,7 +135,7 @@ def check_fits(needed_bytes: int, what: str, *, available: int | None = None) ->
     ``available`` defaults to :func:`available_bytes` (no check when that is unknown).
     """
     if needed_bytes < 0:
-        raise ValueError(f"needed_bytes must be >= 0, got {needed_bytes}")
+        raise UsageError(f"needed_bytes must be >= 0, got {needed_bytes}")
     room = available_bytes() if available is None else available
     if room is None or needed_bytes <= room:
         return

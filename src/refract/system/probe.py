@@ -204,10 +204,10 @@ def run_matmul_probe(timeout: float = TIMEOUT_S, n_threads: int = 2) -> ProbeRes
 
 def _machine_build_key(build: ModuleType) -> str:
     """One key per machine (CPU model and flags) and build (the extension file's identity)."""
-    from refract import _cpu
+    from refract.system.cpuinfo import cpu_flags
 
     h = hashlib.sha256()
-    flags = _cpu.cpu_flags() or set()
+    flags = cpu_flags() or set()
     h.update(" ".join(sorted(flags)).encode())
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
@@ -229,7 +229,7 @@ def _machine_build_key(build: ModuleType) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    from refract.inputs.corpus import default_cache_dir
+    from refract.defaults import default_cache_dir
 
     return default_cache_dir() / "probe" / f"amx-{key}.json"
 
@@ -261,7 +261,7 @@ def amx_startup_check() -> str | None:
         return f"{result.message} (start-up probe of this AMX build; {SKIP_ENV}=1 skips it)"
     _startup_verdict = f"passed: {result.summary()}"
     try:
-        from refract.report.io import atomic_write_bytes
+        from refract.files import atomic_write_bytes
 
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cached, json.dumps(

@@ -1,4 +1,4 @@
-"""The ``refract matrix`` typer command (registered in :mod:`refract.cli`).
+"""``refract matrix``: many models × many candidate KV configs, one report per cell.
 
 Exit codes: 0 every cell scored (or already done); 1 some cells failed (the others are
 written; see ``matrix-status.jsonl``); 2 bad input, found before any model loads; 130
@@ -13,7 +13,9 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["matrix"]
+from refract.cli.app import EXIT_RUNTIME, guard, say
+
+__all__ = ["ExecutorName", "matrix"]
 
 
 class ExecutorName(str, Enum):
@@ -53,35 +55,36 @@ def matrix(
     Cells whose report already exists with the same settings are skipped, so an interrupted
     or partly failed matrix continues where it stopped when run again.
     """
-    from refract.cli import EXIT_RUNTIME, _guard, _say
-
-    with _guard():
-        from refract.matrix.driver import check_outputs, run_matrix
+    with guard():
+        from refract.files import check_out_dir
+        from refract.matrix.driver import Executor, check_outputs, run_matrix
         from refract.matrix.progress import make_matrix_progress
-        from refract.matrix.spec import check_out_dir, check_settings, load_spec
+        from refract.matrix.spec import check_settings, load_spec
 
         spec = load_spec(file)
         out = check_out_dir(out_dir)
+        runner: Executor
         if executor is ExecutorName.ray:
             from refract.matrix.ray import RayExecutor
 
-            runner = RayExecutor(num_cpus=ray_num_cpus, num_gpus=ray_num_gpus,
-                                 max_retries=ray_max_retries)
-            runner.check()  # ray importable (the `ray` extra), before any work
+            ray_runner = RayExecutor(num_cpus=ray_num_cpus, num_gpus=ray_num_gpus,
+                                     max_retries=ray_max_retries)
+            ray_runner.check()  # ray importable (the `ray` extra), before any work
+            runner = ray_runner
         else:
             from refract.matrix.local import LocalExecutor
 
-            runner = LocalExecutor()  # type: ignore[assignment]
+            runner = LocalExecutor()
         progress = make_matrix_progress(not no_progress)
         check_settings(spec)
         check_outputs(spec, out, overwrite=overwrite)
         result = run_matrix(spec, out, runner, progress)
         for path in result.leaderboards:
-            _say(f"refract: wrote {path}")
+            say(f"refract: wrote {path}")
         ok, skipped, failed = (result.count(s) for s in ("ok", "skipped", "failed"))
-        _say(f"refract: matrix done: {ok} scored, {skipped} already done, {failed} failed "
-             f"(status in {out / 'matrix-status.jsonl'})")
+        say(f"refract: matrix done: {ok} scored, {skipped} already done, {failed} failed "
+            f"(status in {out / 'matrix-status.jsonl'})")
         for o in result.failed:
-            _say(f"refract: failed: {o.cell.model.name} · {o.cell.candidate}: {o.message}")
+            say(f"refract: failed: {o.cell.model.name} · {o.cell.candidate}: {o.message}")
         if failed:
             raise typer.Exit(EXIT_RUNTIME)
