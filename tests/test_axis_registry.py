@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -17,21 +17,13 @@ from refract.options import ScoreOptions
 TOY_SCORE = 40.0
 
 
-class ToyAxis(Axis):
+class ToyAxis(
+    Axis, key="toy", letter="T", title="Toy", method="toy-label-distance", method_version="3",
+    description="A toy axis registered by a test.", holds="toyness",
+    low_sentence="Toy loss: the toy axis is below 80.",
+):
     """Scores each candidate by whether its label differs from the reference's (the engine
-    is asked for something real: each candidate's context bytes)."""
-
-    key: ClassVar[str] = "toy"
-    letter: ClassVar[str] = "T"
-    title: ClassVar[str] = "Toy"
-    description: ClassVar[str] = "A toy axis registered by a test."
-    method: ClassVar[str] = "toy-label-distance"
-    method_version: ClassVar[str] = "3"
-    low_sentence: ClassVar[str | None] = "Toy loss: the toy axis is below 80."
-    holds: ClassVar[str | None] = "toyness"
-
-    def enabled(self, opts: ScoreOptions) -> bool:
-        return True
+    is asked for something real: each candidate's context bytes). No ``flag``: always on."""
 
     def memory(self, engine: Any, plan: Any) -> int | None:
         return 12345

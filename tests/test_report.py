@@ -848,3 +848,19 @@ def test_summary_table_one_row_per_candidate():
     out = buf.getvalue()
     assert "ctk=q4_0,ctv=q4_0" in out and "58.0 (within)" in out and "error" in out
     assert f"{reports[0]['composite']:.2f}" in out
+
+
+def test_a_matrix_cell_is_shown_by_its_matrix_model_name() -> None:
+    """The card and the page of a matrix cell name the model as the matrix file does, while
+    the comparability identity stays the model file."""
+    from refract.report.comparability import fingerprint
+    from refract.report.html import render_html
+    from refract.report.text import render_text
+
+    rep = make_report(extras={"matrix": {"model_name": "Gemma <demo> | 270M"}})
+    assert "Gemma <demo> | 270M" in render_text(rep, color=False, width=160)
+    page = render_html(rep)
+    assert "Gemma &lt;demo&gt; | 270M" in page and "<h1>REFRACT · Gemma &lt;demo&gt;" in page
+    assert fingerprint(rep)["model.name"] == "demo-Q8_0"
+    plain = make_report()
+    assert "demo-Q8_0" in render_text(plain, color=False, width=160)

@@ -123,8 +123,13 @@ class RunContext:
 
 
 class Axis:
-    """One REFRACT axis. Subclasses set the class attributes and implement :meth:`enabled`
-    and :meth:`run`; every other hook has a neutral default."""
+    """One REFRACT axis. A subclass names itself in its class statement::
+
+        class KLDAxis(Axis, key="kld", letter="B", title="KLD@D", flag="kld",
+                      description="…", method="teacher-forced-kl-full-vocab", method_version="1",
+                      short_context=True, in_floor=True):
+
+    and implements :meth:`run`; every other hook has a neutral default."""
 
     #: the report key (``axes.<key>``), e.g. ``"gtm"``
     key: ClassVar[str]
@@ -137,24 +142,43 @@ class Axis:
     #: for the same inputs (reports of other versions are refused side by side)
     method: ClassVar[str]
     method_version: ClassVar[str]
-    #: the reason a report records when the axis did not run (``None``: it is simply absent)
-    skip_reason: ClassVar[str | None] = None
+    #: the options that switch it: an axis on by default is switched off by ``--skip-<flag>``
+    #: (``ScoreOptions.skip_<flag>``), one off by default is switched on by ``--axis-<flag>``
+    #: or ``--full``; no flag: always on
+    flag: ClassVar[str | None] = None
+    default_on: ClassVar[bool] = True
     #: the diagnosis groups A and B as the short-context axes (SPEC §4)
     short_context: ClassVar[bool] = False
     #: the diagnosis sentence when this axis is low (below 80) among others
     low_sentence: ClassVar[str | None] = None
-    #: what "holds" when this axis is intact, for the diagnosis ("retrieval")
+    #: what "holds" when this axis is intact, for the diagnosis ("retrieval") and its longer
+    #: form ("long-context retrieval")
     holds: ClassVar[str | None] = None
-    #: ... and the longer form ("long-context retrieval")
     holds_long: ClassVar[str | None] = None
     #: part of ``--measure-floor``'s ref-vs-ref run (SPEC: axes A and B)
     in_floor: ClassVar[bool] = False
 
-    # ------------------------------------------------------------------ options and plan
-    def enabled(self, opts: ScoreOptions) -> bool:
-        """Whether a run with these options scores this axis."""
-        raise NotImplementedError
+    def __init_subclass__(cls, **identity: Any) -> None:
+        super().__init_subclass__()
+        for name, value in identity.items():
+            if name not in _IDENTITY:
+                raise TypeError(f"{cls.__name__}: unknown axis attribute {name!r}")
+            setattr(cls, name, value)
 
+    @property
+    def skip_reason(self) -> str | None:
+        """The reason a report records when the axis did not run (``None``: it is absent)."""
+        return f"--skip-{self.flag}" if self.flag and self.default_on else None
+
+    def enabled(self, opts: ScoreOptions) -> bool:
+        """Whether a run with these options scores this axis (see :attr:`flag`)."""
+        if self.flag is None:
+            return True
+        if self.default_on:
+            return not getattr(opts, f"skip_{self.flag}")
+        return bool(opts.full or getattr(opts, f"axis_{self.flag}"))
+
+    # ------------------------------------------------------------------ plan
     def check_plan(self, plan: ScorePlan) -> None:
         """Refuse (:class:`~refract.errors.UsageError`) what the inputs make impossible,
         before the model loads."""
@@ -229,6 +253,21 @@ class Axis:
         return self.label
 
 
+_IDENTITY = frozenset({
+    "key", "letter", "title", "description", "method", "method_version", "flag", "default_on",
+    "short_context", "low_sentence", "holds", "holds_long", "in_floor",
+})
+
+
+def contexts_bytes(engine: Engine, plan: ScorePlan, n_ctx: int, n_seq: int) -> int:
+    """Bytes of the reference's context and the largest candidate's at ``n_ctx`` cells and
+    ``n_seq`` sequences: what an axis that runs the candidates one at a time against the
+    reference holds at its peak."""
+    est = engine.estimate_context_bytes
+    return est(plan.reference.label, n_ctx, n_seq, n_seq) + max(
+        est(c.label, n_ctx, n_seq, n_seq) for c in plan.candidates)
+
+
 class Registry:
     """The axes refract scores, in report order."""
 
@@ -262,4 +301,4 @@ class Registry:
         return tuple(self._axes)
 
 
-__all__ = ["Axis", "AxisResult", "PromptJob", "Registry", "RunContext", "timed"]
+__all__ = ["Axis", "AxisResult", "PromptJob", "Registry", "RunContext", "contexts_bytes", "timed"]

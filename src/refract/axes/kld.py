@@ -9,32 +9,22 @@ what it costs, what its report says and how it is shown.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from refract.axes.base import Axis, AxisResult, RunContext
 from refract.errors import UsageError
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
-    from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
 
 
-class KLDAxis(Axis):
-    key: ClassVar[str] = "kld"
-    letter: ClassVar[str] = "B"
-    title: ClassVar[str] = "KLD@D"
-    description: ClassVar[str] = (
-        "Teacher-forced next-token distribution divergence from the reference."
-    )
-    method: ClassVar[str] = "teacher-forced-kl-full-vocab"
-    method_version: ClassVar[str] = "1"
-    skip_reason: ClassVar[str | None] = "--skip-kld"
-    short_context: ClassVar[bool] = True
-    in_floor: ClassVar[bool] = True
-
-    def enabled(self, opts: ScoreOptions) -> bool:
-        return not opts.skip_kld
+class KLDAxis(
+    Axis, key="kld", letter="B", title="KLD@D", flag="kld", short_context=True, in_floor=True,
+    description="Teacher-forced next-token distribution divergence from the reference.",
+    method="teacher-forced-kl-full-vocab", method_version="1",
+):
+    """Axis B: on unless ``--skip-kld``; the candidates share one pass of the reference."""
 
     def preflight(self, engine: Engine, plan: ScorePlan, corpus_tokens: Any) -> None:
         """A corpus shorter than one KLD window at ``--ctx`` measures nothing: refused."""

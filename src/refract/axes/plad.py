@@ -24,18 +24,17 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from refract.axes.base import Axis, AxisResult, PromptJob, RunContext
+from refract.axes.base import Axis, AxisResult, PromptJob, RunContext, contexts_bytes
 from refract.errors import UsageError
 from refract.kvconfig import KVConfig
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
-    from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
 
 __all__ = [
@@ -262,7 +261,7 @@ def plan_plad(
     consumed for all four types in order so a subset fires the same cells as the full run."""
     unknown = [p for p in perturbations if p not in _GENERATORS]
     if unknown:
-        raise ValueError(f"unknown PLAD perturbations {unknown}; valid: {list(PERTURBATIONS)}")
+        raise UsageError(f"unknown PLAD perturbations {unknown}; valid: {list(PERTURBATIONS)}")
     wanted = tuple(p for p in PERTURBATIONS if p in perturbations)
     ids: list[str] = []
     anchors: list[str] = []
@@ -292,7 +291,7 @@ def plan_plad(
 def _as_ids(seq: ArrayLike) -> np.ndarray:
     arr = np.asarray(seq, dtype=np.int64)
     if arr.ndim != 1:
-        raise ValueError("token id sequences must be one-dimensional")
+        raise UsageError("token id sequences must be one-dimensional")
     return arr
 
 
@@ -359,7 +358,7 @@ def plad_axis(
     Raises ValueError when ``cells`` is empty (nothing fired: the axis cannot be scored).
     """
     if not cells:
-        raise ValueError("PLAD: no perturbation fired on this prompt set; the axis cannot run")
+        raise UsageError("PLAD: no perturbation fired on this prompt set; the axis cannot run")
     per_prompt: list[dict[str, Any]] = []
     by_type: dict[str, list[float]] = {p: [] for p in perturbations}
     for c in cells:
@@ -422,7 +421,7 @@ def score_plad(
     expected = len(plan.anchors) + len(plan.cells)
     for name, outs in (("reference", ref_outputs), ("candidate", cand_outputs)):
         if len(outs) != expected:
-            raise ValueError(
+            raise UsageError(
                 f"PLAD: {len(outs)} {name} outputs for {expected} prompts "
                 f"({len(plan.anchors)} anchors + {len(plan.cells)} perturbed)"
             )
@@ -496,24 +495,15 @@ def run_plad(
 # --------------------------------------------------------------------------- the axis
 
 
-class PladAxis(Axis):
-    key: ClassVar[str] = "plad"
-    letter: ClassVar[str] = "D"
-    title: ClassVar[str] = "PLAD"
-    description: ClassVar[str] = (
-        "Robustness to small prompt perturbations relative to the reference."
-    )
-    method: ClassVar[str] = "token-levenshtein-excess-drift"
-    method_version: ClassVar[str] = "1"
-    low_sentence: ClassVar[str | None] = (
-        "Brittle to small input changes: typos, casing or punctuation move the candidate's "
-        "output further than they move the reference's."
-    )
-    holds: ClassVar[str | None] = "robustness"
-    holds_long: ClassVar[str | None] = "robustness to prompt changes"
-
-    def enabled(self, opts: ScoreOptions) -> bool:
-        return opts.full or opts.axis_plad
+class PladAxis(
+    Axis, key="plad", letter="D", title="PLAD", flag="plad", default_on=False,
+    description="Robustness to small prompt perturbations relative to the reference.",
+    method="token-levenshtein-excess-drift", method_version="1",
+    holds="robustness", holds_long="robustness to prompt changes",
+    low_sentence="Brittle to small input changes: typos, casing or punctuation move the "
+    "candidate's output further than they move the reference's.",
+):
+    """Axis D: with ``--axis-plad`` or ``--full``; one candidate at a time."""
 
     def check_plan(self, plan: ScorePlan) -> None:
         """A prompt set on which no perturbation fires cannot score Axis D: refused before the
@@ -538,11 +528,9 @@ class PladAxis(Axis):
         return jobs
 
     def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
-        opts = plan.options
-        est = engine.estimate_context_bytes
+        # anchors and perturbations decode as parallel sequences, up to 256 at a time
         n_seq = min(max(1, len(plan.prompts)) * 5, 256)
-        return est(plan.reference.label, opts.ctx, n_seq, n_seq) + max(
-            est(c.label, opts.ctx, n_seq, n_seq) for c in plan.candidates)
+        return contexts_bytes(engine, plan, plan.options.ctx, n_seq)
 
     def run(self, ctx: RunContext) -> dict[str, AxisResult]:
         opts = ctx.options

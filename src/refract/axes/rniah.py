@@ -23,17 +23,16 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from refract.axes.base import Axis, AxisResult, RunContext
+from refract.axes.base import Axis, AxisResult, RunContext, contexts_bytes
 from refract.errors import ChatTemplateError, UsageError
 from refract.kvconfig import KVConfig
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
-    from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
 
 __all__ = [
@@ -96,7 +95,7 @@ def extract_keyword(needle: str) -> str:
         return max(runs, key=len)
     words = needle.split()
     if not words:
-        raise ValueError("R-NIAH: the needle is empty")
+        raise UsageError("R-NIAH: the needle is empty")
     return words[-1].rstrip(".")
 
 
@@ -235,12 +234,12 @@ def plan_rniah(
     A cell whose haystack would be too short is skipped with a note, never shortened; lengths
     above ``n_ctx_train`` are not planned (noted and listed)."""
     if n_trials < 1:
-        raise ValueError("R-NIAH: n_trials must be at least 1")
+        raise UsageError("R-NIAH: n_trials must be at least 1")
     if any(not 0.0 <= p <= 1.0 for p in positions):
-        raise ValueError("R-NIAH: positions must be fractions in [0, 1]")
+        raise UsageError("R-NIAH: positions must be fractions in [0, 1]")
     kw = keyword if keyword is not None else extract_keyword(needle)
     if kw.lower() not in needle.lower():
-        raise ValueError(f"R-NIAH: keyword {kw!r} does not occur in the needle")
+        raise UsageError(f"R-NIAH: keyword {kw!r} does not occur in the needle")
     cpt = chars_per_token if chars_per_token else estimate_chars_per_token(haystack, tokenize)
     overhead = (
         estimate_tokens(needle, cpt) + estimate_tokens(question, cpt) + n_predict + OVERHEAD_MARGIN
@@ -319,12 +318,12 @@ def rniah_axis(
     """
     kw = keyword if keyword is not None else extract_keyword(needle)
     if logprobs is not None and len(logprobs) != len(cell_hits):
-        raise ValueError("R-NIAH: one logprob entry (or None) per cell is required")
+        raise UsageError("R-NIAH: one logprob entry (or None) per cell is required")
     cells: list[dict[str, Any]] = []
     diffs: list[float] = []
     for k, (length, position, ref_hits, cand_hits) in enumerate(cell_hits):
         if len(ref_hits) != len(cand_hits) or not ref_hits:
-            raise ValueError("R-NIAH: each cell needs the same, non-zero number of trials")
+            raise UsageError("R-NIAH: each cell needs the same, non-zero number of trials")
         n = len(ref_hits)
         base_hits, cand_n = sum(map(bool, ref_hits)), sum(map(bool, cand_hits))
         base_acc, cand_acc = base_hits / n, cand_n / n
@@ -392,14 +391,14 @@ def score_rniah(
 ) -> dict[str, Any]:
     """Score ``plan`` from output texts ``[cell][trial]`` for reference and candidate."""
     if len(ref_texts) != len(plan.cells) or len(cand_texts) != len(plan.cells):
-        raise ValueError(
+        raise UsageError(
             f"R-NIAH: expected outputs for {len(plan.cells)} cells, got "
             f"{len(ref_texts)} reference and {len(cand_texts)} candidate"
         )
     hits = []
     for cell, ref, cand in zip(plan.cells, ref_texts, cand_texts, strict=True):
         if len(ref) != plan.n_trials or len(cand) != plan.n_trials:
-            raise ValueError(f"R-NIAH: expected {plan.n_trials} trials per cell")
+            raise UsageError(f"R-NIAH: expected {plan.n_trials} trials per cell")
         hits.append(
             (
                 cell.length,
@@ -639,22 +638,16 @@ def _round_up(x: int, m: int) -> int:
 # --------------------------------------------------------------------------- the axis
 
 
-class RniahAxis(Axis):
-    key: ClassVar[str] = "rniah"
-    letter: ClassVar[str] = "C"
-    title: ClassVar[str] = "R-NIAH"
-    description: ClassVar[str] = "Long-context needle retrieval relative to the reference."
-    method: ClassVar[str] = "needle-keyword-hit-degradation"
-    method_version: ClassVar[str] = "1"
-    low_sentence: ClassVar[str | None] = (
-        "Long-context retrieval loss: the candidate finds the needle in a long context less "
-        "often than the reference."
-    )
-    holds: ClassVar[str | None] = "retrieval"
-    holds_long: ClassVar[str | None] = "long-context retrieval"
-
-    def enabled(self, opts: ScoreOptions) -> bool:
-        return opts.full or opts.axis_rniah
+class RniahAxis(
+    Axis, key="rniah", letter="C", title="R-NIAH", flag="rniah", default_on=False,
+    description="Long-context needle retrieval relative to the reference.",
+    method="needle-keyword-hit-degradation", method_version="1",
+    low_sentence="Long-context retrieval loss: the candidate finds the needle in a long "
+    "context less often than the reference.",
+    holds="retrieval", holds_long="long-context retrieval",
+):
+    """Axis C: with ``--axis-rniah`` or ``--full``; one candidate at a time, the reference's
+    answers once."""
 
     def preflight(self, engine: Engine, plan: ScorePlan, corpus_tokens: Any) -> None:
         """The cells, planned and rendered through the chat template exactly as the axis does:
@@ -679,15 +672,13 @@ class RniahAxis(Axis):
 
     def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
         opts = plan.options
-        est = engine.estimate_context_bytes
         n_train = int(engine.model_info.get("n_ctx_train") or 0) or None
         longest = max(opts.rniah_lengths) if opts.rniah_lengths else opts.rniah_up_to
         if n_train:
             longest = min(longest, n_train)
-        cells = len(opts.rniah_positions)
+        # one sequence per needle position of the longest length
         n_ctx = longest + opts.rniah_n_predict + 256
-        return est(plan.reference.label, n_ctx, cells, cells) + max(
-            est(c.label, n_ctx, cells, cells) for c in plan.candidates)
+        return contexts_bytes(engine, plan, n_ctx, len(opts.rniah_positions))
 
     def run(self, ctx: RunContext) -> dict[str, AxisResult]:
         opts, plan = ctx.options, ctx.plan

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from refract.axes.base import Axis, AxisResult, PromptJob, RunContext
+from refract.axes.base import Axis, AxisResult, PromptJob, RunContext, contexts_bytes
 from refract.bands import as_score
+from refract.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
-    from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
 
 __all__ = [
@@ -59,7 +59,7 @@ def _as_ids(seq: Sequence[int], what: str, index: int) -> list[int]:
     try:
         return [int(t) for t in seq]
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}[{index}] is not a sequence of token ids: {exc}") from None
+        raise UsageError(f"{what}[{index}] is not a sequence of token ids: {exc}") from None
 
 
 def score_trajectories(
@@ -79,15 +79,15 @@ def score_trajectories(
     a score).
     """
     if isinstance(n_predict, bool) or not isinstance(n_predict, int) or n_predict < 1:
-        raise ValueError(f"n_predict must be a positive integer, got {n_predict!r}")
+        raise UsageError(f"n_predict must be a positive integer, got {n_predict!r}")
     n = len(prompts)
     if len(ref_ids) != n or len(cand_ids) != n:
-        raise ValueError(
+        raise UsageError(
             f"got {n} prompts but {len(ref_ids)} reference and {len(cand_ids)} candidate "
             "trajectories"
         )
     if n == 0:
-        raise ValueError("no prompts to score")
+        raise UsageError("no prompts to score")
 
     per_prompt: list[dict[str, Any]] = []
     total_prefix = 0
@@ -97,7 +97,7 @@ def score_trajectories(
         cand = _as_ids(c_raw, "cand_ids", i)
         for side, ids in (("reference", ref), ("candidate", cand)):
             if len(ids) > n_predict:
-                raise ValueError(
+                raise UsageError(
                     f"prompt {p.id!r}: {side} trajectory has {len(ids)} tokens, more than "
                     f"n_predict={n_predict}"
                 )
@@ -121,7 +121,7 @@ def score_trajectories(
         )
 
     if total_len == 0:
-        raise ValueError(
+        raise UsageError(
             "every reference and candidate trajectory is empty: nothing was decoded, so the "
             "trajectory axis cannot be scored"
         )
@@ -186,16 +186,16 @@ def analyze_divergences(
     """
     n = len(cand_tokens)
     if len(ref_top_ids) != n or len(ref_top_logprobs) != n:
-        raise ValueError(
+        raise UsageError(
             f"got {len(ref_top_ids)} top-k id lists, {len(ref_top_logprobs)} top-k logprob "
             f"lists and {n} candidate tokens; they must be parallel"
         )
     for name, arr in (("ref_tokens", ref_tokens), ("cand_kl", cand_kl), ("ids", ids)):
         if arr is not None and len(arr) != n:
-            raise ValueError(f"{name} has {len(arr)} entries, expected {n}")
+            raise UsageError(f"{name} has {len(arr)} entries, expected {n}")
     thr = float(near_tie_threshold)
     if not math.isfinite(thr) or thr < 0:
-        raise ValueError(f"near_tie_threshold must be a finite number >= 0, got {thr!r}")
+        raise UsageError(f"near_tie_threshold must be a finite number >= 0, got {thr!r}")
 
     per_prompt: list[dict[str, Any]] = []
     for i in range(n):
@@ -203,12 +203,12 @@ def analyze_divergences(
         top_lp = [float(x) for x in ref_top_logprobs[i]]
         label = repr(ids[i]) if ids is not None else f"#{i}"
         if not top_ids or len(top_ids) != len(top_lp):
-            raise ValueError(
+            raise UsageError(
                 f"divergence {label}: top-k ids ({len(top_ids)}) and logprobs "
                 f"({len(top_lp)}) must be non-empty and of equal length"
             )
         if any(math.isnan(x) or x > 1e-6 for x in top_lp):
-            raise ValueError(f"divergence {label}: top-k logprobs must be <= 0 and not NaN")
+            raise UsageError(f"divergence {label}: top-k logprobs must be <= 0 and not NaN")
         # rank by probability, highest first; ties keep the given order
         order = sorted(range(len(top_ids)), key=lambda j: -top_lp[j])
         ranked_ids = [top_ids[j] for j in order]
@@ -220,11 +220,11 @@ def analyze_divergences(
         ref_tok = int(ref_tokens[i]) if ref_tokens is not None else ranked_ids[0]
         cand_tok = int(cand_tokens[i])
         if ref_tok == cand_tok:
-            raise ValueError(
+            raise UsageError(
                 f"divergence {label}: reference and candidate token are both {ref_tok}"
             )
         if ref_tok not in prob:
-            raise ValueError(
+            raise UsageError(
                 f"divergence {label}: reference token {ref_tok} is not in its own top-k"
             )
         p_ref = prob[ref_tok]
@@ -440,7 +440,7 @@ def _check_same(
     if len(before[0]) != len(toks) or any(
         a.size != b.size or bool((a != b).any()) for a, b in zip(before[0], toks, strict=True)
     ):
-        raise RuntimeError(
+        raise EngineError(
             f"the reference {reference} decoded other greedy trajectories than before on this "
             "engine; its decode is not reproducible here, so no trajectory score is valid"
         )
@@ -660,19 +660,13 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
 # --------------------------------------------------------------------------- the axis
 
 
-class TrajectoryAxis(Axis):
-    key: ClassVar[str] = "gtm"
-    letter: ClassVar[str] = "A"
-    title: ClassVar[str] = "Trajectory"
-    description: ClassVar[str] = "Token-level agreement of greedy decodes with the reference."
-    method: ClassVar[str] = "greedy-prefix-agreement"
-    method_version: ClassVar[str] = "1"
-    skip_reason: ClassVar[str | None] = "--skip-trajectory"
-    short_context: ClassVar[bool] = True
-    in_floor: ClassVar[bool] = True
-
-    def enabled(self, opts: ScoreOptions) -> bool:
-        return not opts.skip_trajectory
+class TrajectoryAxis(
+    Axis, key="gtm", letter="A", title="Trajectory", flag="trajectory", short_context=True,
+    in_floor=True, method="greedy-prefix-agreement", method_version="1",
+    description="Token-level agreement of greedy decodes with the reference.",
+):
+    """Axis A: on unless ``--skip-trajectory``; every candidate decodes, the reference once,
+    then its numerical-noise floor (the reference under another batch order)."""
 
     @property
     def template_label(self) -> str:
@@ -685,16 +679,12 @@ class TrajectoryAxis(Axis):
 
     def memory(self, engine: Engine, plan: ScorePlan) -> int | None:
         opts = plan.options
-        est = engine.estimate_context_bytes
         n_seq = 1 if opts.sequential else min(max(1, len(plan.prompts)), 64)
-        gen = opts.ctx  # each sequence's cells: prompt + generation within ctx
-        # the reference decode with (at least) one candidate teacher-forced along it, and the
-        # reference rows held for that candidate's batched comparison
-        return (
-            est(plan.reference.label, gen, n_seq, n_seq)
-            + max(est(c.label, gen, n_seq, n_seq) for c in plan.candidates)
-            + engine.shadow_buffer_bytes(gen, n_seq)
-        )
+        # the reference decode with (at least) one candidate teacher-forced along it (each
+        # sequence's cells: prompt + generation within ctx), and the reference rows held for
+        # that candidate's batched comparison
+        return (contexts_bytes(engine, plan, opts.ctx, n_seq)
+                + engine.shadow_buffer_bytes(opts.ctx, n_seq))
 
     def run(self, ctx: RunContext) -> dict[str, AxisResult]:
         opts, ref, cands, engine = ctx.options, ctx.reference, ctx.candidates, ctx.engine

@@ -35,6 +35,7 @@ from refract.report.fields import (
     axis_name,
     axis_problems,
     axis_scores,
+    display_model,
     fmt,
     fmt_kld,
     framework_label,
@@ -42,7 +43,6 @@ from refract.report.fields import (
     is_verified,
     llama_build,
     mean_kld,
-    model_name,
     noise_floor_text,
     report_band,
     report_composite,
@@ -113,15 +113,6 @@ def _load(source: ReportSource) -> tuple[Mapping[str, Any], str | None]:
     if isinstance(source, Mapping):
         return source, None
     return load_report(source), os.fspath(source)
-
-
-def display_model(report: Mapping[str, Any]) -> str:
-    """The model as a table names it: the matrix's ``[[models]] name`` for a matrix cell's
-    report (``extras.matrix.model_name``), else the model file's name (:func:`model_name`)."""
-    extras = report.get("extras")
-    matrix = extras.get("matrix") if isinstance(extras, Mapping) else None
-    name = matrix.get("model_name") if isinstance(matrix, Mapping) else None
-    return name if isinstance(name, str) and name.strip() else model_name(report)
 
 
 def row_for(report: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> CompareRow:
@@ -311,7 +302,6 @@ __all__ = [
     "compare_markdown",
     "compare_rows",
     "compare_table",
-    "display_model",
     "mixed_builds",
     "rank_key",
     "row_cells",

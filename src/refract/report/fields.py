@@ -134,6 +134,15 @@ def model_name(report: Mapping[str, Any]) -> str:
     return name[:-5] if name.lower().endswith(".gguf") else name
 
 
+def display_model(report: Mapping[str, Any]) -> str:
+    """The model as a table names it: the matrix's ``[[models]] name`` for a matrix cell's
+    report (``extras.matrix.model_name``), else the model file's name (:func:`model_name`)."""
+    extras = report.get("extras")
+    matrix = extras.get("matrix") if isinstance(extras, Mapping) else None
+    name = matrix.get("model_name") if isinstance(matrix, Mapping) else None
+    return name if isinstance(name, str) and name.strip() else model_name(report)
+
+
 def framework_label(report: Mapping[str, Any]) -> str:
     """Which implementation and version produced a report (used to group leaderboards)."""
     generator = report.get("generator")

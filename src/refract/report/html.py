@@ -18,12 +18,12 @@ from refract.report.fields import (
     axis_status,
     band_text,
     diagnosis_of,
+    display_model,
     fmt,
     framework_label,
     is_measured,
     is_self_check,
     is_verified,
-    model_name,
     report_composite,
     report_status,
 )
@@ -238,7 +238,7 @@ def _header(report: Mapping[str, Any]) -> str:
     title = "REFRACT self-check" if is_self_check(report) else "REFRACT"
     return (
         '<header class="card">'
-        f"<h1>{esc(title)} · {esc(model_name(report))}</h1>"
+        f"<h1>{esc(title)} · {esc(display_model(report))}</h1>"
         f'<p class="sub">candidate <code>{esc(report.get("candidate") or "?")}</code> vs '
         f"reference <code>{esc(report.get('reference') or '?')}</code></p>"
         '<div class="hero">'
@@ -383,7 +383,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "the reference on the same model, not the model itself.</footer>"
     )
     kind = "REFRACT self-check" if is_self_check(report) else "REFRACT"
-    title = f"{kind} · {model_name(report)} · {report.get('candidate') or ''}"
+    title = f"{kind} · {display_model(report)} · {report.get('candidate') or ''}"
     return page(title, "\n".join(parts))
 
 

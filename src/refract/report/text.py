@@ -24,10 +24,10 @@ from refract.report.fields import (
     axis_score,
     axis_status,
     diagnosis_of,
+    display_model,
     fmt,
     is_measured,
     is_self_check,
-    model_name,
     report_band,
     report_composite,
     report_status,
@@ -84,7 +84,7 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     meta = Table.grid(padding=(0, 2))
     meta.add_column(style="dim")
     meta.add_column()
-    meta.add_row("model", Text(model_name(report)))
+    meta.add_row("model", Text(display_model(report)))
     meta.add_row("reference", Text(str(report.get("reference") or "—")))
     meta.add_row("candidate", Text(str(report.get("candidate") or "—")))
     prov = report.get("provenance")
