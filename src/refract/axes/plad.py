@@ -62,7 +62,6 @@ __all__ = [
 PERTURBATIONS: tuple[str, ...] = ("typo", "case", "punct", "paraphrase")
 DEFAULT_SEED = 42
 DEFAULT_ALPHA = 5.0
-DESCRIPTION = "Robustness to small prompt changes vs the reference."
 
 STOPWORDS: frozenset[str] = frozenset(
     {
@@ -405,7 +404,6 @@ def plad_axis(
         ],
         "confidence": "partial" if empty_types else "ok",  # refract-llm v0.3.3: ok | partial
         "alpha": alpha,
-        "description": DESCRIPTION,
     }
 
 
@@ -497,7 +495,7 @@ def run_plad(
 
 class PladAxis(
     Axis, key="plad", letter="D", title="PLAD", flag="plad", default_on=False,
-    description="Robustness to small prompt perturbations relative to the reference.",
+    description="Robustness to small prompt changes vs the reference.",
     method="token-levenshtein-excess-drift", method_version="1",
     holds="robustness", holds_long="robustness to prompt changes",
     low_sentence="Brittle to small input changes: typos, casing or punctuation move the "

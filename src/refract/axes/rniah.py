@@ -1,19 +1,21 @@
 """Axis C -- R-NIAH: long-context needle retrieval (SPEC section 3C).
 
-Engine-independent part: the needle and question, the cell plan (haystack slicing and needle
-placement) and the axis scorer. The engine wrapper drives it like this::
+The needle and question, the cell plan (haystack slicing and needle placement), the scorer,
+and the axis (:class:`RniahAxis`). A run goes like this:
 
-    plan = plan_rniah(haystack_text, tokenize, up_to=16384, n_ctx_train=model.n_ctx_train)
-    for cell in plan.cells:                       # one (length, position) each
-        prompt = chat.render(cell.user, cell.system)   # generation prompt on, thinking off
-        for seed in plan.trial_seeds:             # trial t uses seed + t
-            ref_text, cand_text = greedy(prompt, n_predict=plan.n_predict, seed=seed)
-    axis = score_rniah(plan, ref_texts, cand_texts, logprobs=...)  # ``axes.rniah`` dict
+    sched = schedule_rniah(engine, haystack, up_to=16384, ...)  # plan_rniah, then every cell's
+                               # prompt rendered through the chat template and tokenized; cells
+                               # beyond the model's n_ctx_train are skipped, never shortened
+    ref = _decode_side(engine, sched, reference, ...)   # once per engine, shared by candidates
+    cand = _decode_side(engine, sched, candidate, ...)  # Engine.generate_cells: the cells of a
+                               # length as parallel sequences, each starting from the longest
+                               # prefix already held, greedy; the keyword's teacher-forced
+                               # log-probability after the question on the logit rows
+    axis = score_rniah(sched.plan, ref_texts, cand_texts, logprobs=...)  # ``axes.rniah``
 
-``ref_texts[c][t]`` is the detokenized output of cell ``c``, trial ``t``. The optional
-``logprobs[c]`` is a :class:`NeedleLogprob` with the teacher-forced log-probability of
-``plan.keyword`` after the rendered prompt of cell ``c`` (ours; refract-llm has none).
-The context for a cell needs the rendered prompt's token count plus ``n_predict``.
+``ref_texts[c][t]`` is the detokenized output of cell ``c``, trial ``t`` (greedy decoding is
+deterministic, so the trials of a cell share one decode). ``logprobs[c]`` is a
+:class:`NeedleLogprob` (ours; refract-llm has none).
 """
 
 from __future__ import annotations
@@ -80,7 +82,6 @@ SNAP_WINDOW = 200
 OVERHEAD_MARGIN = 16
 #: base_acc_avg below this makes the axis low-confidence (excluded from the composite).
 LOW_CONFIDENCE_BASE_ACC = 0.2
-DESCRIPTION = "Long-context retrieval quality vs the reference."
 
 _KEYWORD_RE = re.compile(r"[A-Z][A-Z0-9\-]{2,}")
 
@@ -375,7 +376,6 @@ def rniah_axis(
         "confidence": "low" if low else "ok",
         "base_acc_avg": base_avg,
         "cand_acc_avg": cand_avg,
-        "description": DESCRIPTION,
     }
     if diffs:
         axis["needle_logprob_mean_diff"] = sum(diffs) / len(diffs)
@@ -640,7 +640,7 @@ def _round_up(x: int, m: int) -> int:
 
 class RniahAxis(
     Axis, key="rniah", letter="C", title="R-NIAH", flag="rniah", default_on=False,
-    description="Long-context needle retrieval relative to the reference.",
+    description="Long-context retrieval quality vs the reference.",
     method="needle-keyword-hit-degradation", method_version="1",
     low_sentence="Long-context retrieval loss: the candidate finds the needle in a long "
     "context less often than the reference.",
