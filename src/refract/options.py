@@ -233,14 +233,6 @@ class ScoreOptions:
         """The registered axes these options switch on, in report order."""
         return [a.key for a in registry if a.enabled(self)]
 
-    @property
-    def needs_prompts(self) -> bool:
-        return self.trajectory or self.plad or self.measure_floor
-
-    @property
-    def needs_corpus(self) -> bool:
-        return self.kld or self.measure_floor
-
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_mapping(

@@ -157,6 +157,13 @@ class Axis:
     holds_long: ClassVar[str | None] = None
     #: part of ``--measure-floor``'s ref-vs-ref run (SPEC: axes A and B)
     in_floor: ClassVar[bool] = False
+    #: the plan's inputs it reads: ``prompts`` (the prompt set), ``corpus`` (the KLD corpus),
+    #: ``haystack`` (the R-NIAH haystack); the plan loads an input only for an axis that runs
+    inputs: ClassVar[frozenset[str]] = frozenset()
+    #: runs in contexts of ``--ctx`` cells (``--ctx`` is checked against the model for it)
+    uses_ctx: ClassVar[bool] = False
+    #: renders every prompt through the model's chat template
+    renders_chat: ClassVar[bool] = False
 
     def __init_subclass__(cls, **identity: Any) -> None:
         super().__init_subclass__()
@@ -177,6 +184,13 @@ class Axis:
         if self.default_on:
             return not getattr(opts, f"skip_{self.flag}")
         return bool(opts.full or getattr(opts, f"axis_{self.flag}"))
+
+    def template_user(self, opts: ScoreOptions) -> str | None:
+        """The flag through which these options make this axis render prompts with the chat
+        template (for a refusal's "score without …"), or ``None``."""
+        if not (self.renders_chat and self.enabled(opts)):
+            return None
+        return "--full" if opts.full and not self.default_on else f"--axis-{self.flag}"
 
     # ------------------------------------------------------------------ plan
     def check_plan(self, plan: ScorePlan) -> None:
@@ -255,7 +269,8 @@ class Axis:
 
 _IDENTITY = frozenset({
     "key", "letter", "title", "description", "method", "method_version", "flag", "default_on",
-    "short_context", "low_sentence", "holds", "holds_long", "in_floor",
+    "short_context", "low_sentence", "holds", "holds_long", "in_floor", "inputs", "uses_ctx",
+    "renders_chat",
 })
 
 
@@ -299,6 +314,14 @@ class Registry:
 
     def keys(self) -> tuple[str, ...]:
         return tuple(self._axes)
+
+    def enabled(self, opts: ScoreOptions) -> list[Axis]:
+        """The axes a run with these options scores, in report order."""
+        return [a for a in self if a.enabled(opts)]
+
+    def needs(self, opts: ScoreOptions, what: str) -> bool:
+        """Whether an axis these options run reads the plan input ``what``."""
+        return any(what in a.inputs for a in self.enabled(opts))
 
 
 __all__ = ["Axis", "AxisResult", "PromptJob", "Registry", "RunContext", "contexts_bytes", "timed"]

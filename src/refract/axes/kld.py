@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 class KLDAxis(
     Axis, key="kld", letter="B", title="KLD@D", flag="kld", short_context=True, in_floor=True,
+    inputs=frozenset({"corpus"}), uses_ctx=True,
     description="Teacher-forced next-token distribution divergence from the reference.",
     method="teacher-forced-kl-full-vocab", method_version="1",
 ):

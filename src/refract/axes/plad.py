@@ -495,6 +495,7 @@ def run_plad(
 
 class PladAxis(
     Axis, key="plad", letter="D", title="PLAD", flag="plad", default_on=False,
+    inputs=frozenset({"prompts"}), uses_ctx=True, renders_chat=True,
     description="Robustness to small prompt changes vs the reference.",
     method="token-levenshtein-excess-drift", method_version="1",
     holds="robustness", holds_long="robustness to prompt changes",

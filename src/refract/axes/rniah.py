@@ -640,6 +640,7 @@ def _round_up(x: int, m: int) -> int:
 
 class RniahAxis(
     Axis, key="rniah", letter="C", title="R-NIAH", flag="rniah", default_on=False,
+    inputs=frozenset({"haystack"}), renders_chat=True,
     description="Long-context retrieval quality vs the reference.",
     method="needle-keyword-hit-degradation", method_version="1",
     low_sentence="Long-context retrieval loss: the candidate finds the needle in a long "

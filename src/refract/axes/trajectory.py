@@ -19,6 +19,7 @@ from refract.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
+    from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
 
 __all__ = [
@@ -663,6 +664,7 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
 class TrajectoryAxis(
     Axis, key="gtm", letter="A", title="Trajectory", flag="trajectory", short_context=True,
     in_floor=True, method="greedy-prefix-agreement", method_version="1",
+    inputs=frozenset({"prompts"}), uses_ctx=True,
     description="Token-level agreement of greedy decodes with the reference.",
 ):
     """Axis A: on unless ``--skip-trajectory``; every candidate decodes, the reference once,
@@ -671,6 +673,9 @@ class TrajectoryAxis(
     @property
     def template_label(self) -> str:
         return "Axis A (--chat-template)"
+
+    def template_user(self, opts: ScoreOptions) -> str | None:
+        return "--chat-template" if self.enabled(opts) and opts.chat_template else None
 
     def prompt_jobs(self, plan: ScorePlan) -> list[PromptJob]:
         chat = plan.options.chat_template

@@ -94,16 +94,8 @@ class ScorePlan:
 
     def template_users(self) -> str:
         """The flags whose axes render prompts through the model's chat template."""
-        opts = self.options
-        users = []
-        if opts.trajectory and opts.chat_template:
-            users.append("--chat-template")
-        if opts.full and (opts.plad or opts.rniah):
-            users.append("--full")
-        else:
-            users += [f for f, on in (("--axis-plad", opts.plad), ("--axis-rniah", opts.rniah))
-                      if on]
-        return " / ".join(users)
+        flags = [a.template_user(self.options) for a in registry]
+        return " / ".join(dict.fromkeys(f for f in flags if f))
 
     def template_refusal(self, exc: Exception, what: str) -> str:
         """The one-line refusal of a chat template that cannot render what an axis needs."""
@@ -221,17 +213,17 @@ def prepare_score(
     demo = os.fspath(model) == DEMO
     plan = ScorePlan(model_arg=os.fspath(model), model_path=model_path, options=opts,
                      reference=ref_cfg, candidates=cand_cfgs)
-    if opts.needs_prompts or opts.prompts is not None:
+    if registry.needs(opts, "prompts") or opts.prompts is not None:
         plan.prompts_path = Path(opts.prompts).expanduser() if opts.prompts else None
         plan.prompts = load_prompts(plan.prompts_path)  # PromptSetError names file and line
     for axis in registry:
         if axis.enabled(opts):
             axis.check_plan(plan)  # refusals the inputs alone decide (PLAD: nothing fires)
-    if opts.needs_corpus:
+    if registry.needs(opts, "corpus"):
         plan.corpus_path, plan.corpus_text = _resolve_text(
             opts.corpus, "test", "corpus", demo=demo, auto_fetch=not opts.no_auto_fetch,
             reporter=reporter)
-    if opts.rniah:
+    if registry.needs(opts, "haystack"):
         plan.haystack_path, plan.haystack_text = _resolve_text(
             opts.rniah_haystack, "train", "haystack", demo=demo,
             auto_fetch=not opts.no_auto_fetch, reporter=reporter)

@@ -97,9 +97,9 @@ def refuse_impossible(engine: Engine, plan: ScorePlan) -> tuple[Any, dict[str, A
     ``vocab_only`` engine: :func:`execute_score` runs it before the model loads). Returns the
     corpus tokens the KLD chunks need and how much of the corpus was used."""
     opts = plan.options
-    axes = [a for a in registry if a.enabled(opts)]
+    axes = registry.enabled(opts)
     _check_kv_types(engine, plan)
-    if opts.trajectory or opts.kld or opts.plad:
+    if any(a.uses_ctx for a in axes):
         try:
             engine.check_ctx(opts.ctx)
         except ValueError as exc:
@@ -107,8 +107,8 @@ def refuse_impossible(engine: Engine, plan: ScorePlan) -> tuple[Any, dict[str, A
     check_prompts_fit(engine, plan)
     corpus_used: dict[str, Any] = {}
     tokens = None
-    if opts.needs_corpus:
-        text = plan.corpus_text or ""
+    if plan.corpus_text is not None:  # loaded for the axes that read it
+        text = plan.corpus_text
         tokens, n_chars = engine.corpus_tokens(text, opts.ctx, opts.chunks)
         corpus_used = {"chars_used": int(n_chars), "chars_total": len(text),
                        "tokens_tokenized": int(len(tokens))}
@@ -226,7 +226,7 @@ def _report(
         )
     prov = _provenance(plan)
     name = str(((prov or {}).get("corpus") or {}).get("name") or "")
-    if plan.options.kld and name and not name.startswith("wikitext-2"):
+    if plan.corpus_text is not None and name and not name.startswith("wikitext-2"):
         what = ("the bundled public-domain text" if name.startswith(BUNDLED)
                 else "a custom corpus")
         notes.append(
