@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthesized GGUF models, the demo model, ../shared/data.
+"""Shared fixtures: tiny synthesized GGUF models, the demo model, ../shared/data, the inputs of
+CLI runs, an offline corpus cache, a local HTTP server, and the one-line CLI error check.
 
 Two CI rules live here (CI=true, as .ci/run sets it):
 
@@ -14,10 +15,17 @@ Two CI rules live here (CI=true, as .ci/run sets it):
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
 import os
 import signal
 import sys
+import threading
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # CI and developer machines are shared: idle OpenMP threads should sleep, not spin (spinning
 # threads on an oversubscribed 2-core machine slow decoding ~10x). Numerics do not change.
@@ -158,6 +166,27 @@ def demo_engine(demo_model: Path):
     eng.close()
 
 
+#: the prompts of CLI and matrix runs on the tiny models (one per category)
+PROMPTS = [
+    {"id": "p1", "category": "factual", "prompt": "What is the capital city of France?"},
+    {"id": "p2", "category": "arithmetic", "prompt": "Two plus two equals which number?"},
+    {"id": "p3", "category": "instruction", "prompt": "Make a small list of large ocean animals."},
+    {"id": "p4", "category": "dialogue", "prompt": "Show the answer to the question about Gold."},
+]
+#: the sentences of their corpus (see text_corpus)
+SENTENCES = (
+    "The big city of Paris is the capital of France. ",
+    "Gold is a rare number in the ocean of the world. ",
+    "The first state to build a new city was also the most happy one. ",
+    "Some water from the earth is blue, and some is not. ",
+)
+
+
+def text_corpus(n: int = 600) -> str:
+    """A corpus of ``n`` sentences, :data:`SENTENCES` in turn."""
+    return "".join(SENTENCES[i % len(SENTENCES)] for i in range(n))
+
+
 #: two prompts for score tests: a factual one and one that fires every PLAD perturbation
 SCORE_PROMPTS = [
     {"id": "a", "category": "factual", "prompt": "What is the capital city of France?"},
@@ -177,6 +206,19 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"prompts": prompts, "corpus": corpus}
 
 
+def one_line_error(result: Any, code: int, *needles: str) -> str:
+    """A CLI result (typer's CliRunner) that exits ``code`` with exactly one stderr line naming
+    every needle, and no traceback; returns that line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
 def sigint_default() -> None:
     """``preexec_fn`` for a child that a test interrupts: SIGINT back to its default, so that
     Python installs KeyboardInterrupt there even when the test run itself was started in the
@@ -192,3 +234,86 @@ def isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("REFRACT_CACHE_DIR", str(cache))
     monkeypatch.delenv("REFRACT_DEBUG", raising=False)
     return cache
+
+
+@pytest.fixture
+def offline_corpus(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Path:
+    """:func:`isolated_cache`, and WikiText-2 download URLs that lead nowhere: a test never
+    falls back to the real cache or reaches the internet."""
+    from refract.inputs import corpus
+
+    monkeypatch.setenv("REFRACT_WIKITEXT_URL", "http://127.0.0.1:9/unreachable.zip")
+    monkeypatch.setattr(corpus, "WIKITEXT2_URL", "http://127.0.0.1:9/default.zip")
+    monkeypatch.setattr(corpus, "WIKITEXT2_MIRROR_URLS", ())
+    return isolated_cache
+
+
+@pytest.fixture
+def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if a command gets as far as loading the model: what it refuses must be
+    refused before."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded before the command refused its input")
+
+    monkeypatch.setattr("refract.scoring.execute_score", refuse)
+
+
+def zip_bytes(members: dict[str, str]) -> bytes:
+    """A zip archive holding ``members`` (name: text)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory without logging; ``/cut/<name>`` promises the whole file, sends half
+    of it and hangs up (an interrupted download)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.startswith("/cut/"):
+            data = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+class LocalServer:
+    """An http.server on 127.0.0.1 serving the directory ``root`` at ``base`` (tests never
+    reach the internet)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join()
+            self.running = False
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[LocalServer]:
+    """A :class:`LocalServer` of an empty directory, ``tmp_path / "www"``, for the test to fill."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = LocalServer(root)
+    yield server
+    server.stop()

@@ -6,17 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conftest import PROMPTS, text_corpus
 from tinymodel import write_tiny_model
 
-PROMPTS = [
-    {"id": "p1", "category": "factual", "prompt": "What is the capital city of France?"},
-    {"id": "p2", "category": "arithmetic", "prompt": "Two plus two equals which number?"},
-]
-SENTENCES = (
-    "The big city of Paris is the capital of France. ",
-    "Gold is a rare number in the ocean of the world. ",
-    "Some water from the earth is blue, and some is not. ",
-)
 CANDIDATES = ["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0"]
 # fast settings for tiny models on a shared 2-core machine (one thread: see test_cli)
 SETTINGS: dict[str, Any] = {
@@ -47,9 +39,9 @@ def write_matrix(
     extra: str = "",
 ) -> Path:
     """A matrix TOML file in ``d`` (models as (name, path) pairs) beside its inputs."""
-    (d / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in PROMPTS))
+    (d / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in PROMPTS[:2]))
     if not (d / "corpus.txt").exists():
-        (d / "corpus.txt").write_text("".join(SENTENCES[i % 3] for i in range(400)))
+        (d / "corpus.txt").write_text(text_corpus(400))
     lines = [f"reference = {toml_value(reference)}",
              f"candidates = {toml_value(candidates if candidates is not None else CANDIDATES)}",
              extra, "[settings]"]

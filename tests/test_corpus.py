@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import io
 import lzma
-import threading
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
+from conftest import LocalServer, shared_file, zip_bytes
 from refract.inputs import corpus
 from refract.inputs.corpus import (
     BUNDLED,
@@ -42,15 +36,7 @@ TEST_TEXT = " = Heading = \n\n Some test text about Robert Boulter .\n"
 TRAIN_TEXT = " = Valkyria Chronicles = \n\n Training text , with tokens @-@ here .\n" * 20
 
 
-def _zip_bytes(members: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, text in members.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
-GOOD_ZIP = _zip_bytes(
+GOOD_ZIP = zip_bytes(
     {
         "wikitext-2-raw/wiki.test.raw": TEST_TEXT,
         "wikitext-2-raw/wiki.train.raw": TRAIN_TEXT,
@@ -70,7 +56,7 @@ CORRUPT_ZIP = (
     + GOOD_ZIP[len(GOOD_ZIP) // 2 + 1 :]
 )
 # same file names and sizes, different content (passes a size-only check)
-SWAPPED_ZIP = _zip_bytes(
+SWAPPED_ZIP = zip_bytes(
     {
         "wikitext-2-raw/wiki.test.raw": TEST_TEXT.replace("Robert", "Rupert"),
         "wikitext-2-raw/wiki.train.raw": TRAIN_TEXT,
@@ -79,65 +65,24 @@ SWAPPED_ZIP = _zip_bytes(
 )
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path == "/interrupted.zip":
-            # announce the whole zip, send half of it, then drop the connection
-            self.send_response(200)
-            self.send_header("Content-Type", "application/zip")
-            self.send_header("Content-Length", str(len(GOOD_ZIP)))
-            self.end_headers()
-            self.wfile.write(GOOD_ZIP[: len(GOOD_ZIP) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        super().do_GET()
-
-
-class _Server:
-    def __init__(self, root: Path) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def stop(self) -> None:
-        if self.running:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.thread.join()
-            self.running = False
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    root = tmp_path / "www"
-    root.mkdir()
+def server(http_server: LocalServer) -> LocalServer:
+    root = http_server.root
     (root / "wikitext-2-raw-v1.zip").write_bytes(GOOD_ZIP)
+    (root / "interrupted.zip").write_bytes(GOOD_ZIP)  # served cut: /cut/interrupted.zip
     (root / "corrupt.zip").write_bytes(CORRUPT_ZIP)
     (root / "swapped.zip").write_bytes(SWAPPED_ZIP)
     (root / "bad.zip").write_bytes(b"this is not a zip file at all")
-    (root / "wrong.zip").write_bytes(_zip_bytes({"wikitext-2-raw/wiki.test.raw": TEST_TEXT}))
+    (root / "wrong.zip").write_bytes(zip_bytes({"wikitext-2-raw/wiki.test.raw": TEST_TEXT}))
     (root / "empty-member.zip").write_bytes(
-        _zip_bytes({"wikitext-2-raw/wiki.test.raw": "", "wikitext-2-raw/wiki.train.raw": "x"})
+        zip_bytes({"wikitext-2-raw/wiki.test.raw": "", "wikitext-2-raw/wiki.train.raw": "x"})
     )
-    srv = _Server(root)
-    yield srv
-    srv.stop()
+    return http_server
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(offline_corpus: Path) -> None:
     """Never fall back to the real cache or the real URLs (no internet in tests)."""
-    monkeypatch.setenv("REFRACT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("REFRACT_WIKITEXT_URL", "http://127.0.0.1:9/unreachable.zip")
-    monkeypatch.setattr(corpus, "WIKITEXT2_URL", "http://127.0.0.1:9/default.zip")
-    monkeypatch.setattr(corpus, "WIKITEXT2_MIRROR_URLS", ())
 
 
 def _accept(monkeypatch: pytest.MonkeyPatch, zip_bytes: bytes = GOOD_ZIP) -> None:
@@ -187,7 +132,7 @@ def test_module_constants() -> None:
 
 
 def test_fetch_http_then_offline(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _accept(monkeypatch)
     calls: list[tuple[int, int | None]] = []
@@ -226,13 +171,15 @@ def test_fetch_file_url_and_cache_dir_arg(tmp_path: Path, monkeypatch: pytest.Mo
     assert not (tmp_path / "cache").exists()
 
 
-def test_fetch_url_from_env(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_url_from_env(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     _accept(monkeypatch)
     monkeypatch.setenv("REFRACT_WIKITEXT_URL", f"{server.base}/wikitext-2-raw-v1.zip")
     assert fetch_wikitext()["test"].read_text() == TEST_TEXT
 
 
-def test_default_corpus_path_auto_fetch(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_corpus_path_auto_fetch(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _accept(monkeypatch)
     with pytest.raises(CorpusError, match="refract fetch") as info:
         default_corpus_path("test", auto_fetch=False)
@@ -243,7 +190,7 @@ def test_default_corpus_path_auto_fetch(server: _Server, monkeypatch: pytest.Mon
         default_corpus_path("valid")
 
 
-def test_real_hashes_refuse_another_zip(server: _Server, tmp_path: Path) -> None:
+def test_real_hashes_refuse_another_zip(server: LocalServer, tmp_path: Path) -> None:
     # with the real canonical hashes, any other zip is refused, whatever its URL
     with pytest.raises(CorpusError, match="not the canonical wikitext-2-raw-v1.zip") as info:
         fetch_wikitext(f"{server.base}/wikitext-2-raw-v1.zip")
@@ -252,7 +199,7 @@ def test_real_hashes_refuse_another_zip(server: _Server, tmp_path: Path) -> None
 
 
 def test_corrupted_download_fails_closed(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _accept(monkeypatch)
     assert len(CORRUPT_ZIP) == len(GOOD_ZIP) and CORRUPT_ZIP != GOOD_ZIP
@@ -262,7 +209,7 @@ def test_corrupted_download_fails_closed(
 
 
 def test_member_hash_mismatch_fails_closed(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the zip itself is accepted, but a member's bytes are not the canonical split's
     _accept(monkeypatch, SWAPPED_ZIP)
@@ -284,18 +231,18 @@ def test_member_hash_mismatch_fails_closed(
 
 
 def test_interrupted_download_fails_closed(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _accept(monkeypatch)
     with pytest.raises(CorpusError, match=r"interrupted\.zip.*stopped after|IncompleteRead"):
-        fetch_wikitext(f"{server.base}/interrupted.zip")
+        fetch_wikitext(f"{server.base}/cut/interrupted.zip")
     assert _cache_files(tmp_path) == []
     # the next fetch from a good server completes normally
     assert fetch_wikitext(f"{server.base}/wikitext-2-raw-v1.zip")["test"].read_text() == TEST_TEXT
 
 
 def test_tampered_cache_is_not_used(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _accept(monkeypatch)
     paths = fetch_wikitext(f"{server.base}/wikitext-2-raw-v1.zip")
@@ -305,7 +252,9 @@ def test_tampered_cache_is_not_used(
     assert fetch_wikitext(f"{server.base}/wikitext-2-raw-v1.zip")["test"].read_text() == TEST_TEXT
 
 
-def test_default_url_falls_back_to_mirror(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_url_falls_back_to_mirror(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _accept(monkeypatch)
     monkeypatch.delenv("REFRACT_WIKITEXT_URL")
     monkeypatch.setattr(corpus, "WIKITEXT2_URL", f"{server.base}/missing.zip")
@@ -318,12 +267,14 @@ def test_default_url_falls_back_to_mirror(server: _Server, monkeypatch: pytest.M
     assert str(info.value).endswith(OFFLINE_HINT) and "\n" not in str(info.value)
 
 
-def test_fetch_404(server: _Server) -> None:
+def test_fetch_404(server: LocalServer) -> None:
     with pytest.raises(CorpusError, match=r"missing\.zip.*HTTP 404"):
         fetch_wikitext(f"{server.base}/missing.zip")
 
 
-def test_fetch_bad_zip(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_bad_zip(
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = b"this is not a zip file at all"
     _accept(monkeypatch, bad)  # its hash is 'canonical': the zip reader still refuses it
     with pytest.raises(CorpusError, match="valid zip"):
@@ -331,16 +282,16 @@ def test_fetch_bad_zip(server: _Server, tmp_path: Path, monkeypatch: pytest.Monk
     assert _cache_files(tmp_path) == []
 
 
-def test_fetch_missing_member(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    _accept(monkeypatch, _zip_bytes({"wikitext-2-raw/wiki.test.raw": TEST_TEXT}))
+def test_fetch_missing_member(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    _accept(monkeypatch, zip_bytes({"wikitext-2-raw/wiki.test.raw": TEST_TEXT}))
     with pytest.raises(CorpusError, match=r"no wikitext-2-raw/wiki\.train\.raw"):
         fetch_wikitext(f"{server.base}/wrong.zip")
 
 
-def test_fetch_empty_member(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_empty_member(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     _accept(
         monkeypatch,
-        _zip_bytes({"wikitext-2-raw/wiki.test.raw": "", "wikitext-2-raw/wiki.train.raw": "x"}),
+        zip_bytes({"wikitext-2-raw/wiki.test.raw": "", "wikitext-2-raw/wiki.train.raw": "x"}),
     )
     with pytest.raises(CorpusError, match=r"wiki\.test\.raw is empty"):
         fetch_wikitext(f"{server.base}/empty-member.zip")

@@ -9,10 +9,8 @@ reaches the internet: URLs are served by http.server on 127.0.0.1.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import importlib.util
 import io
 import json
@@ -21,15 +19,14 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from conftest import shared_vendor_file
+from conftest import LocalServer, shared_vendor_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "fetch_llama.py"
@@ -147,35 +144,11 @@ def assert_nothing_left(work: Path) -> None:
     assert list(work.iterdir()) == [], sorted(p.name for p in work.iterdir())
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/cut/"):  # promises the whole file, sends half, hangs up
-            data = (Path(self.directory) / self.path[len("/cut/"):]).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        super().do_GET()
-
-
 @pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(base URL, directory) of an http.server on 127.0.0.1 serving that directory."""
-    root = tmp_path / "www"
-    root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-    httpd.server_close()
+def served(pin: dict[str, Any], http_server: LocalServer) -> str:
+    """The base URL of a local http.server holding the pin's archive as a.tar.gz."""
+    (http_server.root / "a.tar.gz").write_bytes(pin["archive"].read_bytes())
+    return http_server.base
 
 
 def check_tree(dest: Path, source: str, verified_by: str, digest: str) -> None:
@@ -215,12 +188,9 @@ def test_local_archive_unpacks_trimmed_and_stamps(pin: dict[str, Any], work: Pat
 
 
 def test_archive_from_the_environment_variable_over_http(
-    pin: dict[str, Any], work: Path, http_dir: tuple[str, Path],
-    monkeypatch: pytest.MonkeyPatch,
+    pin: dict[str, Any], work: Path, served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, root = http_dir
-    (root / "a.tar.gz").write_bytes(pin["archive"].read_bytes())
-    url = f"{base}/a.tar.gz"
+    url = f"{served}/a.tar.gz"
     monkeypatch.setenv("REFRACT_TURBOQUANT_ARCHIVE", url)
     dest = work / "tq"
     run(dest)
@@ -236,10 +206,10 @@ def test_file_url(pin: dict[str, Any], work: Path) -> None:
 
 
 def test_without_a_source_the_public_archive_url_is_used(
-    pin: dict[str, Any], work: Path, http_dir: tuple[str, Path],
+    pin: dict[str, Any], work: Path, http_server: LocalServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    base, root = http_dir
+    base, root = http_server.base, http_server.root
     commit = pin["pin"]["llama_cpp_commit"]
     (root / f"{commit}.tar.gz").write_bytes(pin["archive"].read_bytes())
     monkeypatch.setitem(pin["pin"], "url", base + "/{commit}.tar.gz")
@@ -406,8 +376,8 @@ def test_not_a_tarball_and_empty_archives_are_refused(pin: dict[str, Any], work:
 
 
 def test_unreachable_sources_are_refused(pin: dict[str, Any], work: Path,
-                                         http_dir: tuple[str, Path]) -> None:
-    base, _ = http_dir
+                                         http_server: LocalServer) -> None:
+    base = http_server.base
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -421,15 +391,12 @@ def test_unreachable_sources_are_refused(pin: dict[str, Any], work: Path,
 
 
 def test_interrupted_and_oversized_downloads_are_refused(
-    pin: dict[str, Any], work: Path, http_dir: tuple[str, Path],
-    monkeypatch: pytest.MonkeyPatch,
+    work: Path, served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, root = http_dir
-    (root / "a.tar.gz").write_bytes(pin["archive"].read_bytes())
-    msg = refused(work / "tq", "--archive", f"{base}/cut/a.tar.gz")
+    msg = refused(work / "tq", "--archive", f"{served}/cut/a.tar.gz")
     assert "could not download" in msg and "the transfer ended after" in msg
     monkeypatch.setattr(fl, "MAX_DOWNLOAD", 100)
-    assert "larger than" in refused(work / "tq", "--archive", f"{base}/a.tar.gz")
+    assert "larger than" in refused(work / "tq", "--archive", f"{served}/a.tar.gz")
     assert_nothing_left(work)
 
 

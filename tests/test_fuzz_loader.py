@@ -118,6 +118,13 @@ def _mutations(data: bytes, seed: int = SEED) -> list[tuple[str, list[tuple[int,
             patch.append((int(off), bytes([int(rng.integers(0, 256))]).hex()))
         return patch
 
+    def huge_at(what: str, places: list[int], k: int, wide: bool) -> None:
+        """``k`` of ``places`` (drawn), each set to a huge u64 (``wide``) or u32 value."""
+        huge, pack = (HUGE_U64, u64) if wide else (HUGE_U32, u32)
+        for where in rng.choice(places, k, replace=False):
+            v = huge[int(rng.integers(0, len(huge)))]
+            out.append((f"{what} {v} at {where}", [(int(where), pack(v))]))
+
     # truncations: everywhere in the structure, a few in the tensor data
     for n in sorted({0, 3, 4, 7, 8, 15, 16, 23, 24, 25}):
         out.append((f"truncate at {n}", [(-1, f"truncate:{n}")]))
@@ -136,29 +143,17 @@ def _mutations(data: bytes, seed: int = SEED) -> list[tuple[str, list[tuple[int,
     for v in HUGE_U64:
         out.append((f"n_tensors={v}", [(lay.n_tensors_at, u64(v))]))
         out.append((f"n_kv={v}", [(lay.n_kv_at, u64(v))]))
-    for where in rng.choice(lay.string_lengths, 25, replace=False):
-        v = HUGE_U64[int(rng.integers(0, len(HUGE_U64)))]
-        out.append((f"string length {v} at {where}", [(int(where), u64(v))]))
+    huge_at("string length", lay.string_lengths, 25, wide=True)
     for where in lay.array_counts:
         for v in HUGE_U64[:4]:
             out.append((f"array count {v} at {where}", [(int(where), u64(v))]))
-    for where in rng.choice(lay.value_types, 10, replace=False):
-        v = HUGE_U32[int(rng.integers(0, len(HUGE_U32)))]
-        out.append((f"value type {v} at {where}", [(int(where), u32(v))]))
-    for where in rng.choice(lay.n_dims, 8, replace=False):
-        v = HUGE_U32[int(rng.integers(0, len(HUGE_U32)))]
-        out.append((f"n_dims {v} at {where}", [(int(where), u32(v))]))
-    for where in rng.choice(lay.dims, 15, replace=False):
-        v = HUGE_U64[int(rng.integers(0, len(HUGE_U64)))]
-        out.append((f"dim {v} at {where}", [(int(where), u64(v))]))
+    huge_at("value type", lay.value_types, 10, wide=False)
+    huge_at("n_dims", lay.n_dims, 8, wide=False)
+    huge_at("dim", lay.dims, 15, wide=True)
     for where in rng.choice(lay.dims, 5, replace=False):
         out.append((f"dim 0 at {where}", [(int(where), u64(0))]))
-    for where in rng.choice(lay.tensor_types, 8, replace=False):
-        v = HUGE_U32[int(rng.integers(0, len(HUGE_U32)))]
-        out.append((f"tensor type {v} at {where}", [(int(where), u32(v))]))
-    for where in rng.choice(lay.tensor_offsets, 10, replace=False):
-        v = HUGE_U64[int(rng.integers(0, len(HUGE_U64)))]
-        out.append((f"tensor offset {v} at {where}", [(int(where), u64(v))]))
+    huge_at("tensor type", lay.tensor_types, 8, wide=False)
+    huge_at("tensor offset", lay.tensor_offsets, 10, wide=True)
     return out
 
 

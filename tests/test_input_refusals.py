@@ -20,17 +20,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import needs_core
+from conftest import SCORE_PROMPTS, needs_core, one_line_error
 from matrixkit import CANDIDATES, SETTINGS, status, write_matrix
 from refract.cli import app
 from tinymodel import CHATML, write_tiny_model
 
 runner = CliRunner()
-
-PROMPTS = [
-    {"id": "p1", "category": "factual", "prompt": "What is the capital city of France?"},
-    {"id": "p2", "category": "dialogue", "prompt": "Show the big answer about Gold."},
-]
 
 HOSTILE = {
     "attribute-walk": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
@@ -45,14 +40,9 @@ def run(*args: str | Path) -> Any:
 
 
 def one_line_refusal(result: Any, *needles: str) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("refract: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert "Traceback" not in result.output
-    return lines[0]
+    line = one_line_error(result, 2, *needles)
+    assert line.startswith("refract: error: "), line
+    return line
 
 
 @pytest.fixture(autouse=True)
@@ -81,15 +71,6 @@ def no_axis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_mod.Engine, "__init__", vocab_only_init)
 
 
-@pytest.fixture
-def inputs(tmp_path: Path) -> dict[str, Path]:
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("The big city of Paris is the capital of France. " * 200)
-    return {"prompts": prompts, "corpus": corpus}
-
-
 @needs_core
 @pytest.mark.usefixtures("no_axis")
 def test_corpus_shorter_than_one_kld_window(tiny_model: Path, tmp_path: Path) -> None:
@@ -107,14 +88,14 @@ def test_corpus_shorter_than_one_kld_window(tiny_model: Path, tmp_path: Path) ->
 
 @needs_core
 @pytest.mark.usefixtures("no_axis")
-def test_prompt_longer_than_ctx(tiny_model: Path, inputs: dict[str, Path],
+def test_prompt_longer_than_ctx(tiny_model: Path, files: dict[str, Path],
                                 tmp_path: Path) -> None:
     long = tmp_path / "long.jsonl"
-    long.write_text(json.dumps(PROMPTS[0]) + "\n" + json.dumps(
+    long.write_text(json.dumps(SCORE_PROMPTS[0]) + "\n" + json.dumps(
         {"id": "essay", "category": "factual", "prompt": "the city of paris is big " * 40}) + "\n")
     out = tmp_path / "r.json"
     r = run("score", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--prompts", long,
-            "--corpus", inputs["corpus"], "--ctx", "64", "--n-predict", "4", "--threads", "1",
+            "--corpus", files["corpus"], "--ctx", "64", "--n-predict", "4", "--threads", "1",
             "--no-progress", "--json-out", out)
     one_line_refusal(r, f"--prompts {long}: prompt 'essay' has ", "(raw text with BOS)",
                      "leaves no room to generate in --ctx 64",
@@ -125,17 +106,17 @@ def test_prompt_longer_than_ctx(tiny_model: Path, inputs: dict[str, Path],
 @needs_core
 @pytest.mark.usefixtures("no_axis")
 def test_prompt_that_fits_raw_but_not_through_the_chat_template(
-    tmp_path: Path, inputs: dict[str, Path]
+    tmp_path: Path, files: dict[str, Path]
 ) -> None:
     # a template that adds a long preamble: the raw prompt fits --ctx, the rendered one not
     verbose = write_tiny_model(tmp_path / "verbose.gguf", chat_template=(
         "{{ 'note the city of paris is big ' * 12 }}" + CHATML), seed=2)
-    args = ["score", "-m", verbose, "-c", "ctk=q8_0,ctv=q8_0", "--prompts", inputs["prompts"],
+    args = ["score", "-m", verbose, "-c", "ctk=q8_0,ctv=q8_0", "--prompts", files["prompts"],
             "--skip-kld", "--ctx", "64", "--n-predict", "4", "--threads", "1", "--no-progress"]
-    one_line_refusal(run(*args, "--chat-template"), "prompt 'p1' has ",
+    one_line_refusal(run(*args, "--chat-template"), "prompt 'a' has ",
                      "(through the chat template)", "--ctx 64")
     # PLAD always uses the template: its anchors and perturbations are checked the same way
-    one_line_refusal(run(*args, "--skip-trajectory", "--axis-plad"), "prompt 'p1' has ",
+    one_line_refusal(run(*args, "--skip-trajectory", "--axis-plad"), "prompt 'a' has ",
                      "PLAD anchor, through the chat template", "--ctx 64")
 
 
@@ -143,18 +124,18 @@ def test_prompt_that_fits_raw_but_not_through_the_chat_template(
 @pytest.mark.usefixtures("no_axis")
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_chat_template_that_cannot_render_the_prompts(
-    name: str, tmp_path: Path, inputs: dict[str, Path]
+    name: str, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     model = write_tiny_model(tmp_path / f"{name}.gguf", chat_template=HOSTILE[name])
     out = tmp_path / "r.json"
-    base = ["score", "-m", model, "-c", "ctk=q8_0,ctv=q8_0", "--prompts", inputs["prompts"],
-            "--corpus", inputs["corpus"], "--ctx", "64", "--chunks", "1", "--n-predict", "4",
+    base = ["score", "-m", model, "-c", "ctk=q8_0,ctv=q8_0", "--prompts", files["prompts"],
+            "--corpus", files["corpus"], "--ctx", "64", "--chunks", "1", "--n-predict", "4",
             "--threads", "1", "--no-progress", "--json-out", out]
     one_line_refusal(run(*base, "--skip-kld", "--chat-template"),
                      f"chat template of model {name}.gguf: ", "Axis A (--chat-template)",
                      "fix the model's chat template, or score without --chat-template")
     one_line_refusal(run(*base, "--axis-plad"), f"chat template of model {name}.gguf: ",
-                     "Axis D (PLAD) renders prompt 'p1'", "score without --axis-plad")
+                     "Axis D (PLAD) renders prompt 'a'", "score without --axis-plad")
     assert not out.exists()
 
 
@@ -176,13 +157,10 @@ def test_rniah_needle_prompt_the_template_refuses(tmp_path: Path) -> None:
                      "score without --axis-rniah")
 
 
+@pytest.mark.usefixtures("no_model_load")
 def test_prompt_set_on_which_plad_fires_nothing_is_refused_before_load(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, tmp_path: Path
 ) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the model was loaded before the input was refused")
-
-    monkeypatch.setattr("refract.scoring.execute_score", refuse)
     terse = tmp_path / "terse.jsonl"
     # punctuation only: no word to misspell, recase or swap, and dropping the "?" leaves nothing
     terse.write_text(json.dumps({"id": "t", "category": "factual", "prompt": "?"}) + "\n")
@@ -215,16 +193,17 @@ def test_matrix_refuses_per_model_as_a_failed_cell(tmp_path: Path) -> None:
 
 @needs_core
 def test_vocabulary_only_load_tokenizes_as_the_model_does(tiny_model: Path,
-                                                          inputs: dict[str, Path]) -> None:
+                                                          files: dict[str, Path]) -> None:
     """execute_score scores on the corpus tokens its vocabulary-only preflight made: they must
     be the full model's, and outlive the preflight engine."""
     from refract.engine.facade import Engine
 
-    text = inputs["corpus"].read_text()
+    text = files["corpus"].read_text()
+    prompt = SCORE_PROMPTS[0]["prompt"]
     with Engine(tiny_model, n_threads=1, vocab_only=True) as vocab:
         pre, pre_chars = vocab.corpus_tokens(text, 64, 4)
-        ids = vocab.prompt_ids(PROMPTS[0]["prompt"], chat_template=True)
+        ids = vocab.prompt_ids(prompt, chat_template=True)
     with Engine(tiny_model, n_threads=1) as full:
         tokens, chars = full.corpus_tokens(text, 64, 4)
-        assert ids.tolist() == full.prompt_ids(PROMPTS[0]["prompt"], chat_template=True).tolist()
+        assert ids.tolist() == full.prompt_ids(prompt, chat_template=True).tolist()
     assert pre.tolist() == tokens.tolist() and pre_chars == chars and len(tokens) >= 4 * 64

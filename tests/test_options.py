@@ -12,23 +12,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import needs_core
+from conftest import needs_core, one_line_error
 from refract.cli import app
 from refract.options import ScoreOptions, UsageError
 
 
 def run(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result: Any, code: int, *needles: str) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- the object

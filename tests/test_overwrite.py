@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, needs_core
+from conftest import SHARED_DATA, needs_core, one_line_error
 from matrixkit import CANDIDATES, SETTINGS, tiny_models, write_matrix
 from refract.cli import app
 from refract.outputs import check_replaceable, is_refract_output
@@ -33,25 +33,12 @@ def run(*args: str | Path) -> Any:
 
 
 def refused(result: Any, path: Path) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert len(lines) == 1, result.stderr
-    assert str(path) in lines[0] and "refusing to replace it" in lines[0], lines[0]
-    assert "--overwrite" in lines[0] and "Traceback" not in result.output
-    return lines[0]
+    return one_line_error(result, 2, str(path), "refusing to replace it", "--overwrite")
 
 
 @pytest.fixture(autouse=True)
 def _isolated(isolated_cache: Path) -> None:
     """Every test here gets its own cache and no REFRACT_DEBUG (conftest.isolated_cache)."""
-
-
-@pytest.fixture
-def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the model was loaded before the outputs were checked")
-
-    monkeypatch.setattr("refract.scoring.execute_score", refuse)
 
 
 @pytest.fixture
@@ -116,7 +103,7 @@ def test_recognises_refract_outputs_and_nothing_else(tmp_path: Path, tiny_model:
 # --------------------------------------------------------------------------- score
 
 
-@pytest.mark.usefixtures("no_load")
+@pytest.mark.usefixtures("no_model_load")
 def test_score_refuses_to_replace_a_foreign_file_before_loading(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
@@ -166,13 +153,10 @@ def test_score_replaces_its_own_reports_and_anything_with_overwrite(
 # --------------------------------------------------------------------------- other commands
 
 
+@pytest.mark.usefixtures("no_model_load")
 def test_repeatability_refuses_a_foreign_json_out_before_loading(
-    tiny_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the model was loaded before the outputs were checked")
-
-    monkeypatch.setattr("refract.scoring.execute_score", refuse)
     mine = tmp_path / "results.json"
     mine.write_text('{"experiment": 7}')
     refused(run("repeatability", "-m", tiny_model, "-c", "ctk=q8_0,ctv=q8_0", "--runs", "2",

@@ -121,8 +121,40 @@ auto run_unlocked(Model & m, F && fn) -> decltype(fn()) {
     }
 }
 
+// One field of a plain struct under a dict key, for records(): field("cells", &Allocation::cells).
+template <typename T, typename M>
+std::pair<const char *, M T::*> field(const char * key, M T::*member) {
+    return {key, member};
+}
+
+// A list of dicts, one per element of `v`, each holding the given fields in that order (GIL held).
+template <typename T, typename... M>
+nb::list records(const std::vector<T> & v, std::pair<const char *, M T::*>... fields) {
+    nb::list out;
+    for (const auto & x : v) {
+        nb::dict d;
+        ((d[fields.first] = x.*(fields.second)), ...);
+        out.append(d);
+    }
+    return out;
+}
+
 // Per-row comparison stats (refract::kld::rows, decode::compare, corpus::kld) as a dict of
 // numpy arrays (GIL held).
 nb::dict rows_to_dict(std::vector<refract::kld::RowStats> && rows);
+
+// What a decoded (prompt, probe) cell gives, generate_one's ProbeResult and generate_cells'
+// CellResult alike: its tokens, the probe's log-probabilities and ranks, and the prompt tokens
+// whose KV was reused -- as the first keys of a dict the caller completes. Moves the arrays
+// out of `c`; its other fields stay readable (GIL held).
+template <typename Cell>
+nb::dict cell_to_dict(Cell & c) {
+    nb::dict d;
+    d["tokens"] = to_numpy(std::move(c.tokens));
+    d["probe_logprobs"] = to_numpy(std::move(c.probe_logprobs));
+    d["probe_ranks"] = to_numpy(std::move(c.probe_ranks));
+    d["reused_prefix"] = c.reused_prefix;
+    return d;
+}
 
 }  // namespace refract::python

@@ -28,11 +28,7 @@ void init_generate(nb::module_ & m) {
             for (auto & g : r.groups) {
                 nb::list cells;
                 for (auto & c : g) {
-                    nb::dict d;
-                    d["tokens"] = to_numpy(std::move(c.tokens));
-                    d["probe_logprobs"] = to_numpy(std::move(c.probe_logprobs));
-                    d["probe_ranks"] = to_numpy(std::move(c.probe_ranks));
-                    d["reused_prefix"] = c.reused_prefix;
+                    nb::dict d = cell_to_dict(c);
                     d["stopped_early"] = c.stopped_early;
                     cells.append(d);
                 }

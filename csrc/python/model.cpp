@@ -10,23 +10,6 @@ namespace refract::python {
 
 using namespace nb::literals;
 
-namespace {
-
-nb::list allocations_to_list(const std::vector<refract::kv::Allocation> & v) {
-    nb::list out;
-    for (const auto & a : v) {
-        nb::dict d;
-        d["layers"] = a.layers;
-        d["type_k"] = a.type_k;
-        d["type_v"] = a.type_v;
-        d["cells"] = a.cells;
-        out.append(d);
-    }
-    return out;
-}
-
-}  // namespace
-
 void init_model(nb::module_ & m) {
     nb::class_<KVRequest>(m, "KV")
         .def(nb::init<>())
@@ -148,11 +131,7 @@ void init_model(nb::module_ & m) {
                 Tokens p = to_tokens(prompt), q = to_tokens(probe);
                 auto r = run_unlocked(
                     self, [&] { return refract::decode::generate_one(self, kv, p, q, n_predict, n_ctx_seq); });
-                nb::dict d;
-                d["tokens"] = to_numpy(std::move(r.tokens));
-                d["probe_logprobs"] = to_numpy(std::move(r.probe_logprobs));
-                d["probe_ranks"] = to_numpy(std::move(r.probe_ranks));
-                d["reused_prefix"] = r.reused_prefix;
+                nb::dict d = cell_to_dict(r);
                 d["n_nonfinite_rows"] = r.n_nonfinite;
                 d["n_rows"] = r.n_rows;
                 return d;
@@ -194,21 +173,19 @@ void init_model(nb::module_ & m) {
         .def("allocations",
              [](Model & self) {
                  auto seen = run_unlocked(self, [&] { return self.allocations(); });
+                 using A = refract::kv::Allocation;
                  nb::dict d;
-                 for (const auto & [label, v] : seen) d[label.c_str()] = allocations_to_list(v);
+                 for (const auto & [label, v] : seen)
+                     d[label.c_str()] = records(v, field("layers", &A::layers), field("type_k", &A::type_k),
+                                                field("type_v", &A::type_v), field("cells", &A::cells));
                  return d;
              })
         .def("kv_probe",
              [](Model & self, const KVRequest & req) {
                  auto probe = run_unlocked(self, [&] { return self.kv_probe(req); });
-                 nb::list layers;
-                 for (const auto & l : probe.layers) {
-                     nb::dict d;
-                     d["layer"] = l.layer;
-                     d["type_k"] = l.type_k;
-                     d["type_v"] = l.type_v;
-                     layers.append(d);
-                 }
+                 using L = refract::kv::LayerTypes;
+                 nb::list layers = records(probe.layers, field("layer", &L::layer), field("type_k", &L::type_k),
+                                           field("type_v", &L::type_v));
                  nb::list points;
                  for (const auto * b : {&probe.small, &probe.large})
                      if (b->known) points.append(nb::make_tuple(b->cells, b->bytes));

@@ -22,16 +22,9 @@ void init_probe(nb::module_ & m) {
                 nb::gil_scoped_release nogil;
                 cases = refract::probe::matmul(buft, n_threads);
             }
-            nb::list out;
-            for (const auto & c : cases) {
-                nb::dict d;
-                d["weight_type"] = c.weight_type;
-                d["supported"] = c.supported;
-                d["max_rel_err"] = c.max_rel_err;
-                d["finite"] = c.finite;
-                out.append(d);
-            }
-            return out;
+            using C = refract::probe::MatmulCase;
+            return records(cases, field("weight_type", &C::weight_type), field("supported", &C::supported),
+                           field("max_rel_err", &C::max_rel_err), field("finite", &C::finite));
         },
         "buffer_type"_a, "n_threads"_a = 2,
         "one real MUL_MAT per probe weight type held in that buffer type, against a double reference "

@@ -1,10 +1,12 @@
-"""Files refract writes: atomic replacement, checks on output paths, file-name forms.
+"""Files refract writes: atomic replacement, checks on output paths, file-name forms; and the
+reading of a text input file the user names.
 
 The one home of each: every file refract writes goes through :func:`atomic_output` (a
 temporary file in the target's directory, renamed over the target only once it is whole, so
 a failure or Ctrl-C never leaves a half-written file that looks complete); every output path
 is checked by :func:`check_output_path` / :func:`check_out_dir` before any work starts; every
-report's file name comes from :func:`report_stem`.
+report's file name comes from :func:`report_stem`; a corpus or prompt-set file is read by
+:func:`read_input_bytes`.
 
 This module sits at the bottom of the import graph: it imports nothing from refract but
 :mod:`refract.errors`.
@@ -19,7 +21,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from refract.errors import UsageError
+from refract.errors import RefractError, UsageError
 
 __all__ = [
     "atomic_output",
@@ -28,6 +30,7 @@ __all__ = [
     "check_out_dir",
     "check_output_path",
     "check_outputs_distinct",
+    "read_input_bytes",
     "report_stem",
     "scratch_file",
     "slug",
@@ -213,3 +216,20 @@ def report_stem(model: str, candidate: str) -> str:
     ``ctk-q8_0_ctv-q8_0``).
     """
     return f"{slug(model)}__{slug(candidate.replace('=', '-').replace(',', '_'))}"
+
+
+# --------------------------------------------------------------------------- input files
+
+
+def read_input_bytes(path: Path, what: str, expected: str, error: type[RefractError]) -> bytes:
+    """The bytes of the input file ``path`` (``what``: ``corpus``, ``prompt set``); a missing
+    path, a directory (``expected``: what it should have been) or a failed read is ``error``
+    with one line naming the file."""
+    if not path.exists():
+        raise error(f"{what} {path}: file not found")
+    if path.is_dir():
+        raise error(f"{what} {path}: is a directory, expected {expected}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot read: {exc.strerror or exc}") from None

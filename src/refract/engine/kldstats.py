@@ -130,34 +130,22 @@ def summarize_kld(
     same = rows["same_top1"]
     same = same.view(np.bool_) if same.dtype == np.uint8 else same.astype(bool)
     n_bad = int(np.count_nonzero(rows["nonfinite_cand"])) if "nonfinite_cand" in rows else 0
-    if n_bad or not np.isfinite(kld).all():
+    n_nonfinite = max(n_bad, int(np.count_nonzero(~np.isfinite(kld))))
+    nan = float("nan")
+    if n_nonfinite:
         # non-finite logits are damage, never a score: every statistic is NaN (null in reports)
-        nan = float("nan")
-        return KLDResult(
-            reference=reference, candidate=candidate, mean_kld=nan, kld_se=nan,
-            kld_ci95=(nan, nan), percentiles={name: nan for name in PERCENTILES},
-            ppl_ref=nan, ppl_cand=nan, mean_ln_ppl_ratio=nan, rms_dp_pct=nan,
-            same_top_p_pct=nan, score=0.0, n_chunks=n_chunks, ctx=ctx,
-            scored_per_chunk=scored_per_chunk, n_corpus_tokens=n_corpus_tokens,
-            kld=kld, dp=dp, same_top1=same, logp_ref=lr, logp_cand=lc,
-            n_nonfinite_rows=max(n_bad, int(np.count_nonzero(~np.isfinite(kld)))),
-        )
-    mean = float(kld.mean(dtype=np.float64))
-    se = float(kld.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    pct = {name: float(np.percentile(kld, q)) for name, q in PERCENTILES.items()}
-
-    # bootstrap over chunks: windows are the independent units, tokens within one are not
-    per_chunk = kld.reshape(n_chunks, scored_per_chunk).mean(axis=1, dtype=np.float64)
-    if n_chunks > 1:
-        rng = np.random.default_rng(seed)
-        draws = rng.integers(0, n_chunks, size=(N_BOOTSTRAP, n_chunks))
-        boot = per_chunk[draws].mean(axis=1)
-        ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+        mean = se = nll_ref = nll_cand = rms_dp = same_top = nan
+        ci = (nan, nan)
+        pct = {name: nan for name in PERCENTILES}
     else:
-        ci = (mean, mean)
-
-    nll_ref = -float(lr.mean(dtype=np.float64))
-    nll_cand = -float(lc.mean(dtype=np.float64))
+        mean = float(kld.mean(dtype=np.float64))
+        se = float(kld.std(ddof=1) / math.sqrt(n)) if n > 1 else nan
+        pct = {name: float(np.percentile(kld, q)) for name, q in PERCENTILES.items()}
+        ci = _bootstrap_ci(kld, n_chunks, scored_per_chunk, seed, mean)
+        nll_ref = -float(lr.mean(dtype=np.float64))
+        nll_cand = -float(lc.mean(dtype=np.float64))
+        rms_dp = 100.0 * math.sqrt(float(np.mean(np.square(dp, dtype=np.float64))))
+        same_top = 100.0 * float(np.mean(same, dtype=np.float64))
     return KLDResult(
         reference=reference,
         candidate=candidate,
@@ -168,8 +156,8 @@ def summarize_kld(
         ppl_ref=math.exp(nll_ref),
         ppl_cand=math.exp(nll_cand),
         mean_ln_ppl_ratio=nll_cand - nll_ref,
-        rms_dp_pct=100.0 * math.sqrt(float(np.mean(np.square(dp, dtype=np.float64)))),
-        same_top_p_pct=100.0 * float(np.mean(same, dtype=np.float64)),
+        rms_dp_pct=rms_dp,
+        same_top_p_pct=same_top,
         score=kld_score(mean),
         n_chunks=n_chunks,
         ctx=ctx,
@@ -180,4 +168,19 @@ def summarize_kld(
         same_top1=same,
         logp_ref=lr,
         logp_cand=lc,
+        n_nonfinite_rows=n_nonfinite,
     )
+
+
+def _bootstrap_ci(
+    kld: np.ndarray, n_chunks: int, scored_per_chunk: int, seed: int, mean: float
+) -> tuple[float, float]:
+    """95% bootstrap interval of the mean over chunks: windows are the independent units,
+    tokens within one are not."""
+    per_chunk = kld.reshape(n_chunks, scored_per_chunk).mean(axis=1, dtype=np.float64)
+    if n_chunks < 2:
+        return (mean, mean)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_chunks, size=(N_BOOTSTRAP, n_chunks))
+    boot = per_chunk[draws].mean(axis=1)
+    return (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))

@@ -34,7 +34,7 @@ from typing import Any
 
 from refract.defaults import default_cache_dir
 from refract.errors import CorpusError, UsageError
-from refract.files import atomic_output, atomic_write_bytes, scratch_file
+from refract.files import atomic_output, atomic_write_bytes, read_input_bytes, scratch_file
 
 __all__ = [
     "BUNDLED",
@@ -300,14 +300,7 @@ def read_text(path: str | Path) -> str:
     that is not UTF-8 text (invalid UTF-8 or NUL bytes).
     """
     p = Path(path).expanduser()
-    if not p.exists():
-        raise CorpusError(f"corpus {p}: file not found")
-    if p.is_dir():
-        raise CorpusError(f"corpus {p}: is a directory, expected a text file")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise CorpusError(f"corpus {p}: cannot read: {exc.strerror or exc}") from None
+    data = read_input_bytes(p, "corpus", "a text file", CorpusError)
     if not data.strip():
         raise CorpusError(f"corpus {p}: file is empty")
     try:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from refract.errors import PromptSetError
+from refract.files import read_input_bytes
 
 __all__ = [
     "BUNDLED_PROMPTS",
@@ -52,14 +53,7 @@ def load_prompts(path: str | Path | None = None) -> list[Prompt]:
 
 
 def _load_file(path: Path) -> list[Prompt]:
-    if not path.exists():
-        raise PromptSetError(f"prompt set {path}: file not found")
-    if path.is_dir():
-        raise PromptSetError(f"prompt set {path}: is a directory, expected a JSONL file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PromptSetError(f"prompt set {path}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input_bytes(path, "prompt set", "a JSONL file", PromptSetError)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

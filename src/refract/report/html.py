@@ -316,23 +316,12 @@ def _details(report: Mapping[str, Any]) -> str:
         ("schema", report.get("schema")),
         ("framework", framework_label(report)),
     ]
-    env = report.get("environment")
-    if isinstance(env, Mapping):
-        pairs += [(f"environment.{k}", v) for k, v in _flatten(env)]
-    info = report.get("model_info")
-    if isinstance(info, Mapping):
-        pairs += [(f"model_info.{k}", v) for k, v in _flatten(info)]
-    timings = report.get("timings")
-    if isinstance(timings, Mapping):
-        pairs += [(f"timings.{k}", v) for k, v in _flatten(timings)]
-    prov = report.get("provenance")
-    if isinstance(prov, Mapping):
-        pairs += [(f"provenance.{k}", v) for k, v in _flatten(prov)]
-    else:
-        pairs.append(("provenance", "unverified: no input hashes in this report"))
-    settings = report.get("settings")
-    if isinstance(settings, Mapping):
-        pairs += [(f"settings.{k}", v) for k, v in _flatten(settings)]
+    for section in ("environment", "model_info", "timings", "provenance", "settings"):
+        value = report.get(section)
+        if isinstance(value, Mapping):
+            pairs += [(f"{section}.{k}", v) for k, v in _flatten(value)]
+        elif section == "provenance":
+            pairs.append(("provenance", "unverified: no input hashes in this report"))
     repro = report.get("repro_command")
     repro_html = f"<h3>Reproduce</h3><pre>{esc(repro)}</pre>" if repro else ""
     return f"<section><h2>Run details</h2>{kv_table(pairs)}{repro_html}</section>"
