@@ -17,7 +17,7 @@ from typing import Any
 
 from golden.runs import differences, golden_path, machine_key, run_all
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 
 
 def _shape(obj: Any, path: str = "") -> set[str]:

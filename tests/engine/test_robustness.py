@@ -26,7 +26,7 @@ pytestmark = needs_core
 
 Q8 = "ctk=q8_0,ctv=q8_0"
 F16 = "ctk=f16,ctv=f16"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Generous: a loaded CI machine must not flake. On a quiet machine the delay is ~0.1 s.
 INTERRUPT_BOUND_S = 5.0
 
@@ -34,7 +34,8 @@ INTERRUPT_BOUND_S = 5.0
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["OMP_WAIT_POLICY"] = "PASSIVE"
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])
     return env
 
 

@@ -12,7 +12,7 @@ import typer
 from refract import errors
 from refract.cli.app import guard
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "refract"
+SRC = Path(__file__).resolve().parents[2] / "src" / "refract"
 
 
 class _Check:

@@ -26,7 +26,7 @@ import pytest
 from conftest import needs_core, on_ci
 from refract.system import cpuinfo, probe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cmake" / "RefractAmx.cmake"
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 

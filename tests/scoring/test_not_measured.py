@@ -27,8 +27,7 @@ from refract.report.leaderboard import build_leaderboard, entry_cells, leaderboa
 from refract.report.summary import summary_cells, summary_markdown
 from refract.report.text import render_text
 from refract.scoring.repeatability import summarize_runs
-from test_leaderboard import model_report
-from test_report import make_axes, make_report
+from reportkit import make_axes, make_report, model_report
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from conftest import SHARED_DATA
 from refract.inputs.promptset import BUNDLED_PROMPTS, Prompt, PromptSetError, load_prompts
 
 V01 = SHARED_DATA / "refract-prompts-v0.1.jsonl"
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "refract" / "prompts" / BUNDLED_PROMPTS
+BUNDLED = Path(__file__).resolve().parents[2] / "src" / "refract" / "prompts" / BUNDLED_PROMPTS
 
 CATEGORIES = {"factual", "arithmetic", "code", "reasoning", "instruction", "dialogue"}
 # SPEC §3D word lists.

@@ -23,7 +23,7 @@ from refract.outputs import check_replaceable, is_refract_output
 from refract.report.html import render_html, write_html
 from refract.report.io import write_report
 from refract.report.leaderboard import build_leaderboard, leaderboard_markdown
-from test_report import make_report
+from reportkit import make_report
 
 runner = CliRunner()
 

@@ -23,19 +23,7 @@ from refract.report.leaderboard import (
     leaderboard_markdown,
     write_leaderboards,
 )
-from test_report import PROV, SETTINGS, make_axes, verified_report
-
-
-def model_report(name: str, sha: str, **kw: Any) -> dict[str, Any]:
-    prov = dict(PROV, model={"path": f"/m/{name}.gguf", "sha256": sha * 64, "bytes": 1})
-    return verified_report(model=f"/m/{name}.gguf", provenance=prov, **kw)
-
-
-def write_all(d: Path, reports: dict[str, dict[str, Any]]) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    for name, rep in reports.items():
-        write_report(rep, d / f"{name}.json")
-    return d
+from reportkit import SETTINGS, make_axes, model_report, write_all
 
 
 def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: Path) -> None:

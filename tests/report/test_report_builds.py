@@ -26,8 +26,7 @@ from refract.report.leaderboard import (
     leaderboard_html,
     leaderboard_markdown,
 )
-from test_leaderboard import model_report, write_all
-from test_report import verified_report
+from reportkit import model_report, verified_report, write_all
 
 UPSTREAM = ("upstream", "0c1e57098bba43ac29e6e3b677cdceebdd22334f")
 TURBO = ("turboquant", "69d8e4be47243e83b3d0d71e932bc7aa61c644dc")
@@ -180,7 +179,7 @@ def test_refract_llm_reports_show_unknown_build() -> None:
 
 #: the other flavour's Python (an editable install of it), to score the same tiny model there
 OTHER_BUILD_PYTHON = os.environ.get("REFRACT_OTHER_BUILD_PYTHON") or str(
-    Path(__file__).resolve().parents[1] / "build" / "turbo-dev" / "bin" / "python"
+    Path(__file__).resolve().parents[2] / "build" / "turbo-dev" / "bin" / "python"
 )
 
 _SCORE = """
