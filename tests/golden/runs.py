@@ -50,7 +50,9 @@ def _cli(*args: str) -> list[str]:
 def machine_key(report: dict[str, Any]) -> str:
     """Where a golden's exact numbers hold: build flavour + commit and the CPU's features."""
     env = report.get("environment") or {}
-    cpu = hashlib.sha256(str(env.get("system_info")).encode()).hexdigest()[:8]
+    # the CPU model too: one portable binary on two CPU kinds may still round differently
+    seen = f"{env.get('system_info')}|{env.get('cpu')}"
+    cpu = hashlib.sha256(seen.encode()).hexdigest()[:8]
     commit = str(env.get("llama_cpp_commit") or "unknown")[:7]
     return f"{env.get('llama_cpp_flavour', 'unknown')}-{commit}-{cpu}"
 
