@@ -40,7 +40,12 @@ n_predict = 16
 name = "Gemma demo"
 path = "demo"
 """
-VOLATILE_KEYS = frozenset({"timestamp", "timings", "omp_wait_policy", "seconds"})
+#: what differs between two runs of the same code on the same machine: clocks, the OpenMP note
+#: (it depends on the load), where the build tree was (``llama_cpp_source`` names the archive's
+#: path; flavour and commit are compared), and the matrix's resume key (it hashes the model
+#: file's path)
+VOLATILE_KEYS = frozenset({"timestamp", "timings", "omp_wait_policy", "seconds",
+                           "llama_cpp_source", "cell_fingerprint"})
 
 
 def _cli(*args: str) -> list[str]:
