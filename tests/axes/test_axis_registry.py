@@ -65,6 +65,8 @@ def test_registry_refuses_incomplete_and_duplicate_axes() -> None:
 
     with pytest.raises(TypeError, match="has no key"):
         registry.register(Nameless())
+    with pytest.raises(TypeError, match="unknown axis attribute 'titel'"):
+        type("Misspelt", (Axis,), {}, titel="Toy")  # a typo is refused, never silently kept
     with pytest.raises(ValueError, match="already registered"):
         registry.register(type(registry.get("kld"))())  # type: ignore[arg-type]
     assert registry.keys() == ("gtm", "kld", "rniah", "plad")
