@@ -2,7 +2,8 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-0. ``errors``, ``defaults``, ``bands``, ``files``, ``kvconfig``, ``system/`` and the build glue
+0. ``errors``, ``defaults``, ``bands``, ``uncertainty``, ``files``, ``kvconfig``, ``system/`` and
+   the build glue
 1. ``inputs/``, ``progress``, ``report.kit`` and ``report.svg`` (formatting that knows no axis)
 2. ``engine/``
 3. ``axes/``
@@ -27,8 +28,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "refract"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("refract.errors", "refract.defaults", "refract.bands", "refract.files",
-     "refract.kvconfig", "refract.system", "refract._cpu", "refract._build_config",
+    ("refract.errors", "refract.defaults", "refract.bands", "refract.uncertainty",
+     "refract.files", "refract.kvconfig", "refract.system", "refract._cpu", "refract._build_config",
      "refract._core"),
     ("refract.inputs", "refract.progress", "refract.report.kit", "refract.report.svg",
      "refract.prompts"),

@@ -13,6 +13,8 @@ rest of refract asks the registry and knows no axis by name:
 * **the run**: :meth:`Axis.run` scores every candidate against the reference (the reference
   once), one result dict per candidate; :meth:`RunContext.guarded` turns a failure into an
   ``error`` axis and non-finite candidate logits into an ``invalid`` one;
+* **the uncertainty**: :meth:`Axis.units` (the independent units of its score, from the
+  report entry: prompts, chunks, cells);
 * **the report**: :attr:`Axis.method`/:attr:`Axis.method_version` (a bump makes reports
   incomparable), :meth:`Axis.finish` (legacy names), :meth:`Axis.exclusion` (reported but kept
   out of the composite), :meth:`Axis.annotate` and :meth:`Axis.diagnosis` (sentences beyond the
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from refract.errors import FloorFailed, NonFiniteLogits, ReferenceInvalid
+from refract.uncertainty import Transform, Units
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
@@ -226,6 +229,13 @@ class Axis:
     def annotate(self, entry: dict[str, Any]) -> None:
         """Add derived fields to the final entry (its ``status`` is set)."""
 
+    def units(self, entry: Mapping[str, Any]) -> Units | None:
+        """The score's independent units, read from the report entry alone: the score is
+        ``f(Σ num / Σ den)`` over them (:mod:`refract.uncertainty`), which gives its interval,
+        its band probabilities and paired differences. ``None``: no per-unit data (the
+        composite then holds this axis at its score)."""
+        return None
+
     def diagnosis(self, entry: Mapping[str, Any], score: float) -> list[str]:
         """Sentences this axis adds after the composite's branching (it is in the composite
         with ``score``)."""
@@ -272,6 +282,39 @@ _IDENTITY = frozenset({
     "short_context", "low_sentence", "holds", "holds_long", "in_floor", "inputs", "uses_ctx",
     "renders_chat",
 })
+
+
+def units_from_rows(
+    rows: Any, unit: str, transform: Transform, *,
+    ident: Callable[[Mapping[str, Any], int], Any],
+    num: Callable[[Mapping[str, Any]], Any],
+    den: Callable[[Mapping[str, Any]], Any] = lambda _row: 1.0,
+) -> Units | None:
+    """:class:`~refract.uncertainty.Units` from a report's per-unit rows; ``None`` when there are
+    none or any value is missing or not a finite number (no interval is better than a wrong
+    one)."""
+    import math
+
+    if not isinstance(rows, list) or not rows:
+        return None
+    ids: list[str] = []
+    nums: list[float] = []
+    dens: list[float] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            return None
+        try:
+            n, d = float(num(row)), float(den(row))
+        except (TypeError, ValueError):
+            return None
+        if not (math.isfinite(n) and math.isfinite(d)) or d < 0:
+            return None
+        ids.append(str(ident(row, i)))
+        nums.append(n)
+        dens.append(d)
+    import numpy as np
+
+    return Units(unit, tuple(ids), np.asarray(nums), np.asarray(dens), transform)
 
 
 def contexts_bytes(engine: Engine, plan: ScorePlan, n_ctx: int, n_seq: int) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from refract.axes.base import Axis, AxisResult, RunContext
+from refract.axes.base import Axis, AxisResult, RunContext, units_from_rows
 from refract.errors import UsageError
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
     from refract.scoring.plan import ScorePlan
+    from refract.uncertainty import Units
 
 
 class KLDAxis(
@@ -61,6 +62,15 @@ class KLDAxis(
             ctx.timings[c]["kld_s"] = (ctx.shared["kld_s"]
                                        + ctx.shared.get("tokenize_corpus_s", 0.0))
         return out
+
+    def units(self, entry: Mapping[str, Any]) -> Units | None:
+        """Chunks: each window's mean KLD (they score equally many tokens)."""
+        if entry.get("invalid") is True:
+            return None
+        chunks = entry.get("per_chunk_kld")
+        rows = [{"kld": k} for k in chunks] if isinstance(chunks, list) else None
+        return units_from_rows(rows, "chunk", "exp100", ident=lambda _row, i: i,
+                               num=lambda row: row["kld"])
 
     def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
                     settings: Mapping[str, Any]) -> dict[str, Any]:

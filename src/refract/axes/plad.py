@@ -29,13 +29,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from refract.axes.base import Axis, AxisResult, PromptJob, RunContext, contexts_bytes
+from refract.axes.base import (
+    Axis,
+    AxisResult,
+    PromptJob,
+    RunContext,
+    contexts_bytes,
+    units_from_rows,
+)
 from refract.errors import UsageError
 from refract.kvconfig import KVConfig
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
     from refract.scoring.plan import ScorePlan
+    from refract.uncertainty import Units
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -547,6 +555,14 @@ class PladAxis(
     def finish(self, entry: dict[str, Any]) -> None:
         if entry.get("confidence") == "full":
             entry["confidence"] = "ok"  # refract-llm v0.3.3: ok / partial
+
+    def units(self, entry: Mapping[str, Any]) -> Units | None:
+        """(prompt, perturbation) cells: each cell's score."""
+        return units_from_rows(
+            entry.get("per_prompt"), "prompt×perturbation", "identity",
+            ident=lambda row, i: f"{row.get('prompt_id', i)}/{row.get('perturbation')}",
+            num=lambda row: row["plad_pp"],
+        )
 
     def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
                     settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from refract.axes.base import Axis, AxisResult, RunContext, contexts_bytes
+from refract.axes.base import Axis, AxisResult, RunContext, contexts_bytes, units_from_rows
 from refract.errors import ChatTemplateError, UsageError
 from refract.kvconfig import KVConfig
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
     from refract.scoring.plan import ScorePlan
+    from refract.uncertainty import Units
 
 __all__ = [
     "BASE_LENGTH",
@@ -707,6 +708,14 @@ class RniahAxis(
         base_txt = f" (base_acc_avg {float(base):.2f} < 0.2)" if base is not None else ""
         return ("low confidence — the reference itself rarely finds the needle"
                 f"{base_txt}; reported but excluded from the composite.")
+
+    def units(self, entry: Mapping[str, Any]) -> Units | None:
+        """Cells (length × position): each cell's degradation."""
+        return units_from_rows(
+            entry.get("cells"), "cell", "complement100",
+            ident=lambda row, i: f"{row.get('length')}@{row.get('position')}",
+            num=lambda row: row["degradation"],
+        )
 
     def fingerprint(self, report: Mapping[str, Any], entry: Mapping[str, Any],
                     settings: Mapping[str, Any]) -> dict[str, Any]:

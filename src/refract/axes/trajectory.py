@@ -13,7 +13,14 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from refract.axes.base import Axis, AxisResult, PromptJob, RunContext, contexts_bytes
+from refract.axes.base import (
+    Axis,
+    AxisResult,
+    PromptJob,
+    RunContext,
+    contexts_bytes,
+    units_from_rows,
+)
 from refract.bands import as_score
 from refract.errors import EngineError, UsageError
 
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from refract.engine.facade import Engine
     from refract.options import ScoreOptions
     from refract.scoring.plan import ScorePlan
+    from refract.uncertainty import Units
 
 __all__ = [
     "DEFAULT_NEAR_TIE_THRESHOLD",
@@ -555,6 +563,10 @@ def trajectory_noise_floor(
         "n_matched": n_matched,
         "n_prompts": scored["n_prompts"],
         "method": NOISE_FLOOR_METHOD["sequential" if sequential else "batched"],
+        # its units, paired with the candidate's prompt by prompt (the interval and the
+        # probability that the candidate's drift is beyond this floor)
+        "per_prompt": [{k: pp[k] for k in ("id", "prefix_agreement_length", "ref_length",
+                                           "cand_length")} for pp in scored["per_prompt"]],
     }
 
 
@@ -589,6 +601,24 @@ NOISE_FLOOR_MIN_TOLERANCE: Final[float] = 5.0
 FloorVerdict = Literal["within", "beyond", "far beyond"]
 
 
+BEYOND_CONFIDENCE: Final[float] = 0.95
+"""Probability below the floor from which a trajectory's drift reads as beyond noise."""
+
+
+def floor_uncertainty(cand: Units | None, floor: Units | None) -> dict[str, Any]:
+    """The floor's 95 % interval and ``p_below_floor``: the probability, from a paired
+    bootstrap over the prompts, that the candidate's trajectory score lies below the floor's
+    (``{}`` without per-prompt data on both sides, or when they cover other prompts)."""
+    from refract.uncertainty import AxisUnits, analyze, paired_difference
+
+    if cand is None or floor is None or cand.ids != floor.ids or cand.n < 2:
+        return {}
+    est = analyze([AxisUnits("gtm", floor, False)])["axes"]["gtm"]
+    diff = paired_difference({"gtm": cand}, {"gtm": floor})["gtm"]
+    return {"ci95": est["ci95"], "p_below_floor": diff["p_a_below_b"],
+            "difference_ci95": diff["ci95"]}
+
+
 def noise_floor_tolerance(floor: Mapping[str, Any]) -> float:
     """Score points below the floor that still count as numerical noise.
 
@@ -612,8 +642,12 @@ def noise_floor_verdict(
 ) -> tuple[FloorVerdict, float, float] | None:
     """(verdict, floor score, tolerance) of a trajectory score against its noise floor.
 
-    ``within`` when the score ≥ floor − tolerance; ``far beyond`` when it is more than twice
-    the tolerance below the floor; ``beyond`` in between. ``None`` without a usable floor.
+    With the floor's per-prompt data (``p_below_floor``: the paired-bootstrap probability that
+    the candidate's score lies below the floor's): ``beyond`` when that probability is at least
+    :data:`BEYOND_CONFIDENCE`, ``far beyond`` when it also falls more than twice the tolerance
+    below the floor, else ``within``. Without it (older reports): ``within`` when the score ≥
+    floor − tolerance, ``far beyond`` below twice the tolerance, ``beyond`` in between.
+    ``None`` without a usable floor.
     """
     if gtm_score is None or math.isnan(gtm_score) or not isinstance(floor, Mapping):
         return None
@@ -623,7 +657,13 @@ def noise_floor_verdict(
     tol = noise_floor_tolerance(floor)
     gap = fs - gtm_score
     verdict: FloorVerdict
-    if gap <= tol:
+    p_below = as_score(floor.get("p_below_floor"))
+    if p_below is not None and not math.isnan(p_below):
+        if p_below < BEYOND_CONFIDENCE:
+            verdict = "within"
+        else:
+            verdict = "far beyond" if gap > 2.0 * tol else "beyond"
+    elif gap <= tol:
         verdict = "within"
     elif gap <= 2.0 * tol:
         verdict = "beyond"
@@ -638,9 +678,12 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
     if got is None:
         return None
     verdict, fs, tol = got
+    p_below = as_score(floor.get("p_below_floor"))
+    sure = (f", P(below the floor) = {p_below:.2f}"
+            if p_below is not None and not math.isnan(p_below) else "")
     head = (
         f"Trajectory {gtm_score:.1f} vs numerical-noise floor {fs:.1f} "
-        f"(reference against itself, tolerance {tol:.1f})"
+        f"(reference against itself, tolerance {tol:.1f}{sure})"
     )
     if verdict == "within":
         return (
@@ -724,10 +767,21 @@ class TrajectoryAxis(
         if not isinstance(floor, Mapping):
             return
         floor = dict(floor)
+        if entry["status"] == "ok":
+            floor.update(floor_uncertainty(self.units(entry), self.units(floor)))
         got = noise_floor_verdict(entry.get("score"), floor) if entry["status"] == "ok" else None
         if got is not None:
             floor["verdict"], _, floor["tolerance"] = got
         entry["noise_floor"] = floor
+
+    def units(self, entry: Mapping[str, Any]) -> Units | None:
+        """Prompts: prefix agreement over max(len_ref, len_cand)."""
+        return units_from_rows(
+            entry.get("per_prompt"), "prompt", "ratio100",
+            ident=lambda row, i: row.get("id", i),
+            num=lambda row: row["prefix_agreement_length"],
+            den=lambda row: max(row["ref_length"], row["cand_length"]),
+        )
 
     def diagnosis(self, entry: Mapping[str, Any], score: float) -> list[str]:
         floor = entry.get("noise_floor")
@@ -834,9 +888,15 @@ def _noise_floor_rows(axis: Mapping[str, Any]) -> list[tuple[str, Any]]:
     verdict = floor.get("verdict")
     tol = as_float(floor.get("tolerance"))
     score_txt = fmt(floor.get("score"), 1)
+    ci = floor.get("ci95")
+    if isinstance(ci, list) and len(ci) == 2 and None not in ci:
+        score_txt += f" [95 %: {float(ci[0]):.1f}–{float(ci[1]):.1f}]"
     if verdict:
         score_txt += f" — candidate {verdict} numerical noise"
-        if tol is not None:
+        p_below = as_float(floor.get("p_below_floor"))
+        if p_below is not None:
+            score_txt += f" (P(below the floor) = {p_below:.2f})"
+        elif tol is not None:
             score_txt += f" (tolerance {tol:.1f})"
     n_m, n_p = floor.get("n_matched"), floor.get("n_prompts")
     return [

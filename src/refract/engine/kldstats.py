@@ -68,6 +68,16 @@ class KLDResult:
         return int(self.kld.size)
 
     @property
+    def per_chunk_kld(self) -> list[float]:
+        """Mean KLD of each chunk (window), in corpus order: the independent units of the
+        score (every chunk scores the same number of tokens, so their mean is ``mean_kld``)."""
+        if self.n_chunks < 1 or self.kld.size != self.n_chunks * self.scored_per_chunk:
+            return []
+        per = self.kld.reshape(self.n_chunks, self.scored_per_chunk).mean(axis=1,
+                                                                          dtype=np.float64)
+        return [float(x) for x in per]
+
+    @property
     def invalid(self) -> bool:
         """The candidate produced non-finite logits: its numbers measure nothing."""
         return self.n_nonfinite_rows > 0
@@ -101,6 +111,7 @@ class KLDResult:
             "n_scored_tokens": self.n_scored,
             "scored_per_chunk": self.scored_per_chunk,
             "n_corpus_tokens": self.n_corpus_tokens,
+            "per_chunk_kld": self.per_chunk_kld,
             "invalid": self.invalid,
             "n_nonfinite_rows": self.n_nonfinite_rows,
         }

@@ -25,6 +25,7 @@ from typing import Any, Final
 from refract.axes import registry
 from refract.bands import as_score, band, band_summary
 from refract.composite import FLOOR_MIN, FloorCheck, composite_score, diagnose
+from refract.uncertainty import AxisUnits, analyze, band_phrase
 
 SCHEMA: Final[str] = "refract.report.v0.3.3"
 GENERATOR: Final[str] = "refract"
@@ -94,6 +95,66 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     if axis is not None:
         axis.finish(entry)
     return entry
+
+
+def report_uncertainty(entries: Mapping[str, Mapping[str, Any]],
+                       in_composite: Mapping[str, float | None]) -> dict[str, Any] | None:
+    """The report's ``uncertainty`` block (:func:`refract.uncertainty.analyze`) from each
+    axis's per-unit data in its entry; ``None`` when no axis scored. A composite axis with
+    fewer than two units (or none in its entry: an invalid axis, a refract-llm report), or
+    whose units do not reproduce its score, is held at its score and named in
+    ``held_fixed``; ``unusable_units`` says why for the last two."""
+    parts: list[AxisUnits] = []
+    fixed: dict[str, float] = {}
+    unusable: dict[str, str] = {}
+    for axis in registry:
+        entry = entries.get(axis.key)
+        if entry is None or entry.get("status") not in ("ok", "unscored", "invalid"):
+            continue
+        inc = in_composite.get(axis.key) is not None
+        units = axis.units(entry) if entry.get("status") != "invalid" else None
+        why = None
+        if units is None or units.n < 2:
+            why = "fewer than two units" if units is not None else "no per-unit data"
+        elif not _reproduces(units.score(), as_score(entry.get("score"))):
+            why = (f"its {units.n} units give {units.score():.6g}, not its score "
+                   f"{entry.get('score')}")
+        if why is not None:
+            if entry.get("status") != "invalid" and units is not None:
+                unusable[axis.key] = why
+            if inc:
+                fixed[axis.key] = float(in_composite[axis.key] or 0.0)
+            continue
+        assert units is not None
+        parts.append(AxisUnits(axis.key, units, inc))
+    if not parts and not fixed:
+        return None
+    out = analyze(parts, fixed=fixed)
+    if unusable:
+        out["unusable_units"] = unusable
+    return out
+
+
+def _reproduces(got: float, score: float | None) -> bool:
+    """The units give the axis's own score (a report whose per-unit data does not is never
+    given an interval from it)."""
+    return score is not None and math.isfinite(got) and abs(got - score) <= 1e-6 * max(
+        1.0, abs(score))
+
+
+def undecided_sentence(comp_band: str, unc: Mapping[str, Any]) -> str | None:
+    """The diagnosis's caveat when the composite's band is not decided at the block's level
+    (``None`` when it is)."""
+    comp = unc.get("composite")
+    if not isinstance(comp, Mapping) or comp.get("decided") is not None:
+        return None
+    probs = comp.get("band_probabilities") or {}
+    level = float(unc.get("level") or 0.95)
+    lo, hi = comp.get("ci95") or (None, None)
+    within = (f" (95 % interval {lo:.1f}–{hi:.1f})"
+              if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "")
+    return (f"Band not decided at {level:.0%}: {band_phrase(comp_band, probs)}{within}; "
+            "more prompts and chunks (or --until-decided) would settle it.")
 
 
 def _package_version() -> str:
@@ -192,6 +253,12 @@ def build_report(
         axis.annotate(axis_entries[axis.key])
     comp = composite_score(in_composite)
     comp_band = band(comp)  # None when no axis scored: no composite, no band (SPEC §4)
+    unc = report_uncertainty(axis_entries, in_composite)
+    diagnosis = diagnose(in_composite, invalid=invalid, entries=axis_entries)
+    if unc is not None and comp_band is not None:
+        sentence = undecided_sentence(comp_band, unc)
+        if sentence:
+            diagnosis.append(sentence)
     detail: dict[str, Any] = {f"{key}_score": in_composite[key] for key in keys}
     if floor is not None:
         detail.update(floor.detail())
@@ -226,7 +293,7 @@ def build_report(
         "composite": comp,
         "band": comp_band,
         "summary": band_summary(comp_band),
-        "diagnosis": diagnose(in_composite, invalid=invalid, entries=axis_entries),
+        "diagnosis": diagnosis,
         "composite_detail": detail,
         "axes": axis_entries,
         "extras": dict(extras or {}),
@@ -234,6 +301,7 @@ def build_report(
         "status": "partial" if errors else "ok",
         "measured": comp is not None,
         "self_check": bool(self_check) if self_check is not None else candidate == reference,
+        "uncertainty": unc,
         "provenance": dict(provenance) if provenance is not None else None,
         "settings": dict(settings) if settings is not None else None,
         "model_info": dict(model_info or {}),
@@ -250,4 +318,6 @@ __all__ = [
     "GENERATOR",
     "SCHEMA",
     "build_report",
+    "report_uncertainty",
+    "undecided_sentence",
 ]

@@ -1,0 +1,413 @@
+"""How sure a score is: paired bootstrap intervals, band probabilities, paired differences and
+the stopping rule of ``--until-decided`` (issue 22).
+
+Every axis score is a function of a ratio of sums over its independent units::
+
+    score = f(Σ num_i / Σ den_i)
+
+Trajectory: prompts, num = prefix agreement, den = max(len_ref, len_cand), f = 100·clip(r);
+KLD: chunks, num = the chunk's mean KLD, den = 1, f = 100·exp(−r); R-NIAH: cells, num =
+degradation, den = 1, f = 100·(1 − r); PLAD: (prompt, perturbation) cells, num = cell score,
+den = 1, f = r. An axis says so with :meth:`refract.axes.base.Axis.units`, from its report
+entry alone, so a report's intervals can be recomputed from the report.
+
+**Intervals** are studentized (bootstrap-t) percentile intervals of a paired bootstrap over
+the units: each replicate resamples an axis's units with replacement (a unit carries the
+reference and the candidate together, so the comparison stays paired), and each statistic
+carries its delta-method standard error, computed from its per-unit influence values in
+every replicate. The composite's replicates are the harmonic means of its axes' replicates
+(the b-th replicate of every axis, each axis resampled from its own seeded stream), its
+standard error the delta method through the harmonic mean. Where studentizing is undefined
+(more than 1 % of replicates with zero spread: few or tied units) the plain percentile
+bootstrap is used, and where every unit agrees the interval is the point. The method that
+gave each interval is named beside it.
+
+**Band probabilities** are read from the same calibrated replicates
+(``θ*_b = θ̂ − t_b·se``, ``t_b = (θ_b − θ̂)/se_b``): the share in each band. The 95 % interval
+is their 2.5 and 97.5 percentiles, so an interval inside one band is that band at ≥ 95 %.
+
+**Decided runs** look at the evidence K times, at equal fractions of the budget, and spend
+the error rate α over the looks with the Lan–DeMets Pocock-type function
+``α(t) = α·ln(1 + (e − 1)·t)``: look k decides when one band holds at least
+``1 − (α(t_k) − α(t_{k−1}))`` of the replicates. The chance of deciding a wrong band at any look
+is at most that look's spend, so over all looks at most α (a union bound: valid however the
+looks are correlated, and conservative).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from refract.bands import BAND_THRESHOLDS, BANDS, Band
+
+DEFAULT_REPLICATES: Final[int] = 2000
+DEFAULT_SEED: Final[int] = 42
+DEFAULT_LEVEL: Final[float] = 0.95
+DEFAULT_LOOKS: Final[int] = 4
+METHOD: Final[str] = "paired-bootstrap-t"
+METHOD_VERSION: Final[str] = "1"
+METHOD_TEXT: Final[str] = (
+    "paired bootstrap over each axis's independent units (studentized, delta-method standard "
+    "errors; percentile bootstrap where studentizing is undefined); the composite from joint "
+    "replicates of its axes"
+)
+SEQUENTIAL_METHOD: Final[str] = (
+    "group-sequential: planned looks at equal fractions of the budget, Lan-DeMets Pocock-type "
+    "alpha spending alpha*ln(1+(e-1)t), each look's spend tested on the band probabilities "
+    "(union bound over looks)"
+)
+#: Studentizing is abandoned when more than this share of replicates has zero spread.
+MAX_DEGENERATE: Final[float] = 0.01
+
+Transform = Literal["ratio100", "exp100", "complement100", "identity"]
+
+
+def _transform(kind: Transform) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                         Callable[[np.ndarray], np.ndarray]]:
+    """(f, f') of a score transform of the ratio r."""
+    if kind == "ratio100":
+        return (lambda r: 100.0 * np.clip(r, 0.0, 1.0),
+                lambda r: np.where((r >= 0.0) & (r <= 1.0), 100.0, 0.0))
+    if kind == "exp100":
+        return (lambda r: np.where(r <= 0.0, 100.0, 100.0 * np.exp(-np.maximum(r, 0.0))),
+                lambda r: np.where(r <= 0.0, 0.0, -100.0 * np.exp(-np.maximum(r, 0.0))))
+    if kind == "complement100":
+        return (lambda r: 100.0 * (1.0 - r), lambda r: np.full_like(r, -100.0))
+    if kind == "identity":
+        return (lambda r: np.asarray(r, dtype=float), lambda r: np.ones_like(r))
+    raise ValueError(f"unknown score transform {kind!r}")
+
+
+@dataclass(frozen=True)
+class Units:
+    """An axis's independent units: its score is ``f(Σ num / Σ den)``."""
+
+    unit: str
+    ids: tuple[str, ...]
+    num: np.ndarray
+    den: np.ndarray
+    transform: Transform
+
+    def __post_init__(self) -> None:
+        num = np.asarray(self.num, dtype=np.float64).reshape(-1)
+        den = np.asarray(self.den, dtype=np.float64).reshape(-1)
+        if num.shape != den.shape or len(self.ids) != num.size:
+            raise ValueError("units: ids, num and den must have one entry per unit")
+        object.__setattr__(self, "num", num)
+        object.__setattr__(self, "den", den)
+
+    @property
+    def n(self) -> int:
+        return int(self.num.size)
+
+    def score(self) -> float:
+        """The score from all units (equals the axis's reported score)."""
+        rep = self.replicates(np.arange(self.n)[None, :])
+        return float(rep.value[0])
+
+    def subset(self, keep: Sequence[int]) -> Units:
+        k = list(keep)
+        return Units(self.unit, tuple(self.ids[i] for i in k), self.num[k], self.den[k],
+                     self.transform)
+
+    def replicates(self, idx: np.ndarray) -> Replicates:
+        """The score and its per-unit influence in each row of resampled indices."""
+        f, fp = _transform(self.transform)
+        num, den = self.num[idx], self.den[idx]
+        s, d = num.sum(axis=1), den.sum(axis=1)
+        safe = np.where(d > 0, d, 1.0)
+        r = np.where(d > 0, s / safe, 0.0)
+        infl = fp(r)[:, None] * (num - r[:, None] * den) / safe[:, None]
+        return Replicates(f(r), {"": infl})
+
+
+@dataclass
+class Replicates:
+    """A statistic over B replicates with its per-unit influence values (one array per
+    independently resampled group of units, shape (B, n_group))."""
+
+    value: np.ndarray
+    infl: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def se(self) -> np.ndarray:
+        total = np.zeros_like(self.value, dtype=np.float64)
+        for a in self.infl.values():
+            n = a.shape[1]
+            if n > 1:
+                total += (a * a).sum(axis=1) * (n / (n - 1))
+        return np.sqrt(total)
+
+    def keyed(self, key: str) -> Replicates:
+        """The same statistic with its (single) group of units named ``key``."""
+        [infl] = self.infl.values()
+        return Replicates(self.value, {key: infl})
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode())])
+
+
+def draw(n: int, replicates: int, seed: int, key: str) -> np.ndarray:
+    """Resampled unit indices (replicates × n) of one axis: seeded, reproducible."""
+    return _rng(seed, key).integers(0, n, size=(replicates, n))
+
+
+def harmonic(parts: Sequence[Replicates]) -> Replicates:
+    """The composite (harmonic mean, any axis ≤ 0 → 0, cap 100) with its influence."""
+    s = np.stack([p.value for p in parts])
+    k = len(parts)
+    bad = (s <= 0.0).any(axis=0) | np.isnan(s).any(axis=0)
+    safe = np.where(s > 0.0, s, 1.0)
+    h = k / (1.0 / safe).sum(axis=0)
+    h = np.where(bad, 0.0, np.minimum(h, 100.0))
+    infl: dict[str, np.ndarray] = {}
+    for i, p in enumerate(parts):
+        w = np.where(bad, 0.0, h * h / (k * safe[i] * safe[i]))
+        for key, a in p.infl.items():
+            infl[key] = w[:, None] * a
+    return Replicates(h, infl)
+
+
+def difference(a: Replicates, b: Replicates) -> Replicates:
+    """a − b, paired (the same resampled units on both sides)."""
+    infl = {k: a.infl[k] - b.infl.get(k, 0.0) for k in a.infl}
+    for k in b.infl:
+        infl.setdefault(k, -b.infl[k])
+    return Replicates(a.value - b.value, infl)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its calibrated replicates (θ*), interval and band shares."""
+
+    point: float
+    se: float
+    draws: np.ndarray
+    method: str
+    level: float = DEFAULT_LEVEL
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        a = (1.0 - self.level) / 2.0
+        lo, hi = np.quantile(self.draws, [a, 1.0 - a])
+        return float(lo), float(hi)
+
+    def band_probabilities(self) -> dict[Band, float]:
+        return band_probabilities(self.draws)
+
+    def prob_below(self, x: float) -> float:
+        return float(np.mean(self.draws < x))
+
+    def to_dict(self, *, bands: bool = True) -> dict[str, Any]:
+        lo, hi = self.interval
+        out: dict[str, Any] = {"point": self.point, "se": self.se, "ci95": [lo, hi],
+                               "interval_method": self.method}
+        if bands:
+            out["band_probabilities"] = self.band_probabilities()
+        return out
+
+
+def estimate(point: Replicates, boot: Replicates, *, lo: float = 0.0, hi: float = 100.0,
+             level: float = DEFAULT_LEVEL) -> Estimate:
+    """Calibrated replicates of one statistic: bootstrap-t where defined, else percentile."""
+    p = float(point.value[0])
+    se0 = float(point.se()[0])
+    v = boot.value
+    if not math.isfinite(p):
+        return Estimate(p, math.nan, np.full(v.shape, math.nan), "undefined", level)
+    if se0 == 0.0 and np.all(v == p):
+        return Estimate(p, 0.0, np.full(v.shape, p), "exact (every unit agrees)", level)
+    se = boot.se()
+    degenerate = (se <= 0.0) & (v != p)
+    if se0 > 0.0 and np.mean(degenerate) <= MAX_DEGENERATE:
+        t = np.where(se > 0.0, (v - p) / np.where(se > 0.0, se, 1.0), 0.0)
+        draws = np.clip(p - t * se0, lo, hi)
+        return Estimate(p, se0, draws, "bootstrap-t", level)
+    return Estimate(p, se0, np.clip(v.astype(np.float64), lo, hi), "percentile", level)
+
+
+def band_probabilities(draws: np.ndarray) -> dict[Band, float]:
+    """Share of the calibrated replicates in each band (they sum to 1)."""
+    d = np.asarray(draws, dtype=np.float64)
+    out: dict[Band, float] = {}
+    upper = math.inf
+    for name, lower in BAND_THRESHOLDS:
+        out[name] = float(np.mean((d >= lower) & (d < upper)))
+        upper = lower
+    out["FAIL"] = float(np.mean((d < upper) | np.isnan(d)))
+    return {b: out[b] for b in BANDS}
+
+
+def decided_band(probs: Mapping[str, float], confidence: float) -> str | None:
+    """The band holding at least ``confidence`` of the replicates, if one does."""
+    for name in BANDS:
+        if probs.get(name, 0.0) >= confidence:
+            return name
+    return None
+
+
+def band_phrase(band_name: str | None, probs: Mapping[str, float] | None) -> str:
+    """``"PASS — 97 % PASS, 3 % DEGRADED"`` (bands above 0.5 %, most likely first)."""
+    if band_name is None:
+        return "no band"
+    if not probs:
+        return band_name
+    parts = [(p, b) for b, p in probs.items() if p >= 0.005]
+    parts.sort(key=lambda pb: -pb[0])
+    return f"{band_name} — " + ", ".join(f"{_pct(p)} {b}" for p, b in parts)
+
+
+def _pct(p: float) -> str:
+    if p >= 0.995 and p < 1.0:
+        return ">99 %"
+    if p < 0.01 and p > 0.0:
+        return "<1 %"
+    return f"{100.0 * p:.0f} %"
+
+
+# --------------------------------------------------------------------------- one report
+
+
+@dataclass
+class AxisUnits:
+    key: str
+    units: Units
+    in_composite: bool
+
+
+def analyze(axes: Sequence[AxisUnits], *, replicates: int = DEFAULT_REPLICATES,
+            seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL,
+            fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The ``uncertainty`` block of a report: every axis's and the composite's estimate.
+
+    ``fixed`` are composite axes without per-unit data: held at their score in every
+    replicate (named in the block).
+    """
+    per_axis: dict[str, dict[str, Any]] = {}
+    comp_point: list[Replicates] = []
+    comp_boot: list[Replicates] = []
+    for a in axes:
+        u = a.units
+        idx = draw(u.n, replicates, seed, a.key)
+        pt = u.replicates(np.arange(u.n)[None, :]).keyed(a.key)
+        bt = u.replicates(idx).keyed(a.key)
+        est = estimate(pt, bt, level=level)
+        per_axis[a.key] = {"unit": u.unit, "n_units": u.n, **est.to_dict()}
+        if a.in_composite:
+            comp_point.append(pt)
+            comp_boot.append(bt)
+    held = dict(fixed or {})
+    for value in held.values():
+        comp_point.append(Replicates(np.array([float(value)]), {}))
+        comp_boot.append(Replicates(np.full(replicates, float(value)), {}))
+    out: dict[str, Any] = {
+        "method": METHOD,
+        "method_version": METHOD_VERSION,
+        "description": METHOD_TEXT,
+        "replicates": replicates,
+        "seed": seed,
+        "level": level,
+        "axes": per_axis,
+        "composite": None,
+        "held_fixed": sorted(held),
+    }
+    if comp_point:
+        est = estimate(harmonic(comp_point), harmonic(comp_boot), level=level)
+        comp = est.to_dict()
+        comp["decided"] = decided_band(comp["band_probabilities"], level)
+        out["composite"] = comp
+    return out
+
+
+def paired_difference(a: Mapping[str, Units], b: Mapping[str, Units], *,
+                      composite_keys: Sequence[str] = (), replicates: int = DEFAULT_REPLICATES,
+                      seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL
+                      ) -> dict[str, Any]:
+    """a − b per axis and for the composite of ``composite_keys``, paired unit by unit.
+
+    Both sides must hold the same units (ids) per axis: the same inputs. Raises ValueError
+    naming the first axis whose units differ.
+    """
+    out: dict[str, Any] = {}
+    pa: dict[str, tuple[Replicates, Replicates]] = {}
+    pb: dict[str, tuple[Replicates, Replicates]] = {}
+    for key in a:
+        if key not in b:
+            continue
+        ua, ub = a[key], b[key]
+        if ua.ids != ub.ids:
+            raise ValueError(f"{key}: the two reports scored different units; no paired "
+                             "difference")
+        idx = draw(ua.n, replicates, seed, key)
+        full = np.arange(ua.n)[None, :]
+        pa[key] = (ua.replicates(full).keyed(key), ua.replicates(idx).keyed(key))
+        pb[key] = (ub.replicates(full).keyed(key), ub.replicates(idx).keyed(key))
+        est = estimate(difference(pa[key][0], pb[key][0]),
+                       difference(pa[key][1], pb[key][1]), lo=-100.0, hi=100.0, level=level)
+        out[key] = {"unit": ua.unit, "n_units": ua.n, **est.to_dict(bands=False),
+                    "p_a_below_b": est.prob_below(0.0)}
+    keys = [k for k in composite_keys if k in pa]
+    if keys and len(keys) == len(composite_keys):
+        ha = [pa[k] for k in keys]
+        hb = [pb[k] for k in keys]
+        est = estimate(difference(harmonic([x[0] for x in ha]), harmonic([x[0] for x in hb])),
+                       difference(harmonic([x[1] for x in ha]), harmonic([x[1] for x in hb])),
+                       lo=-100.0, hi=100.0, level=level)
+        out["composite"] = {**est.to_dict(bands=False), "p_a_below_b": est.prob_below(0.0)}
+    return out
+
+
+# --------------------------------------------------------------------------- decided runs
+
+
+def spent(t: float, alpha: float) -> float:
+    """Lan–DeMets Pocock-type α spent by information fraction ``t``."""
+    t = min(1.0, max(0.0, t))
+    return alpha * math.log1p((math.e - 1.0) * t)
+
+
+def look_alphas(fractions: Sequence[float], alpha: float) -> list[float]:
+    """The α each planned look may spend (they sum to α at the full budget)."""
+    out: list[float] = []
+    before = 0.0
+    for t in fractions:
+        now = spent(t, alpha)
+        out.append(now - before)
+        before = now
+    return out
+
+
+def look_fractions(looks: int) -> list[float]:
+    return [(k + 1) / looks for k in range(looks)]
+
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "DEFAULT_LOOKS",
+    "DEFAULT_REPLICATES",
+    "DEFAULT_SEED",
+    "METHOD",
+    "SEQUENTIAL_METHOD",
+    "AxisUnits",
+    "Estimate",
+    "Replicates",
+    "Units",
+    "analyze",
+    "band_phrase",
+    "band_probabilities",
+    "decided_band",
+    "difference",
+    "draw",
+    "estimate",
+    "harmonic",
+    "look_alphas",
+    "look_fractions",
+    "paired_difference",
+    "spent",
+]
