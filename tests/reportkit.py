@@ -128,6 +128,23 @@ def make_axes(
     }
 
 
+def uncertain_axes() -> dict[str, dict[str, Any] | None]:
+    """:func:`make_axes` whose Trajectory, KLD and R-NIAH scores are those of their own units
+    (12 prompts, 32 chunks, 9 cells), so a report's ``uncertainty`` block gives each an
+    interval (PLAD's single cell is held at its score). Its composite, 86.6, is PASS but not
+    decided at 95 % (72 % PASS, 18 % EXCELLENT, 10 % DEGRADED)."""
+    axes = make_axes(rniah=100.0 * (1 - 1 / 9))
+    gtm, kld = axes["gtm"], axes["kld"]
+    assert gtm is not None and kld is not None
+    rows = gtm["per_prompt"]
+    gtm["score"] = 100.0 * sum(p["prefix_agreement_length"] for p in rows) / sum(
+        max(p["ref_length"], p["cand_length"]) for p in rows)
+    chunks = np.random.default_rng(1).gamma(2.0, 0.0015, size=32)
+    kld.update(per_chunk_kld=chunks.tolist(), mean_kld=float(chunks.mean()),
+               score=100.0 * math.exp(-float(chunks.mean())))
+    return axes
+
+
 def make_report(**kw: Any) -> dict[str, Any]:
     model = kw.pop("model", "/models/demo-Q8_0.gguf")
     return build_report(

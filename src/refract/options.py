@@ -159,6 +159,13 @@ class ScoreOptions:
     rniah_n_predict: int = _opt(
         DEFAULT_RNIAH_N_PREDICT, "Tokens per R-NIAH answer.", low=1, high=1 << 20
     )
+    until_decided: bool = _opt(
+        False, "Work through the prompts and chunks in rounds and stop as soon as the "
+        "composite's band is decided at --decide-confidence (the usual settings are the budget).",
+    )
+    decide_confidence: float = _opt(
+        0.95, "Confidence at which --until-decided calls a band decided (0.5–0.999).")
+    looks: int = _opt(4, "Rounds (planned looks) of --until-decided.", low=2, high=64)
     threads: int | None = _opt(
         None, "CPU threads (default: the CPUs this process may use: affinity mask, cgroup quota).",
         flags=("-t",), low=1, high=4096, measured=False)
@@ -188,6 +195,10 @@ class ScoreOptions:
                     raise UsageError(f"{flag(f.name)} must be a string, got {value!r}")
                 if not value.strip():
                     raise UsageError(f"{flag(f.name)} is empty")
+        conf = self.decide_confidence
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not (
+                math.isfinite(conf) and 0.5 <= conf <= 0.999):
+            raise UsageError(f"--decide-confidence must be a number in [0.5, 0.999], got {conf!r}")
         if not self.axes:
             raise UsageError("every axis is switched off: nothing to score")
         lengths = self.rniah_lengths
@@ -300,6 +311,9 @@ class ScoreOptions:
         measured["noise_floor"] = self.with_noise_floor
         for key in ("full", "axis_rniah", "axis_plad", "skip_trajectory", "skip_kld"):
             measured.pop(key)
+        if not self.until_decided:  # a full-budget run: what a run before them measured
+            for key in ("until_decided", "decide_confidence", "looks"):
+                measured.pop(key)
         blob = orjson.dumps(measured, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -337,6 +351,8 @@ def _cli_type(f: dataclasses.Field[Any]) -> Any:
         return int
     if t == "int | None":
         return int | None
+    if t == "float":
+        return float
     return str | None if f.default is None else str
 
 

@@ -29,7 +29,9 @@ is their 2.5 and 97.5 percentiles, so an interval inside one band is that band a
 **Decided runs** look at the evidence K times, at equal fractions of the budget, and spend
 the error rate α over the looks with the Lan–DeMets Pocock-type function
 ``α(t) = α·ln(1 + (e − 1)·t)``: look k decides when one band holds at least
-``1 − (α(t_k) − α(t_{k−1}))`` of the replicates. The chance of deciding a wrong band at any look
+``1 − (α(t_k) − α(t_{k−1}))`` of the replicates and every axis in rounds has at least
+:data:`MIN_DECISION_UNITS` units (α is spent at the looks before it all the same). The chance of
+deciding a wrong band at any look
 is at most that look's spend, so over all looks at most α (a union bound: valid however the
 looks are correlated, and conservative).
 """
@@ -60,10 +62,14 @@ METHOD_TEXT: Final[str] = (
 SEQUENTIAL_METHOD: Final[str] = (
     "group-sequential: planned looks at equal fractions of the budget, Lan-DeMets Pocock-type "
     "alpha spending alpha*ln(1+(e-1)t), each look's spend tested on the band probabilities "
-    "(union bound over looks)"
+    "(union bound over looks); no decision before 15 units per axis"
 )
 #: Studentizing is abandoned when more than this share of replicates has zero spread.
 MAX_DEGENERATE: Final[float] = 0.01
+#: A look decides a band only once every axis in rounds has at least this many units: bootstrap
+#: intervals from fewer are too optimistic for a decision (simulated near a band edge with 8
+#: prompts and 8 chunks at the first look, the wrong-band rate reached 11 %; from 15, 2 %).
+MIN_DECISION_UNITS: Final[int] = 15
 
 Transform = Literal["ratio100", "exp100", "complement100", "identity"]
 
@@ -393,6 +399,7 @@ __all__ = [
     "DEFAULT_REPLICATES",
     "DEFAULT_SEED",
     "METHOD",
+    "MIN_DECISION_UNITS",
     "SEQUENTIAL_METHOD",
     "AxisUnits",
     "Estimate",

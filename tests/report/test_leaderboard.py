@@ -15,15 +15,18 @@ from refract.cli import app
 from refract.report.comparability import IncompatibleReports
 from refract.report.io import write_report
 from refract.report.leaderboard import (
+    HEADERS,
     HTML_NAME,
+    INTERVAL_LEGEND,
     MARKDOWN_NAME,
+    UNDECIDED_LEGEND,
     build_leaderboard,
     entry_cells,
     leaderboard_html,
     leaderboard_markdown,
     write_leaderboards,
 )
-from reportkit import SETTINGS, make_axes, model_report, write_all
+from reportkit import SETTINGS, make_axes, model_report, uncertain_axes, write_all
 
 
 def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: Path) -> None:
@@ -49,9 +52,9 @@ def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: 
     assert control.self_check and [e.kind for e in control.entries] == ["control"]
     assert control.entries[0].rank is None
     cells = {e.row.model: entry_cells(e) for e in main.entries}
-    assert cells["gamma"][0] == "—" and cells["gamma"][5] == "error"
+    assert cells["gamma"][0] == "—" and cells["gamma"][6] == "error"
     assert "partial: not ranked" in cells["gamma"][-1]
-    assert cells["delta"][2] == "0.00" and cells["delta"][5] == "invalid"
+    assert cells["delta"][2] == "0.00" and cells["delta"][6] == "invalid"
     assert "B KLD@D invalid: non-finite logits in 3 of 510 rows" in cells["delta"][-1]
     assert entry_cells(control.entries[0])[0] == "ctl"
     # framework and settings fingerprint on every row, equal across a comparable table
@@ -184,3 +187,41 @@ def test_matrix_reports_are_named_by_the_matrix_model_name(tmp_path: Path) -> No
     r = CliRunner().invoke(app, ["leaderboard", "--in", str(d), "--out", str(tmp_path / "b.md")])
     assert r.exit_code == 0, r.output
     assert "| Gemma 3 270M |" in (tmp_path / "b.md").read_text(encoding="utf-8")
+
+
+def test_interval_column_and_undecided_mark(tmp_path: Path) -> None:
+    """Each row shows its composite's 95 % interval beside the band, a † where the band is not
+    decided at 95 % (with a legend line), and — for a report without an interval."""
+    undecided = model_report("alpha", "1", axes=uncertain_axes())
+    decided = model_report("beta", "2", axes=uncertain_axes())
+    comp = decided["uncertainty"]["composite"]
+    comp.update(ci95=[81.0, 89.5], decided="PASS",
+                band_probabilities={"EXCELLENT": 0.0, "PASS": 0.98, "DEGRADED": 0.02, "FAIL": 0.0})
+    old = model_report("gamma", "3")
+    old["uncertainty"] = None
+    d = write_all(tmp_path / "r", {"a": undecided, "b": decided, "c": old})
+    [group] = build_leaderboard(d).groups
+    assert HEADERS[3:5] == ("band", "95 % interval")
+    lo, hi = undecided["uncertainty"]["composite"]["ci95"]
+    rows = {e.row.model: (e.interval, e.undecided, entry_cells(e)[3:5]) for e in group.entries}
+    assert rows == {
+        "alpha": (f"{lo:.1f}–{hi:.1f}", True, ["PASS", f"{lo:.1f}–{hi:.1f} †"]),
+        "beta": ("81.0–89.5", False, ["PASS", "81.0–89.5"]),
+        "gamma": ("—", False, ["EXCELLENT", "—"]),
+    }
+    md = leaderboard_markdown(build_leaderboard(d))
+    assert f"| alpha | 86.62 | PASS | {lo:.1f}–{hi:.1f} † |" in md
+    assert "| beta | 86.62 | PASS | 81.0–89.5 |" in md and "| gamma | 90.86 | EXCELLENT | — |" in md
+    assert f"\n{INTERVAL_LEGEND}  \n{UNDECIDED_LEGEND}  \n" in md
+    html = leaderboard_html(build_leaderboard(d))
+    assert f"<td class=num>{lo:.1f}–{hi:.1f} †</td>" in html
+    assert "<td class=num>81.0–89.5</td>" in html
+    assert html.count('<p class="note legend">') == 2 and "band not decided at 95 %" in html
+    # no undecided row: no † line; no interval at all (older reports): no legend, only —
+    d2 = write_all(tmp_path / "r2", {"b": decided, "c": old})
+    md = leaderboard_markdown(build_leaderboard(d2))
+    assert INTERVAL_LEGEND in md and UNDECIDED_LEGEND not in md and "†" not in md
+    d3 = write_all(tmp_path / "r3", {"c": old})
+    md = leaderboard_markdown(build_leaderboard(d3))
+    assert INTERVAL_LEGEND not in md and "| gamma | 90.86 | EXCELLENT | — |" in md
+    assert 'class="note legend"' not in leaderboard_html(build_leaderboard(d3))

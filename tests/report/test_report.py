@@ -43,7 +43,15 @@ from refract.report.leaderboard import (
 )
 from refract.report.summary import summary_markdown, summary_table
 from refract.report.text import print_report, render_text
-from reportkit import PROV, SETTINGS, make_axes, make_report, verified_report
+from refract.uncertainty import band_phrase
+from reportkit import (
+    PROV,
+    SETTINGS,
+    make_axes,
+    make_report,
+    uncertain_axes,
+    verified_report,
+)
 
 DIAG_BRITTLE = registry.get("plad").low_sentence  # type: ignore[union-attr]
 EXAMPLES = SHARED_DATA / "refract-examples"
@@ -162,7 +170,7 @@ def branching(rep):
     present exactly when the uncertainty block does not decide the band."""
     diag = list(rep["diagnosis"])
     undecided = rep["uncertainty"]["composite"]["decided"] is None
-    assert diag[-1].startswith("Band not decided at 95%") == undecided
+    assert diag[-1].startswith("Band not decided at 95 %") == undecided
     return diag[:-1] if undecided else diag
 
 
@@ -620,6 +628,100 @@ def test_noise_floor_is_rendered_and_judged():
     # no floor measured: nothing shown, no sentence
     plain = render_text(make_report(), color=False, width=160)
     assert "noise floor" not in plain
+
+
+# -------------------------------------------------------------------- uncertainty
+
+
+def _ci(est: dict[str, Any]) -> str:
+    lo, hi = est["ci95"]
+    return f"{lo:.1f}–{hi:.1f}"
+
+
+def _decided(rep: dict[str, Any]) -> dict[str, Any]:
+    """``rep`` with its composite's band decided: 97 % PASS (the block set by hand)."""
+    comp = rep["uncertainty"]["composite"]
+    comp["band_probabilities"] = {"EXCELLENT": 0.0, "PASS": 0.97, "DEGRADED": 0.03, "FAIL": 0.0}
+    comp["decided"] = "PASS"
+    comp["ci95"] = [80.4, 89.9]
+    return rep
+
+
+def test_text_card_shows_intervals_and_band_probabilities():
+    rep = make_report(axes=uncertain_axes())
+    unc = rep["uncertainty"]
+    comp = unc["composite"]
+    assert rep["band"] == "PASS" and comp["decided"] is None
+    plain = render_text(rep, color=False, width=160)
+    head = plain.splitlines()[1]
+    assert f"86.62 [95 %: {_ci(comp)}]" in head
+    assert band_phrase("PASS", comp["band_probabilities"]) in head
+    assert "72 % PASS, 18 % EXCELLENT, 10 % DEGRADED" in head
+    assert "Band not decided at 95 %. " + rep["summary"] in plain
+    for key, title in (("gtm", "Trajectory"), ("kld", "KLD@D"), ("rniah", "R-NIAH")):
+        row = next(line for line in plain.splitlines() if title in line and "█" in line)
+        assert _ci(unc["axes"][key]) in row
+    plad = next(line for line in plain.splitlines() if "PLAD" in line and "█" in line)
+    assert re.search(r"91\.34\s+—\s+EXCELLENT", plad)  # held at its score: no interval
+    assert "95 % intervals: paired-bootstrap-t v1, 2000 replicates, seed 42" in plain
+    assert "held at their score in the composite: D PLAD (fewer than two units)" in plain
+    # decided: the probabilities, no caveat
+    plain = render_text(_decided(rep), color=False, width=160)
+    assert "86.62 [95 %: 80.4–89.9]  PASS — 97 % PASS, 3 % DEGRADED" in plain
+    assert "not decided" not in plain.split("Diagnosis")[0]
+
+
+def test_reports_without_intervals_render_as_before():
+    """No block (refract-llm's reports, older ones): no interval anywhere, the card's head
+    as it always was; a block whose composite axes are all held at their score (no per-unit
+    data) gives the composite no interval either (it would be the point)."""
+    rep = make_report(axes=uncertain_axes())
+    rep["uncertainty"] = None
+    bare = {k: v for k, v in rep.items() if k != "uncertainty"}
+    plain = render_text(rep, color=False, width=160)
+    assert plain == render_text(bare, color=False, width=160)
+    assert "86.62  PASS   " + rep["summary"] in plain
+    card = plain.split("Diagnosis")[0]  # (the diagnosis was written with the block)
+    assert "95 %" not in card and "replicates" not in card
+    html_text = render_html(bare)
+    for mark in ("whisker", "band-probabilities", "<h3>Uncertainty</h3>", "replicates",
+                 "banner undecided"):
+        assert mark not in html_text
+    held = make_report()  # synthetic units that do not reproduce the scores: all held
+    assert held["uncertainty"]["held_fixed"] == ["gtm", "kld", "plad", "rniah"]
+    plain = render_text(held, color=False, width=160)
+    assert "90.86  EXCELLENT   " in plain and "[95 %" not in plain
+    assert "held at their score in the composite: A Trajectory" in plain
+    assert "whisker" not in render_html(held)
+
+
+def test_html_shows_whiskers_band_probabilities_and_method():
+    rep = make_report(axes=uncertain_axes())
+    unc = rep["uncertainty"]
+    html_text = render_html(rep)
+    _assert_self_contained(html_text)
+    # one whisker per interval: the composite and the three axes with units (PLAD is held)
+    whiskers = re.findall(r'<g class="whisker" stroke="currentColor"[^>]*><title>([^<]*)</title>',
+                          html_text)
+    assert whiskers == [
+        f"Composite: 95 % interval {_ci(unc['composite'])}",
+        f"A · Trajectory: 95 % interval {_ci(unc['axes']['gtm'])}",
+        f"B · KLD@D: 95 % interval {_ci(unc['axes']['kld'])}",
+        f"C · R-NIAH: 95 % interval {_ci(unc['axes']['rniah'])}",
+    ]
+    hero = html_text.split('<div class="hero-text">')[1].split("</div>")[0]
+    assert ('<span class="pill b-pass">PASS</span> <span class="note band-probabilities">'
+            f"— 72 % PASS, 18 % EXCELLENT, 10 % DEGRADED · 95 % interval {_ci(unc['composite'])}"
+            in hero)
+    assert '<p class="banner undecided"><strong>Band not decided at 95 %:</strong>' in html_text
+    table = html_text.split("<h3>Uncertainty</h3>")[1].split("<h3>Diagnosis</h3>")[0]
+    assert "<td>12 prompts</td>" in table and "<td>32 chunks</td>" in table
+    assert "<td>9 cells</td><td>percentile</td>" in table
+    assert band_phrase("DEGRADED", unc["axes"]["gtm"]["band_probabilities"]) in table
+    assert "2000 replicates, seed 42" in table and "Method: paired bootstrap" in table
+    decided = render_html(_decided(rep))
+    assert "— 97 % PASS, 3 % DEGRADED · 95 % interval 80.4–89.9" in decided
+    assert "banner undecided" not in decided
 
 
 # ------------------------------------------------------------------ comparability

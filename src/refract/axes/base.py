@@ -167,6 +167,10 @@ class Axis:
     uses_ctx: ClassVar[bool] = False
     #: renders every prompt through the model's chat template
     renders_chat: ClassVar[bool] = False
+    #: what ``--until-decided`` splits into rounds for it: ``"prompts"`` (the plan's prompt
+    #: set) or ``"chunks"`` (the corpus windows), with :meth:`merge` putting the rounds'
+    #: results together; ``None``: it runs its whole budget in the first round
+    rounds: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **identity: Any) -> None:
         super().__init_subclass__()
@@ -229,6 +233,19 @@ class Axis:
     def annotate(self, entry: dict[str, Any]) -> None:
         """Add derived fields to the final entry (its ``status`` is set)."""
 
+    def merge(self, parts: Sequence[AxisResult]) -> AxisResult:
+        """One candidate's result from its results on successive rounds of units (an axis
+        with :attr:`rounds`); a round that failed or was invalid makes the whole so."""
+        for part in parts:
+            if part.get("error") or part.get("invalid") is True:
+                return part
+        if len(parts) == 1:
+            return parts[0]
+        return self.merge_rounds(parts)
+
+    def merge_rounds(self, parts: Sequence[AxisResult]) -> AxisResult:
+        raise NotImplementedError(f"axis {self.key!r} cannot be run in rounds")
+
     def units(self, entry: Mapping[str, Any]) -> Units | None:
         """The score's independent units, read from the report entry alone: the score is
         ``f(Σ num / Σ den)`` over them (:mod:`refract.uncertainty`), which gives its interval,
@@ -280,7 +297,7 @@ class Axis:
 _IDENTITY = frozenset({
     "key", "letter", "title", "description", "method", "method_version", "flag", "default_on",
     "short_context", "low_sentence", "holds", "holds_long", "in_floor", "inputs", "uses_ctx",
-    "renders_chat",
+    "renders_chat", "rounds",
 })
 
 

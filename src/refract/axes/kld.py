@@ -8,7 +8,7 @@ what it costs, what its report says and how it is shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from refract.axes.base import Axis, AxisResult, RunContext, units_from_rows
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class KLDAxis(
     Axis, key="kld", letter="B", title="KLD@D", flag="kld", short_context=True, in_floor=True,
-    inputs=frozenset({"corpus"}), uses_ctx=True,
+    inputs=frozenset({"corpus"}), uses_ctx=True, rounds="chunks",
     description="Teacher-forced next-token distribution divergence from the reference.",
     method="teacher-forced-kl-full-vocab", method_version="1",
 ):
@@ -54,14 +54,37 @@ class KLDAxis(
         out: dict[str, AxisResult] = {}
         for i, c in enumerate(cands):
             if "results" in results:
-                entry = results["results"][i].to_dict(per_token=True)
+                result = results["results"][i]
+                entry = result.to_dict(per_token=True)
                 entry["corpus"] = {"path": str(ctx.plan.corpus_path), **ctx.corpus_used}
+                entry["_result"] = result  # for merging rounds; never reported
             else:
                 entry = dict(results)
             out[c] = entry
             ctx.timings[c]["kld_s"] = (ctx.shared["kld_s"]
                                        + ctx.shared.get("tokenize_corpus_s", 0.0))
         return out
+
+    def merge_rounds(self, parts: Sequence[AxisResult]) -> AxisResult:
+        """Rounds of chunks: the per-token rows put together and summarized again."""
+        import numpy as np
+
+        from refract.engine.kldstats import summarize_kld
+
+        results = [p["_result"] for p in parts]
+        first = results[0]
+        rows = {name: np.concatenate([getattr(r, attr) for r in results])
+                for name, attr in (("kld", "kld"), ("dp", "dp"), ("same_top1", "same_top1"),
+                                   ("logp_ref", "logp_ref"), ("logp_cand", "logp_cand"))}
+        merged = summarize_kld(
+            rows, reference=first.reference, candidate=first.candidate,
+            n_chunks=sum(r.n_chunks for r in results), ctx=first.ctx,
+            scored_per_chunk=first.scored_per_chunk,
+            n_corpus_tokens=sum(r.n_corpus_tokens for r in results))
+        entry = merged.to_dict(per_token=True)
+        entry["corpus"] = parts[0].get("corpus")
+        entry["_result"] = merged
+        return entry
 
     def units(self, entry: Mapping[str, Any]) -> Units | None:
         """Chunks: each window's mean KLD (they score equally many tokens)."""

@@ -129,6 +129,15 @@ def score_trajectories(
             }
         )
 
+    return summarize_prompts(per_prompt, n_predict)
+
+
+def summarize_prompts(per_prompt: list[dict[str, Any]], n_predict: int) -> dict[str, Any]:
+    """The ``gtm`` fields from per-prompt rows (:func:`score_trajectories`'s, or the rows of
+    several rounds of one run put together)."""
+    n = len(per_prompt)
+    total_prefix = sum(pp["prefix_agreement_length"] for pp in per_prompt)
+    total_len = sum(max(pp["ref_length"], pp["cand_length"]) for pp in per_prompt)
     if total_len == 0:
         raise UsageError(
             "every reference and candidate trajectory is empty: nothing was decoded, so the "
@@ -263,7 +272,12 @@ def analyze_divergences(
             }
         )
         per_prompt.append(entry)
+    return summarize_divergences(per_prompt, thr)
 
+
+def summarize_divergences(per_prompt: list[dict[str, Any]], thr: float) -> dict[str, Any]:
+    """:func:`analyze_divergences`'s summary of its per-divergence rows."""
+    n = len(per_prompt)
     margins = [e["margin"] for e in per_prompt]
     kls = [e["kl_at_divergence"] for e in per_prompt if e["kl_at_divergence"] is not None]
     n_below = sum(1 for e in per_prompt if e["cand_below_top_k"])
@@ -388,6 +402,7 @@ def run_trajectories(
             ids=d["ids"], near_tie_threshold=near_tie_threshold,
         )
         result["teacher_forced"] = _teacher_forced_summary(kls, top1)
+        result["_teacher_forced_rows"] = (kls, top1)  # for merging rounds; never reported
         result["decode_mode"] = "sequential" if sequential else "batched"
         result["chat_template"] = chat_template
         out[c] = result
@@ -554,19 +569,31 @@ def trajectory_noise_floor(
            sequential)
     alt = engine.reference_cache.get_or_compute(key, other)
     scored = score_trajectories(prompts, list(main), alt, n_predict)
-    n_matched = sum(1 for pp in scored["per_prompt"] if pp["matched"])
+    # its units, paired with the candidate's prompt by prompt (the interval and the
+    # probability that the candidate's drift is beyond this floor)
+    rows = [{k: pp[k] for k in ("id", "prefix_agreement_length", "ref_length", "cand_length")}
+            for pp in scored["per_prompt"]]
+    return noise_floor_from_rows(rows, NOISE_FLOOR_METHOD["sequential" if sequential
+                                                          else "batched"], n_predict)
+
+
+def noise_floor_from_rows(rows: list[dict[str, Any]], method: str,
+                          n_predict: int) -> dict[str, Any]:
+    """The ``noise_floor`` dict from its per-prompt rows (id, prefix agreement, lengths)."""
+    full = [{**r, "matched": r["prefix_agreement_length"] == r["ref_length"] == r["cand_length"],
+             "first_divergence": None} for r in rows]
+    for r in full:
+        r["first_divergence"] = None if r["matched"] else r["prefix_agreement_length"]
+    scored = summarize_prompts(full, n_predict)
     return {
         "score": scored["score"],
         "full_match_rate": scored["full_match_rate"],
         "median_first_divergence": scored["median_first_divergence"],
         "mean_prefix_agreement_length": scored["mean_prefix_agreement_length"],
-        "n_matched": n_matched,
+        "n_matched": sum(1 for r in full if r["matched"]),
         "n_prompts": scored["n_prompts"],
-        "method": NOISE_FLOOR_METHOD["sequential" if sequential else "batched"],
-        # its units, paired with the candidate's prompt by prompt (the interval and the
-        # probability that the candidate's drift is beyond this floor)
-        "per_prompt": [{k: pp[k] for k in ("id", "prefix_agreement_length", "ref_length",
-                                           "cand_length")} for pp in scored["per_prompt"]],
+        "method": method,
+        "per_prompt": [dict(r) for r in rows],
     }
 
 
@@ -707,7 +734,7 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
 class TrajectoryAxis(
     Axis, key="gtm", letter="A", title="Trajectory", flag="trajectory", short_context=True,
     in_floor=True, method="greedy-prefix-agreement", method_version="1",
-    inputs=frozenset({"prompts"}), uses_ctx=True,
+    inputs=frozenset({"prompts"}), uses_ctx=True, rounds="prompts",
     description="Token-level agreement of greedy decodes with the reference.",
 ):
     """Axis A: on unless ``--skip-trajectory``; every candidate decodes, the reference once,
@@ -773,6 +800,31 @@ class TrajectoryAxis(
         if got is not None:
             floor["verdict"], _, floor["tolerance"] = got
         entry["noise_floor"] = floor
+
+    def merge_rounds(self, parts: Sequence[AxisResult]) -> AxisResult:
+        """Rounds of prompts: the rows put together and every summary taken again."""
+        n_predict = int(parts[0]["n_tokens_each"])
+        out = summarize_prompts([pp for p in parts for pp in p["per_prompt"]], n_predict)
+        divs = [p.get("divergence") or {} for p in parts]
+        thr = float(divs[0].get("near_tie_threshold", DEFAULT_NEAR_TIE_THRESHOLD))
+        out["divergence"] = summarize_divergences(
+            [row for d in divs for row in d.get("per_prompt", [])], thr)
+        rows: list[tuple[list[Any], list[Any]]] = [
+            p.get("_teacher_forced_rows") or ([], []) for p in parts]
+        kls = [k for r in rows for k in r[0]]
+        top1 = [t for r in rows for t in r[1]]
+        out["teacher_forced"] = _teacher_forced_summary(kls, top1)
+        out["_teacher_forced_rows"] = (kls, top1)
+        for key in ("decode_mode", "chat_template"):
+            out[key] = parts[0].get(key)
+        floors = [p.get("noise_floor") for p in parts]
+        if all(isinstance(f, Mapping) for f in floors):
+            first = floors[0]
+            assert isinstance(first, Mapping)
+            out["noise_floor"] = noise_floor_from_rows(
+                [r for f in floors if isinstance(f, Mapping) for r in f["per_prompt"]],
+                str(first.get("method")), n_predict)
+        return out
 
     def units(self, entry: Mapping[str, Any]) -> Units | None:
         """Prompts: prefix agreement over max(len_ref, len_cand)."""

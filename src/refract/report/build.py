@@ -56,7 +56,9 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     ``invalid`` (``invalid: true``: non-finite candidate logits, score 0, band FAIL) or
     ``unscored`` (low-confidence R-NIAH, set later by :func:`build_report`).
     """
-    entry: dict[str, Any] = dict(result or {})
+    # keys with a leading underscore are an axis's own working data (never reported)
+    entry: dict[str, Any] = {k: v for k, v in (result or {}).items()
+                             if not str(k).startswith("_")}
     axis = registry.get(key)
     entry.setdefault("method", axis.method if axis is not None else None)
     entry.setdefault("method_version", axis.method_version if axis is not None else None)
@@ -153,7 +155,7 @@ def undecided_sentence(comp_band: str, unc: Mapping[str, Any]) -> str | None:
     lo, hi = comp.get("ci95") or (None, None)
     within = (f" (95 % interval {lo:.1f}–{hi:.1f})"
               if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "")
-    return (f"Band not decided at {level:.0%}: {band_phrase(comp_band, probs)}{within}; "
+    return (f"Band not decided at {100 * level:.0f} %: {band_phrase(comp_band, probs)}{within}; "
             "more prompts and chunks (or --until-decided) would settle it.")
 
 

@@ -7,6 +7,10 @@ Reports without input hashes (refract-llm's) are marked ``unverified``. Reports 
 different llama.cpp builds (flavour or commit, e.g. upstream beside the TurboQuant fork) are
 comparable, but never silently: the table then gets a ``llama.cpp`` column naming each row's
 build and a note line saying how many builds the rows come from.
+
+Comparable reports are also paired (:mod:`refract.report.paired`): every report after the first
+against the first, per axis and for the composite, the difference with its 95 % interval where
+both carry per-unit data on the same units, else why not (:func:`paired_lines`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ from refract.report.fields import (
 )
 from refract.report.io import load_report
 from refract.report.markdown import md_cell, md_table
+from refract.report.paired import (
+    PairedComparison,
+    bootstrap_settings,
+    compare_pair,
+    not_comparable,
+)
 
 ReportSource = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -158,6 +168,29 @@ def compare_rows(reports: Sequence[ReportSource], *, sort: bool = False) -> list
 class CompareResult:
     rows: list[CompareRow]
     comparability: Comparability
+    paired: list[PairedComparison] = field(default_factory=list)
+    """Every report after the first against the first (input order), paired unit by unit."""
+
+
+def pair_names(reports: Sequence[Mapping[str, Any]], rows: Sequence[CompareRow]) -> list[str]:
+    """How the paired differences name each report: its candidate label, else (when labels
+    are missing or repeat) its row name."""
+    labels = [str(rep.get("candidate") or "") for rep in reports]
+    if all(labels) and len(set(labels)) == len(labels):
+        return labels
+    return [row.name for row in rows]
+
+
+def pair_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str],
+                 comparable: bool = True) -> list[PairedComparison]:
+    """Every report after the first against the first (see :mod:`refract.report.paired`),
+    with the bootstrap settings of the first report that records them."""
+    if not comparable:
+        return [not_comparable(n, names[0], "the reports are not comparable")
+                for n in names[1:]]
+    replicates, seed = bootstrap_settings(reports)
+    return [compare_pair(rep, reports[0], n, names[0], replicates=replicates, seed=seed)
+            for rep, n in zip(reports[1:], names[1:], strict=True)]
 
 
 def compare_reports(
@@ -179,10 +212,20 @@ def compare_reports(
             f"reports are not comparable: {result.reasons()} (use --allow-incompatible to "
             "show them side by side anyway)"
         )
+    reps = [rep for rep, _ in loaded]
+    paired = pair_reports(reps, pair_names(reps, rows), result.ok)
     rows = [replace(row, differs=tuple(result.marks(i))) for i, row in enumerate(rows)]
     if sort:
         rows.sort(key=rank_key)
-    return CompareResult(rows=rows, comparability=result)
+    return CompareResult(rows=rows, comparability=result, paired=paired)
+
+
+PAIRED_HEADING = "Paired differences (95 % intervals, paired bootstrap over the shared units):"
+
+
+def paired_lines(paired: Sequence[PairedComparison]) -> list[str]:
+    """The paired differences as sentences (none for a single report)."""
+    return [line for pair in paired for line in pair.lines()]
 
 
 HEADERS: tuple[str, ...] = (
@@ -257,8 +300,9 @@ def _footnotes(rows: Sequence[CompareRow]) -> list[str]:
     return notes
 
 
-def compare_markdown(rows: Sequence[CompareRow]) -> str:
-    """A GitHub-flavoured Markdown table."""
+def compare_markdown(rows: Sequence[CompareRow],
+                     paired: Sequence[PairedComparison] = ()) -> str:
+    """A GitHub-flavoured Markdown table (then the paired differences, if any)."""
     headers, differs, build = _headers(rows)
     numeric = {3, *range(5, 5 + len(axis_keys()) + 1)}
     lines = md_table(headers, (row_cells(r, differs=differs, build=build) for r in rows), numeric)
@@ -266,6 +310,10 @@ def compare_markdown(rows: Sequence[CompareRow]) -> str:
     if notes:
         lines.append("")
         lines += [f"- {md_cell(n)}" for n in notes]
+    diffs = paired_lines(paired)
+    if diffs:
+        lines += ["", PAIRED_HEADING, ""]
+        lines += [f"- {md_cell(d)}" for d in diffs]
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +344,7 @@ def compare_table(rows: Sequence[CompareRow], title: str | None = None) -> Table
 __all__ = [
     "BUILD_HEADER",
     "HEADERS",
+    "PAIRED_HEADING",
     "CompareResult",
     "CompareRow",
     "compare_reports",
@@ -303,6 +352,9 @@ __all__ = [
     "compare_rows",
     "compare_table",
     "mixed_builds",
+    "pair_names",
+    "pair_reports",
+    "paired_lines",
     "rank_key",
     "row_cells",
     "row_for",

@@ -3,6 +3,7 @@ refract-llm's (v0.2.x and v0.3.x), number formatting, and short labels."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from refract.report.kit import (
     as_float,
     fmt,
     fmt_kld,
+    get_path,
     needle_keyword,
 )
 
@@ -220,6 +222,93 @@ def short_notes(report: Mapping[str, Any]) -> str:
     return "; ".join(short_note(s) for s in diagnosis_of(report))
 
 
+# ------------------------------------------------------------------------- uncertainty
+
+
+def uncertainty_of(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The report's ``uncertainty`` block (:mod:`refract.uncertainty`), or ``None`` for a
+    report without one (refract-llm's, older ones): views then show no intervals at all."""
+    unc = report.get("uncertainty")
+    return unc if isinstance(unc, Mapping) else None
+
+
+def composite_estimate(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The composite's estimate (``point``, ``ci95``, ``band_probabilities``, ``decided``);
+    ``None`` also when every axis in the composite is held at its score (``held_fixed``): its
+    "interval" is then the point, which says nothing about how sure the score is."""
+    unc = uncertainty_of(report)
+    comp = get_path(unc, "composite")
+    if not isinstance(comp, Mapping):
+        return None
+    held = {str(k) for k in get_path(unc, "held_fixed") or []}
+    return comp if not set(scored_axes(report)) <= held else None
+
+
+def axis_estimate(report: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """One axis's estimate; ``None`` where the block has none (held fixed, not scored)."""
+    est = get_path(uncertainty_of(report), "axes", key)
+    return est if isinstance(est, Mapping) else None
+
+
+def interval_of(est: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """An estimate's 95 % interval (lo, hi), when both ends are finite numbers."""
+    raw = est.get("ci95") if est is not None else None
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        return None
+    lo, hi = as_float(raw[0]), as_float(raw[1])
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return lo, hi
+
+
+def fmt_interval(est: Mapping[str, Any] | None, missing: str = "—") -> str:
+    """``"70.1–82.3"``: an estimate's interval to one decimal, or ``missing``."""
+    ci = interval_of(est)
+    return f"{ci[0]:.1f}–{ci[1]:.1f}" if ci is not None else missing
+
+
+def confidence_label(report: Mapping[str, Any]) -> str:
+    """The block's level as text, ``"95 %"``."""
+    level = as_float(get_path(uncertainty_of(report), "level"))
+    return f"{100.0 * (level if level is not None else 0.95):g} %"
+
+
+def band_undecided(report: Mapping[str, Any]) -> bool:
+    """Whether the composite's band is not decided at the block's level (no band holds that
+    share of the replicates); ``False`` for a report without an interval."""
+    comp = composite_estimate(report)
+    return comp is not None and interval_of(comp) is not None and comp.get("decided") is None
+
+
+def band_probabilities_of(est: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """An estimate's band probabilities, ``None`` when it has none."""
+    raw = est.get("band_probabilities") if est is not None else None
+    if not isinstance(raw, Mapping):
+        return None
+    probs = {str(k): as_float(v) for k, v in raw.items()}
+    return {k: v for k, v in probs.items() if v is not None} or None
+
+
+def methods_note(report: Mapping[str, Any]) -> str | None:
+    """How the intervals were made, e.g. ``"95 % intervals: paired-bootstrap-t v1, 2000
+    replicates, seed 42"``, plus the composite axes held at their score; ``None`` without a
+    block."""
+    unc = uncertainty_of(report)
+    if unc is None:
+        return None
+    version = unc.get("method_version")
+    text = (f"{confidence_label(report)} intervals: {unc.get('method') or '?'}"
+            f"{' v' + str(version) if version else ''}, {unc.get('replicates')} replicates, "
+            f"seed {unc.get('seed')}")
+    held = [str(k) for k in unc.get("held_fixed") or []]
+    if held:
+        why = unc.get("unusable_units")
+        reasons = why if isinstance(why, Mapping) else {}
+        text += "; held at their score in the composite: " + ", ".join(
+            axis_name(k) + (f" ({reasons[k]})" if k in reasons else "") for k in held)
+    return text
+
+
 # ----------------------------------------------------------------------- axis statuses
 
 AXIS_STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "invalid", "unscored", "missing")
@@ -323,6 +412,7 @@ __all__ = [
     "UNKNOWN_BUILD",
     "as_float",
     "axis_cell",
+    "axis_estimate",
     "axis_problems",
     "axis_status",
     "is_self_check",
@@ -336,12 +426,19 @@ __all__ = [
     "axes_of",
     "axis_score",
     "axis_scores",
+    "band_probabilities_of",
     "band_text",
+    "band_undecided",
+    "composite_estimate",
+    "confidence_label",
     "diagnosis_of",
     "fmt",
+    "fmt_interval",
     "fmt_kld",
     "framework_label",
+    "interval_of",
     "mean_kld",
+    "methods_note",
     "model_name",
     "report_band",
     "report_composite",
@@ -350,4 +447,5 @@ __all__ = [
     "short_note",
     "short_commit",
     "short_notes",
+    "uncertainty_of",
 ]

@@ -12,24 +12,34 @@ from refract.axes import registry
 from refract.bands import NOT_MEASURED, band
 from refract.report.fields import (
     axes_of,
+    axis_estimate,
     axis_keys,
     axis_problems,
     axis_score,
     axis_status,
+    band_probabilities_of,
     band_text,
+    band_undecided,
+    composite_estimate,
+    confidence_label,
     diagnosis_of,
     display_model,
     fmt,
+    fmt_interval,
     framework_label,
+    interval_of,
     is_measured,
     is_self_check,
     is_verified,
+    methods_note,
     report_composite,
     report_status,
+    uncertainty_of,
 )
 from refract.report.io import dumps_report, write_text
 from refract.report.kit import bullets, esc, kld_percentiles, kv_table, pill
 from refract.report.svg import score_bars
+from refract.uncertainty import band_phrase
 
 PAGE_CSS = """
 :root {
@@ -230,6 +240,7 @@ def _header(report: Mapping[str, Any]) -> str:
             + esc("; ".join(p for p in axis_problems(report) if " error: " in p))
             + ". The composite covers the other axes.</p>"
         )
+    banners += _undecided_banner(report)
     if not is_verified(report):
         banners += (
             '<p class="note">unverified: this report carries no input hashes (model, corpus, '
@@ -243,7 +254,7 @@ def _header(report: Mapping[str, Any]) -> str:
         f"reference <code>{esc(report.get('reference') or '?')}</code></p>"
         '<div class="hero">'
         f'<div class="composite {esc(cls)}">{esc(fmt(comp))}</div>'
-        f'<div class="hero-text">{pill(comp_band)}'
+        f'<div class="hero-text">{pill(comp_band)}{_composite_shares(report, comp_band)}'
         f'<div class="summary">{esc(summary or "")}</div>'
         f'<div class="note">composite: harmonic mean of the axes that scored, 0–100, higher '
         f"is closer to the reference · {esc(framework_label(report))}"
@@ -252,11 +263,61 @@ def _header(report: Mapping[str, Any]) -> str:
     )
 
 
+def _composite_shares(report: Mapping[str, Any], comp_band: str) -> str:
+    """Beside the band: its probabilities and the composite's interval (nothing without)."""
+    est = composite_estimate(report)
+    if interval_of(est) is None:
+        return ""
+    phrase = band_phrase(comp_band, band_probabilities_of(est)).removeprefix(comp_band).strip()
+    return (f' <span class="note band-probabilities">{esc(phrase)} · '
+            f"{esc(confidence_label(report))} interval {esc(fmt_interval(est))}</span>")
+
+
+def _undecided_banner(report: Mapping[str, Any]) -> str:
+    if not band_undecided(report):
+        return ""
+    level = confidence_label(report)
+    return (f'<p class="banner undecided"><strong>Band not decided at {esc(level)}:</strong> '
+            f"no band holds {esc(level)} of the bootstrap replicates; the composite's interval "
+            "crosses a band boundary.</p>")
+
+
+def _uncertainty(report: Mapping[str, Any]) -> str:
+    """The intervals as a table, with how they were made (nothing without a block)."""
+    unc = uncertainty_of(report)
+    if unc is None:
+        return ""
+    rows: list[tuple[str, float | None, Mapping[str, Any]]] = []
+    comp = composite_estimate(report)
+    if comp is not None:
+        rows.append(("Composite", report_composite(report), comp))
+    for key in axis_keys(report):
+        est = axis_estimate(report, key)
+        if est is not None:
+            rows.append((_axis_title(key, " · "), axis_score(report, key), est))
+    body = ""
+    for name, score, est in rows:
+        n = est.get("n_units")
+        units = f"{n} {est.get('unit')}{'s' if n != 1 else ''}" if n is not None else "—"
+        probs = band_phrase(band(score), band_probabilities_of(est))
+        body += (f"<tr><td>{esc(name)}</td><td class=num>{esc(fmt(score))}</td>"
+                 f"<td class=num>{esc(fmt_interval(est))}</td><td>{esc(units)}</td>"
+                 f"<td>{esc(est.get('interval_method') or '—')}</td><td>{esc(probs)}</td></tr>")
+    level = esc(confidence_label(report))
+    table = (f"<table class=\"uncertainty\"><tr><th></th><th class=num>score</th>"
+             f"<th class=num>{level} interval</th><th>units</th><th>interval method</th>"
+             f"<th>band probabilities</th></tr>{body}</table>") if body else ""
+    desc = unc.get("description")
+    note = f"{methods_note(report)}." + (f" Method: {desc}." if desc else "")
+    return f"<h3>Uncertainty</h3>{table}<p class=\"note methods\">{esc(note)}</p>"
+
+
 def _scores(report: Mapping[str, Any]) -> str:
     axes = axes_of(report)
     comp = report_composite(report)
     items: list[tuple[str, float | None, str]] = [
         ("Composite", comp, "" if comp is not None else "not measured")]
+    intervals = [interval_of(composite_estimate(report))]
     for key in axis_keys(report):
         axis = axes.get(key, {})
         status = axis_status(report, key)
@@ -270,6 +331,7 @@ def _scores(report: Mapping[str, Any]) -> str:
         elif status == "invalid":
             note = "invalid"
         items.append((_axis_title(key, " · "), axis_score(report, key), note))
+        intervals.append(interval_of(axis_estimate(report, key)))
     diag = bullets(diagnosis_of(report))
     detail = report.get("composite_detail")
     notes: list[str] = []
@@ -286,7 +348,7 @@ def _scores(report: Mapping[str, Any]) -> str:
         notes.extend(str(n) for n in top_notes)
     return (
         "<section><h2>Scores</h2>"
-        f"{score_bars(items)}"
+        f"{score_bars(items, intervals)}{_uncertainty(report)}"
         f"<h3>Diagnosis</h3>{diag or '<p class=note>none</p>'}"
         f"{'<h3>Notes</h3>' + bullets(notes, 'note') if notes else ''}"
         "</section>"

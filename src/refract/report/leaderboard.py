@@ -47,7 +47,16 @@ from refract.report.comparability import (
     settings_summary,
 )
 from refract.report.compare import CompareRow, rank_key, row_for
-from refract.report.fields import axis_keys, axis_name, fmt, fmt_kld, short_notes
+from refract.report.fields import (
+    axis_keys,
+    axis_name,
+    band_undecided,
+    composite_estimate,
+    fmt,
+    fmt_interval,
+    fmt_kld,
+    short_notes,
+)
 from refract.report.io import ReportError, load_report, write_text
 from refract.report.markdown import md_cell, md_table
 
@@ -74,6 +83,17 @@ DISCLAIMERS: tuple[str, ...] = (
     ),
 )
 
+UNDECIDED_MARK = "†"
+INTERVAL_LEGEND = (
+    "95 % interval: the composite's paired-bootstrap interval over the report's units "
+    "(prompts, chunks, cells); — where the report has none."
+)
+UNDECIDED_LEGEND = (
+    f"{UNDECIDED_MARK} band not decided at 95 %: no band holds 95 % of the bootstrap "
+    "replicates, so the row's band could be its neighbour; more prompts and chunks (or "
+    "--until-decided) would settle it."
+)
+
 MARKDOWN_NAME = "LEADERBOARD.md"
 HTML_NAME = "leaderboard.html"
 
@@ -90,6 +110,15 @@ class LeaderboardEntry:
     settings: str = ""
     """Settings fingerprint (8 hex digits): equal on every row of a comparable table."""
     differs: tuple[str, ...] = ()
+    interval: str = "—"
+    """The composite's 95 % interval (``73.1–93.2``); ``—`` for a report without one."""
+    undecided: bool = False
+    """The band is not decided at 95 % (no band holds 95 % of the bootstrap replicates)."""
+
+    @property
+    def interval_cell(self) -> str:
+        """The interval, marked :data:`UNDECIDED_MARK` when the band is not decided."""
+        return f"{self.interval} {UNDECIDED_MARK}" if self.undecided else self.interval
 
 
 @dataclass(frozen=True)
@@ -254,6 +283,8 @@ def _entry(
         kind=kind,
         settings=settings_fingerprint(report),
         differs=differs,
+        interval=fmt_interval(composite_estimate(report)),
+        undecided=band_undecided(report),
     )
 
 
@@ -293,6 +324,7 @@ HEADERS: tuple[str, ...] = (
     "model",
     "composite",
     "band",
+    "95 % interval",
     *(axis_name(k) for k in axis_keys()),
     "KLD (nats)",
     "A noise floor",
@@ -301,8 +333,10 @@ HEADERS: tuple[str, ...] = (
     "settings",
     "notes",
 )
-_NUMERIC = {0, 2, *range(4, 4 + len(axis_keys()) + 1)}
 _BAND_COL = 3
+_INTERVAL_COL = 4
+_AXIS_COLS = range(5, 5 + len(axis_keys()))
+_NUMERIC = {0, 2, _INTERVAL_COL, *_AXIS_COLS, _AXIS_COLS.stop}  # … and the KLD column
 
 
 def _rank_text(entry: LeaderboardEntry) -> str:
@@ -318,6 +352,7 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         row.model,
         fmt(row.composite),
         row.band_text,
+        entry.interval_cell,
         *(row.cells.get(k) or fmt(row.scores.get(k)) for k in axis_keys()),
         fmt_kld(row.mean_kld),
         row.noise_floor,
@@ -330,6 +365,15 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
 
 def _group_title(group: LeaderboardGroup) -> str:
     return " — self-check (negative control)" if group.self_check else ""
+
+
+def legend(group: LeaderboardGroup) -> list[str]:
+    """The lines under a table that explain its interval column and marks (none when no row
+    has an interval)."""
+    lines = [INTERVAL_LEGEND] if any(e.interval != "—" for e in group.entries) else []
+    if any(e.undecided for e in group.entries):
+        lines.append(UNDECIDED_LEGEND)
+    return lines
 
 
 def leaderboard_markdown(board: Leaderboard) -> str:
@@ -359,6 +403,9 @@ def leaderboard_markdown(board: Leaderboard) -> str:
             ]
         lines += md_table(HEADERS, (entry_cells(e) for e in group.entries), _NUMERIC)
         lines.append("")
+        notes = legend(group)
+        if notes:
+            lines += [f"{md_cell(n)}  " for n in notes] + [""]
     if board.skipped:
         lines += ["## Files skipped", "", *(f"- {md_cell(s)}" for s in board.skipped), ""]
     return "\n".join(lines)
@@ -377,7 +424,6 @@ def leaderboard_html(board: Leaderboard) -> str:
     ]
     if not board.groups:
         parts.append('<section><p class="note">No reports found.</p></section>')
-    axis_cols = range(4, 4 + len(axis_keys()))
     for group in board.groups:
         head = "".join(
             f"<th{' class=num' if i in _NUMERIC else ''}>{esc(h)}</th>"
@@ -390,7 +436,7 @@ def leaderboard_html(board: Leaderboard) -> str:
             for i, cell in enumerate(cells):
                 if i == _BAND_COL:
                     tds.append(f"<td>{pill(cell, True)}</td>")
-                elif i in axis_cols and cell in ("error", "invalid"):
+                elif i in _AXIS_COLS and cell in ("error", "invalid"):
                     tds.append(f"<td class=num>{pill(cell, True)}</td>")
                 elif i in _NUMERIC:
                     tds.append(f"<td class=num>{esc(cell)}</td>")
@@ -417,7 +463,9 @@ def leaderboard_html(board: Leaderboard) -> str:
             f"{esc(group.framework)} · llama.cpp {esc(group.build)} · "
             f"settings: {esc(group.settings)} · "
             f"{len(group.entries)} report(s)</p>{warn}"
-            f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div></section>'
+            f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+            + "".join(f'<p class="note legend">{esc(n)}</p>' for n in legend(group))
+            + "</section>"
         )
     if board.skipped:
         parts.append(
@@ -494,7 +542,10 @@ __all__ = [
     "DISCLAIMERS",
     "HEADERS",
     "HTML_NAME",
+    "INTERVAL_LEGEND",
     "MARKDOWN_NAME",
+    "UNDECIDED_LEGEND",
+    "UNDECIDED_MARK",
     "IncompatibleReports",
     "Leaderboard",
     "LeaderboardEntry",
@@ -505,6 +556,7 @@ __all__ = [
     "entry_cells",
     "leaderboard_html",
     "leaderboard_markdown",
+    "legend",
     "render_leaderboard",
     "write_leaderboard",
     "write_leaderboards",

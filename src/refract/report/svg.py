@@ -39,9 +39,11 @@ def band_class(score: float | None) -> str:
 # --------------------------------------------------------------------------- score bars
 
 
-def score_bars(items: Sequence[tuple[str, float | None, str]]) -> str:
+def score_bars(items: Sequence[tuple[str, float | None, str]],
+               intervals: Sequence[tuple[float, float] | None] = ()) -> str:
     """Horizontal 0–100 bars. ``items`` = (label, score or None, note shown after the bar;
-    for a None score the note replaces the bar, default "skipped")."""
+    for a None score the note replaces the bar, default "skipped"). ``intervals``: per item,
+    its 95 % interval (lo, hi) or None, drawn as a whisker across the bar's end."""
     left, bar_w, right, row_h = 150.0, 430.0, 120.0, 30.0
     top = 22.0
     height = top + row_h * len(items) + 8
@@ -77,10 +79,26 @@ def score_bars(items: Sequence[tuple[str, float | None, str]]) -> str:
             f'<rect class="bar {band_class(score)}" x="{left:.1f}" y="{cy - 8:.1f}" '
             f'width="{w:.1f}" height="16" rx="3"><title>{esc(label)}: {fmt(score)}</title></rect>'
         )
+        ci = intervals[i] if i < len(intervals) else None
+        if ci is not None:
+            parts.append(_whisker(left, bar_w, cy, ci, label))
         parts.append(_text(left + bar_w + 8, cy + 4, fmt(score), "value"))
         if note:
             parts.append(_text(left + bar_w + 58, cy + 4, note, "muted small"))
     return _svg(width, height, "".join(parts), "scores per axis")
+
+
+def _whisker(left: float, bar_w: float, cy: float, ci: tuple[float, float], label: str) -> str:
+    """An interval whisker (line with end caps) in the text colour (``currentColor``: light
+    and dark alike)."""
+    x1, x2 = (left + bar_w * max(0.0, min(100.0, v)) / 100 for v in ci)
+    lines = [(x1, cy, x2, cy), (x1, cy - 6, x1, cy + 6), (x2, cy - 6, x2, cy + 6)]
+    body = "".join(
+        f'<line x1="{a:.1f}" y1="{b:.1f}" x2="{c:.1f}" y2="{d:.1f}"/>' for a, b, c, d in lines)
+    return (
+        f'<g class="whisker" stroke="currentColor" stroke-width="1.5" stroke-linecap="round">'
+        f"<title>{esc(label)}: 95 % interval {ci[0]:.1f}–{ci[1]:.1f}</title>{body}</g>"
+    )
 
 
 # ------------------------------------------------------------------ trajectory chart

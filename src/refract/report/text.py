@@ -19,19 +19,28 @@ from refract.bands import band
 from refract.report.fields import (
     NOT_MEASURED_LABEL,
     axes_of,
+    axis_estimate,
     axis_keys,
     axis_name,
     axis_score,
     axis_status,
+    band_probabilities_of,
+    band_undecided,
+    composite_estimate,
+    confidence_label,
     diagnosis_of,
     display_model,
     fmt,
+    fmt_interval,
+    interval_of,
     is_measured,
     is_self_check,
+    methods_note,
     report_band,
     report_composite,
     report_status,
 )
+from refract.uncertainty import band_phrase
 
 SELF_CHECK_TITLE = "REFRACT self-check: reference vs reference — not a quantization score"
 
@@ -70,7 +79,9 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     style = BAND_STYLES.get(comp_band, "bold")
 
     head = Text()
-    if measured:
+    if measured and interval_of(composite_estimate(report)) is not None:
+        head = _uncertain_head(report, comp_band, style)
+    elif measured:
         head.append(f"{fmt(comp)}", style=style)
         head.append("  ")
         head.append(comp_band, style=style)
@@ -101,9 +112,20 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
     table.add_column("axis")
     table.add_column("score", justify="right")
-    table.add_column("band")
+    # older reports carry no intervals: the table is as it always was
+    intervals = any(axis_estimate(report, k) is not None for k in axis_keys(report))
+    if intervals:
+        table.add_column(confidence_label(report), justify="right", no_wrap=True)
+    table.add_column("band", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("detail", style="dim")
+
+    def cells(score_text: str, key: str | None = None) -> list[str]:
+        """The score cell, then the interval cell where the report has intervals."""
+        if not intervals:
+            return [score_text]
+        return [score_text, fmt_interval(axis_estimate(report, key)) if key else "—"]
+
     for key in axis_keys(report):
         axis = axes.get(key, {})
         known = registry.get(key)
@@ -111,18 +133,18 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
         status = axis_status(report, key)
         score = axis_score(report, key)
         if status == "error":
-            table.add_row(title, "—", Text("error", style=BAND_STYLES["error"]), _bar(None),
-                          Text(f"failed: {axis.get('error')}"))
+            table.add_row(title, *cells("—"), Text("error", style=BAND_STYLES["error"]),
+                          _bar(None), Text(f"failed: {axis.get('error')}"))
             continue
         if status in ("skipped", "missing"):
             reason = axis.get("reason")
-            table.add_row(title, "—", Text("skipped", style="dim"), _bar(None),
+            table.add_row(title, *cells("—"), Text("skipped", style="dim"), _bar(None),
                           Text(str(reason) if reason else ""))
             continue
         if status == "invalid":
             label = Text("FAIL", style=BAND_STYLES["FAIL"])
             label.append(" invalid", style=BAND_STYLES["invalid"])
-            table.add_row(title, fmt(score), label, _bar(score),
+            table.add_row(title, *cells(fmt(score), key), label, _bar(score),
                           Text(str(axis.get("invalid_reason") or "non-finite logits")))
             continue
         axis_band = str(axis.get("band") or band(score) or "skipped")
@@ -134,9 +156,12 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
             if axis.get("in_composite") is False:
                 label.append(" (excluded)", style="dim")
         detail = known.card_detail(axis) if known is not None else ""
-        table.add_row(title, fmt(score), label, _bar(score), Text(detail))
+        table.add_row(title, *cells(fmt(score), key), label, _bar(score), Text(detail))
 
     parts: list[RenderableType] = [head, Text(), meta, table]
+    note = methods_note(report)
+    if note:
+        parts += [Text(note, style="dim"), Text()]
     if is_self_check(report):
         parts.insert(0, Text(
             "Self-check: candidate = reference. This measures refract's own run-to-run noise "
@@ -163,6 +188,24 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
         border_style=style.replace("bold ", ""),
         box=box.ROUNDED,
     )
+
+
+def _uncertain_head(report: Mapping[str, Any], comp_band: str, style: str) -> Text:
+    """``86.62 [95 %: 73.1–93.2]  PASS — 72 % PASS, 18 % EXCELLENT, 10 % DEGRADED``, then
+    the summary on a line of its own, after "Band not decided at 95 %." where it is not."""
+    est = composite_estimate(report)
+    label = confidence_label(report)
+    head = Text()
+    head.append(fmt(report_composite(report)), style=style)
+    head.append(f" [{label}: {fmt_interval(est)}]  ")
+    phrase = band_phrase(comp_band, band_probabilities_of(est))
+    head.append(comp_band, style=style)
+    head.append(phrase.removeprefix(comp_band))
+    head.append("\n")
+    if band_undecided(report):
+        head.append(f"Band not decided at {label}. ", style=BAND_STYLES["DEGRADED"])
+    head.append(str(report.get("summary") or ""))
+    return head
 
 
 def _bullets(lines: list[str], style: str) -> Table:

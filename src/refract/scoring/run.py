@@ -187,20 +187,38 @@ def _run(ctx: RunContext, t_start: float,
                 r["floor_failed"] = True
             raise FloorFailed(floor, extras["floor"], reports)
 
-    for axis in registry:
-        if not axis.enabled(opts):
-            if axis.skip_reason is not None:
-                for c in cands:
-                    axes[c][axis.key] = {"skipped": True, "reason": axis.skip_reason}
-            continue
-        results = axis.run(ctx)
-        for c in cands:
-            axes[c][axis.key] = results[c]
-        engine.release()
+    decided: dict[str, dict[str, Any]] = {}
+    if opts.until_decided:
+        from refract.scoring.decided import run_in_rounds
 
-    return [_report(ctx, cfg, axes[cfg.label], {**ctx.shared, **ctx.timings[cfg.label]},
-                    extras, floor, t_start)
-            for cfg in plan.candidates]
+        axes, decided = run_in_rounds(ctx)
+    else:
+        for axis in registry:
+            if not axis.enabled(opts):
+                if axis.skip_reason is not None:
+                    for c in cands:
+                        axes[c][axis.key] = {"skipped": True, "reason": axis.skip_reason}
+                continue
+            results = axis.run(ctx)
+            for c in cands:
+                axes[c][axis.key] = results[c]
+            engine.release()
+
+    reports = [_report(ctx, cfg, axes[cfg.label], {**ctx.shared, **ctx.timings[cfg.label]},
+                       extras, floor, t_start)
+               for cfg in plan.candidates]
+    for report in reports:
+        record = decided.get(report["candidate"])
+        if record is not None:
+            report["until_decided"] = record
+            used_p, used_c = record["prompts_used"], record["chunks_used"]
+            report["notes"].append(
+                ("stopped early" if record["stopped_early"] else "ran its whole budget")
+                + f" (--until-decided at {record['confidence']:.0%}: look "
+                f"{record['looks_run']} of {record['looks_planned']}, "
+                f"{record['budget_fraction']:.0%} of the budget: {used_p[0]}/{used_p[1]} "
+                f"prompts, {used_c[0]}/{used_c[1]} chunks): {record['reason']}")
+    return reports
 
 
 def _report(
