@@ -156,7 +156,7 @@ def undecided_sentence(comp_band: str, unc: Mapping[str, Any]) -> str | None:
     within = (f" (95 % interval {lo:.1f}–{hi:.1f})"
               if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "")
     return (f"Band not decided at {100 * level:.0f} %: {band_phrase(comp_band, probs)}{within}; "
-            "more prompts and chunks (or --until-decided) would settle it.")
+            "a larger budget (more prompts and chunks) would settle it.")
 
 
 def _package_version() -> str:
