@@ -54,25 +54,26 @@ def test_kld_interval_covers_95() -> None:
     assert 0.93 <= got <= 0.97
 
 
-def test_trajectory_interval_covers_95() -> None:
-    truth = gtm_truth(0.4)
-    got = coverage(lambda rng: [U.AxisUnits("gtm", gtm_units(rng, 30, 0.4), True)],
+@pytest.mark.parametrize("p_full", [0.4, 0.8])
+def test_trajectory_interval_covers_95(p_full: float) -> None:
+    """Bimodal prompts (full matches and early divergences) at two mixes: a studentized
+    bootstrap covered 0.97 and 0.92 here, BCa stays near 95 % at both."""
+    truth = gtm_truth(p_full)
+    got = coverage(lambda rng: [U.AxisUnits("gtm", gtm_units(rng, 30, p_full), True)],
                    truth, "gtm")
-    print(f"Trajectory (30 prompts) coverage {got:.3f}")
+    print(f"Trajectory (30 prompts, {p_full:.0%} full matches) coverage {got:.3f}")
     assert 0.93 <= got <= 0.97
 
 
 @pytest.mark.parametrize(("p_full", "kld_mean"), [(0.4, 0.03), (0.55, 0.05)])
 def test_composite_interval_covers_95(p_full: float, kld_mean: float) -> None:
-    """Measured 0.965 and 0.978: the composite's interval errs on the wide side (its
-    delta-method error through the harmonic mean is conservative with bimodal prompts)."""
     tg, tk = gtm_truth(p_full), 100.0 * math.exp(-kld_mean)
     truth = 2.0 / (1.0 / tg + 1.0 / tk)
     got = coverage(lambda rng: [U.AxisUnits("gtm", gtm_units(rng, 30, p_full), True),
                                 U.AxisUnits("kld", kld_units(rng, 32, kld_mean), True)],
                    truth, "", composite=True)
     print(f"composite {truth:.2f} coverage {got:.3f}")
-    assert 0.93 <= got <= 0.985
+    assert 0.93 <= got <= 0.97
 
 
 def sequential_run(rng: np.random.Generator, seed: int, n_prompts: int, n_chunks: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import os
@@ -656,14 +657,14 @@ def test_text_card_shows_intervals_and_band_probabilities():
     head = plain.splitlines()[1]
     assert f"86.62 [95 %: {_ci(comp)}]" in head
     assert band_phrase("PASS", comp["band_probabilities"]) in head
-    assert "72 % PASS, 18 % EXCELLENT, 10 % DEGRADED" in head
+    assert "75 % PASS, 15 % EXCELLENT, 10 % DEGRADED" in head
     assert "Band not decided at 95 %. " + rep["summary"] in plain
     for key, title in (("gtm", "Trajectory"), ("kld", "KLD@D"), ("rniah", "R-NIAH")):
         row = next(line for line in plain.splitlines() if title in line and "█" in line)
         assert _ci(unc["axes"][key]) in row
     plad = next(line for line in plain.splitlines() if "PLAD" in line and "█" in line)
     assert re.search(r"91\.34\s+—\s+EXCELLENT", plad)  # held at its score: no interval
-    assert "95 % intervals: paired-bootstrap-t v1, 2000 replicates, seed 42" in plain
+    assert "95 % intervals: paired-bootstrap-bca v1, 2000 replicates, seed 42" in plain
     assert "held at their score in the composite: D PLAD (fewer than two units)" in plain
     # decided: the probabilities, no caveat
     plain = render_text(_decided(rep), color=False, width=160)
@@ -711,13 +712,13 @@ def test_html_shows_whiskers_band_probabilities_and_method():
     ]
     hero = html_text.split('<div class="hero-text">')[1].split("</div>")[0]
     assert ('<span class="pill b-pass">PASS</span> <span class="note band-probabilities">'
-            f"— 72 % PASS, 18 % EXCELLENT, 10 % DEGRADED · 95 % interval {_ci(unc['composite'])}"
+            f"— 75 % PASS, 15 % EXCELLENT, 10 % DEGRADED · 95 % interval {_ci(unc['composite'])}"
             in hero)
     assert '<p class="banner undecided"><strong>Band not decided at 95 %:</strong>' in html_text
     table = html_text.split("<h3>Uncertainty</h3>")[1].split("<h3>Diagnosis</h3>")[0]
     assert "<td>12 prompts</td>" in table and "<td>32 chunks</td>" in table
-    assert "<td>9 cells</td><td>percentile</td>" in table
-    assert band_phrase("DEGRADED", unc["axes"]["gtm"]["band_probabilities"]) in table
+    assert "<td>9 cells</td><td>BCa</td>" in table
+    assert html.escape(band_phrase("DEGRADED", unc["axes"]["gtm"]["band_probabilities"])) in table
     assert "2000 replicates, seed 42" in table and "Method: paired bootstrap" in table
     decided = render_html(_decided(rep))
     assert "— 97 % PASS, 3 % DEGRADED · 95 % interval 80.4–89.9" in decided
