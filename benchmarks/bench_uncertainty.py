@@ -2,6 +2,7 @@
 
     python benchmarks/bench_uncertainty.py [--model demo] [--candidates ctk=q8_0,ctv=q8_0 ...]
         [--threads 2] [--ctx 512] [--chunks 32] [--n-predict 128] [--looks 4]
+        [--halvings 200] [--corpus PATH]
 
 For each candidate: one full-budget ``refract score`` (default axes) and one
 ``--until-decided`` run on the same engine, side by side. Prints
@@ -73,9 +74,12 @@ def main() -> None:
     ap.add_argument("--n-predict", type=int, default=128)
     ap.add_argument("--looks", type=int, default=4)
     ap.add_argument("--halvings", type=int, default=200)
+    ap.add_argument("--corpus", default=None, help="KLD corpus (default: WikiText-2 test)")
     a = ap.parse_args()
     model = resolve_model(a.model)
     opts = {"ctx": a.ctx, "chunks": a.chunks, "n_predict": a.n_predict, "threads": a.threads}
+    if a.corpus:
+        opts["corpus"] = a.corpus
     print(f"model {model}, threads {a.threads}, load {os.getloadavg()[0]:.2f}")
     with Engine(model, n_threads=a.threads) as engine:
         for cand in a.candidates:
