@@ -95,7 +95,7 @@ def main() -> None:
             in_comp = {k: entries[k]["score"] if entries[k].get("in_composite") else None
                        for k in registry.keys()}
             t1 = time.perf_counter()
-            report_uncertainty(entries, in_comp)
+            report_uncertainty(entries, in_comp, self_check=full["self_check"])
             t_unc = time.perf_counter() - t1
             t2 = time.perf_counter()
             dec = run_score(model, cand, engine=engine, until_decided=True, looks=a.looks,

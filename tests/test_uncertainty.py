@@ -119,11 +119,23 @@ def test_until_decided_wrong_band_rate_near_an_edge(p_full: float) -> None:
 
 
 def test_until_decided_stops_early_when_clear() -> None:
-    """Far from every edge, most runs stop at the first look allowed to decide."""
+    """Far from every edge -- the demo model's negative control: prompts diverging within a
+    few tokens, a KLD score near 79, a composite near 6 -- most runs stop at the first look
+    allowed to decide, and say FAIL."""
     rng = np.random.default_rng(11)
-    runs = [sequential_run(rng, i, 30, 32, 0.999, 0.002) for i in range(200)]
-    first = sum(1 for got, k in runs if k == 2 and got == "EXCELLENT")
-    assert first / len(runs) >= 0.9
+    fractions = U.look_fractions(4)
+    alphas = U.look_alphas(fractions, 0.05)
+    first = 0
+    for i in range(200):
+        length = rng.integers(40, 129, 30).astype(float)
+        prefix = np.floor(length * rng.beta(0.2, 6.0, 30))
+        g = U.Units("prompt", tuple(map(str, range(30))), prefix, length, "ratio100")
+        k = kld_units(rng, 32, 0.23)
+        block = U.analyze([U.AxisUnits("gtm", g.subset(range(15)), True),
+                           U.AxisUnits("kld", k.subset(range(16)), True)], seed=i)
+        first += U.decided_band(block["composite"]["band_probabilities"],
+                                1.0 - alphas[1]) == "FAIL"
+    assert first / 200 >= 0.9
 
 
 def test_spending_sums_to_alpha() -> None:
@@ -135,7 +147,7 @@ def test_spending_sums_to_alpha() -> None:
 
 def test_band_probabilities_and_exact_case() -> None:
     same = U.Units("chunk", ("0", "1", "2"), np.zeros(3), np.ones(3), "exp100")
-    block = U.analyze([U.AxisUnits("kld", same, True)])
+    block = U.analyze([U.AxisUnits("kld", same, True)], exact_ok=True)
     comp = block["composite"]
     assert comp["ci95"] == [100.0, 100.0]
     assert comp["band_probabilities"] == {"EXCELLENT": 1.0, "PASS": 0.0, "DEGRADED": 0.0,
@@ -172,3 +184,37 @@ def test_paired_difference() -> None:
     other = U.Units(a.unit, tuple(reversed(a.ids)), a.num, a.den, a.transform)
     with pytest.raises(ValueError, match="different units"):
         U.paired_difference({"kld": a}, {"kld": other})
+
+
+def test_unanimous_units_get_a_binomial_bound_not_certainty() -> None:
+    """30 full matches out of 30 prompts do not prove a score of 100: unless the run is the
+    reference against itself, the units not seen could disagree (exact binomial bound)."""
+    full = U.Units("prompt", tuple(map(str, range(30))), np.full(30, 64.0), np.full(30, 64.0),
+                   "ratio100")
+    exact = U.analyze([U.AxisUnits("gtm", full, True)], exact_ok=True)
+    assert exact["axes"]["gtm"]["ci95"] == [100.0, 100.0]
+    block = U.analyze([U.AxisUnits("gtm", full, True)])
+    gtm = block["axes"]["gtm"]
+    assert gtm["interval_method"] == U.BOUND_METHOD
+    assert gtm["ci95"][0] == pytest.approx(100.0 * 0.025 ** (1 / 30))  # 88.4
+    assert gtm["ci95"][1] == 100.0
+    assert gtm["band_probabilities"]["EXCELLENT"] == pytest.approx(1.0 - 0.9 ** 30)
+    # no prompt diverged in 10: far from decided
+    few = full.subset(range(10))
+    probs = U.analyze([U.AxisUnits("gtm", few, True)])["axes"]["gtm"]["band_probabilities"]
+    assert probs["EXCELLENT"] == pytest.approx(1.0 - 0.9 ** 10)
+    assert U.decided_band(probs, 0.95) is None
+    # the composite carries it: its interval reaches below what KLD alone would allow
+    rng = np.random.default_rng(1)
+    kld = kld_units(rng, 32, 0.01)
+    with_bound = U.analyze([U.AxisUnits("gtm", full, True), U.AxisUnits("kld", kld, True)])
+    certain = U.analyze([U.AxisUnits("gtm", full, True), U.AxisUnits("kld", kld, True)],
+                        exact_ok=True)
+    lo, hi = with_bound["composite"]["ci95"]
+    assert lo < certain["composite"]["ci95"][0] - 2.0
+    assert lo <= with_bound["composite"]["point"] <= hi
+    # all prompts diverging at their first token: 0, bounded above
+    none = U.Units("prompt", full.ids, np.zeros(30), full.den, "ratio100")
+    zero = U.analyze([U.AxisUnits("gtm", none, True)])["axes"]["gtm"]
+    assert zero["ci95"][0] == 0.0
+    assert zero["ci95"][1] == pytest.approx(100.0 * (1.0 - 0.025 ** (1 / 30)))

@@ -215,9 +215,17 @@ class Estimate:
     acc: float = 0.0
     lo: float = 0.0
     hi: float = 100.0
+    #: units that all agree at the range's edge (no exactness claimed): the bound of
+    #: :func:`unanimous`
+    bound_n: int = 0
 
     def quantile(self, q: float) -> float:
         """The BCa ``q`` confidence limit."""
+        if self.bound_n:
+            span = self.hi - self.lo
+            if self.point >= self.hi:
+                return float(self.lo + span * q ** (1.0 / self.bound_n))
+            return float(self.lo + span * (1.0 - (1.0 - q) ** (1.0 / self.bound_n)))
         if self.boot is None:
             return self.point
         w = self.z0 + _inv(q)
@@ -228,6 +236,11 @@ class Estimate:
         """Confidence that the statistic lies below ``x``."""
         if not math.isfinite(self.point):
             return math.nan
+        if self.bound_n:
+            t = min(1.0, max(0.0, (x - self.lo) / (self.hi - self.lo)))
+            if self.point >= self.hi:
+                return t ** self.bound_n
+            return 1.0 - (1.0 - t) ** self.bound_n
         if self.boot is None:
             return 1.0 if self.point < x else 0.0
         if x > self.hi:
@@ -246,7 +259,15 @@ class Estimate:
     @property
     def interval(self) -> tuple[float, float]:
         a = (1.0 - self.level) / 2.0
-        return self.quantile(a), self.quantile(1.0 - a)
+        if self.bound_n:  # no disagreement seen: the interval ends at the point (Clopper-Pearson)
+            return ((self.quantile(a), self.hi) if self.point >= self.hi
+                    else (self.lo, self.quantile(1.0 - a)))
+        lo, hi = self.quantile(a), self.quantile(1.0 - a)
+        if self.method.startswith("percentile"):
+            # a composite with a unanimous axis: its draws sit at or below that axis's point,
+            # so the point is the interval's edge, never outside it
+            lo, hi = min(lo, self.point), max(hi, self.point)
+        return lo, hi
 
     def band_probabilities(self) -> dict[Band, float]:
         """Confidence of each band (they sum to 1; an undefined statistic is FAIL)."""
@@ -274,10 +295,11 @@ class Estimate:
 
 
 def estimate(point: Replicates, boot: Replicates, *, lo: float = 0.0, hi: float = 100.0,
-             level: float = DEFAULT_LEVEL) -> Estimate:
+             level: float = DEFAULT_LEVEL, percentile: str | None = None) -> Estimate:
     """The BCa confidence distribution of one statistic: the bias correction from the share of
     replicates below the point, the acceleration from its empirical influence values (the
-    point where every unit agrees)."""
+    point where every unit agrees). ``percentile`` (its reason): no bias correction or
+    acceleration, the plain percentile interval."""
     p = float(point.value[0])
     se0 = float(point.se()[0])
     v = np.sort(boot.value.astype(np.float64))
@@ -285,6 +307,8 @@ def estimate(point: Replicates, boot: Replicates, *, lo: float = 0.0, hi: float 
         return Estimate(p, math.nan, "undefined", level, lo=lo, hi=hi)
     if se0 == 0.0 and v[0] == p and v[-1] == p:
         return Estimate(p, 0.0, "exact (every unit agrees)", level, lo=lo, hi=hi)
+    if percentile is not None:
+        return Estimate(p, se0, f"percentile ({percentile})", level, v, 0.0, 0.0, lo, hi)
     n = v.size
     below = (np.count_nonzero(v < p) + 0.5 * np.count_nonzero(v == p)) / n
     z0 = _NORMAL.inv_cdf(min(max(below, 0.5 / n), 1.0 - 0.5 / n))
@@ -332,23 +356,56 @@ class AxisUnits:
     in_composite: bool
 
 
+BOUND_METHOD: Final[str] = "every unit agrees: exact binomial bound on unseen disagreement"
+
+
+def unanimous(units: Units, point: Replicates, boot: Replicates) -> bool:
+    """Every unit sits at the score's edge (all prompts full matches, no cell degraded, ...):
+    the bootstrap sees no spread, yet the units not scored could disagree."""
+    p = float(point.value[0])
+    return (units.n > 0 and float(point.se()[0]) == 0.0 and bool(np.all(boot.value == p))
+            and (p >= 100.0 or p <= 0.0))
+
+
+def bound_replicates(units: Units, point: float, replicates: int, seed: int,
+                     key: str) -> Replicates:
+    """Replicates of a unanimous score from the exact binomial confidence distribution of the
+    share f of disagreeing units (P(f > t) = (1 − t)^n), each disagreeing unit taken at the far
+    edge (a conservative magnitude): what the composite's replicates use for this axis."""
+    u = _rng(seed, key + "/bound").random(replicates)
+    f = 1.0 - u ** (1.0 / units.n)
+    return Replicates(100.0 * (1.0 - f) if point >= 100.0 else 100.0 * f, {})
+
+
 def analyze(axes: Sequence[AxisUnits], *, replicates: int = DEFAULT_REPLICATES,
             seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL,
-            fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+            fixed: Mapping[str, float] | None = None,
+            exact_ok: bool = False) -> dict[str, Any]:
     """The ``uncertainty`` block of a report: every axis's and the composite's estimate.
 
     ``fixed`` are composite axes without per-unit data: held at their score in every
-    replicate (named in the block).
+    replicate (named in the block). An axis whose units all agree at its edge is exact only
+    with ``exact_ok`` (the reference scored against itself: the same computation); otherwise
+    it gets the exact binomial bound on disagreement among units it did not see (30 full
+    matches out of 30 prompts: Trajectory ≥ 88.4 at 97.5 %), and so does the composite.
     """
     per_axis: dict[str, dict[str, Any]] = {}
     comp_point: list[Replicates] = []
     comp_boot: list[Replicates] = []
+    bounded: list[str] = []
     for a in axes:
         u = a.units
         idx = draw(u.n, replicates, seed, a.key)
         pt = u.replicates(np.arange(u.n)[None, :]).keyed(a.key)
         bt = u.replicates(idx).keyed(a.key)
-        est = estimate(pt, bt, level=level)
+        if not exact_ok and unanimous(u, pt, bt):
+            p = float(pt.value[0])
+            est = Estimate(p, 0.0, BOUND_METHOD, level, bound_n=u.n)
+            bt = bound_replicates(u, p, replicates, seed, a.key)
+            if a.in_composite:
+                bounded.append(a.key)
+        else:
+            est = estimate(pt, bt, level=level)
         per_axis[a.key] = {"unit": u.unit, "n_units": u.n, **est.to_dict()}
         if a.in_composite:
             comp_point.append(pt)
@@ -369,7 +426,11 @@ def analyze(axes: Sequence[AxisUnits], *, replicates: int = DEFAULT_REPLICATES,
         "held_fixed": sorted(held),
     }
     if comp_point:
-        est = estimate(harmonic(comp_point), harmonic(comp_boot), level=level)
+        # an axis drawn from its binomial bound is no bootstrap replicate: BCa's bias
+        # correction would read its spread below the point as bias and remove it
+        why = (f"{', '.join(bounded)}: every unit agrees, drawn from its bound"
+               if bounded else None)
+        est = estimate(harmonic(comp_point), harmonic(comp_boot), level=level, percentile=why)
         comp = est.to_dict()
         comp["decided"] = decided_band(comp["band_probabilities"], level)
         out["composite"] = comp
@@ -446,6 +507,7 @@ __all__ = [
     "METHOD",
     "MIN_DECISION_UNITS",
     "SEQUENTIAL_METHOD",
+    "BOUND_METHOD",
     "AxisUnits",
     "Estimate",
     "Replicates",

@@ -38,7 +38,7 @@ def test_block_recomputed_from_the_report_alone(demo_report: dict[str, Any]) -> 
     entries = demo_report["axes"]
     in_comp = {k: entries[k]["score"] if entries[k].get("in_composite") else None
                for k in registry.keys()}
-    again = report_uncertainty(entries, in_comp)
+    again = report_uncertainty(entries, in_comp, self_check=demo_report["self_check"])
     assert again == unc
     for key in ("gtm", "kld"):
         got = unc["axes"][key]

@@ -100,12 +100,14 @@ def _axis_entry(key: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def report_uncertainty(entries: Mapping[str, Mapping[str, Any]],
-                       in_composite: Mapping[str, float | None]) -> dict[str, Any] | None:
+                       in_composite: Mapping[str, float | None], *,
+                       self_check: bool = False) -> dict[str, Any] | None:
     """The report's ``uncertainty`` block (:func:`refract.uncertainty.analyze`) from each
     axis's per-unit data in its entry; ``None`` when no axis scored. A composite axis with
     fewer than two units (or none in its entry: an invalid axis, a refract-llm report), or
     whose units do not reproduce its score, is held at its score and named in
-    ``held_fixed``; ``unusable_units`` says why for the last two."""
+    ``held_fixed``; ``unusable_units`` says why for the last two. Units that all agree are
+    exact only in a ``self_check`` (the reference against itself: one computation)."""
     parts: list[AxisUnits] = []
     fixed: dict[str, float] = {}
     unusable: dict[str, str] = {}
@@ -131,7 +133,7 @@ def report_uncertainty(entries: Mapping[str, Mapping[str, Any]],
         parts.append(AxisUnits(axis.key, units, inc))
     if not parts and not fixed:
         return None
-    out = analyze(parts, fixed=fixed)
+    out = analyze(parts, fixed=fixed, exact_ok=self_check)
     if unusable:
         out["unusable_units"] = unusable
     return out
@@ -255,7 +257,8 @@ def build_report(
         axis.annotate(axis_entries[axis.key])
     comp = composite_score(in_composite)
     comp_band = band(comp)  # None when no axis scored: no composite, no band (SPEC §4)
-    unc = report_uncertainty(axis_entries, in_composite)
+    is_self = bool(self_check) if self_check is not None else candidate == reference
+    unc = report_uncertainty(axis_entries, in_composite, self_check=is_self)
     diagnosis = diagnose(in_composite, invalid=invalid, entries=axis_entries)
     if unc is not None and comp_band is not None:
         sentence = undecided_sentence(comp_band, unc)
@@ -302,7 +305,7 @@ def build_report(
         "generator": GENERATOR,
         "status": "partial" if errors else "ok",
         "measured": comp is not None,
-        "self_check": bool(self_check) if self_check is not None else candidate == reference,
+        "self_check": is_self,
         "uncertainty": unc,
         "provenance": dict(provenance) if provenance is not None else None,
         "settings": dict(settings) if settings is not None else None,

@@ -91,7 +91,8 @@ def run_in_rounds(ctx: RunContext) -> tuple[dict[str, dict[str, Any]], dict[str,
         may_decide = k == looks - 1 or min(counts, default=0) >= MIN_DECISION_UNITS
         undecided = 0
         for c in cands:
-            look = _look(merged[c], k, fractions[k], alphas[k], used, may_decide)
+            look = _look(merged[c], k, fractions[k], alphas[k], used, may_decide,
+                         reference=ctx.reference, candidate=c)
             history[c].append(look)
             if look["decided"] is None:
                 undecided += 1
@@ -129,9 +130,10 @@ def run_in_rounds(ctx: RunContext) -> tuple[dict[str, dict[str, Any]], dict[str,
 
 
 def _look(axes: dict[str, Any], k: int, fraction: float, alpha: float,
-          used: tuple[int, int], may_decide: bool) -> dict[str, Any]:
+          used: tuple[int, int], may_decide: bool, *, reference: str,
+          candidate: str) -> dict[str, Any]:
     """One candidate at one look: its composite's band probabilities and the decision."""
-    rep = build_report(model="", reference="", candidate="", axes=axes,
+    rep = build_report(model="", reference=reference, candidate=candidate, axes=axes,
                        framework_version="", timestamp="-")
     unc = rep.get("uncertainty") or {}
     comp = unc.get("composite") or {}
