@@ -82,18 +82,19 @@ def sequential_run(rng: np.random.Generator, seed: int, n_prompts: int, n_chunks
     """One ``--until-decided`` run on synthetic units: (decided band or None, looks run)."""
     g = gtm_units(rng, n_prompts, p_full)
     k = kld_units(rng, n_chunks, kld_mean)
-    fractions = U.look_fractions(looks)
-    alphas = U.look_alphas(fractions, 1.0 - confidence)
-    for j, (f, a) in enumerate(zip(fractions, alphas, strict=True)):
+    # as refract.scoring.decided: a look with fewer units is not taken and spends nothing
+    taken = [f for j, f in enumerate(U.look_fractions(looks))
+             if j == looks - 1 or min(math.ceil(f * n_prompts),
+                                      math.ceil(f * n_chunks)) >= U.MIN_DECISION_UNITS]
+    alphas = U.look_alphas(taken, 1.0 - confidence)
+    for f, a in zip(taken, alphas, strict=True):
         np_, nc = math.ceil(f * n_prompts), math.ceil(f * n_chunks)
-        if min(np_, nc) < U.MIN_DECISION_UNITS and j < looks - 1:
-            continue  # as refract.scoring.decided: no decision on fewer units
         block = U.analyze([U.AxisUnits("gtm", g.subset(range(np_)), True),
                            U.AxisUnits("kld", k.subset(range(nc)), True)],
                           replicates=1000, seed=seed)
         got = U.decided_band(block["composite"]["band_probabilities"], 1.0 - a)
         if got is not None:
-            return got, j + 1
+            return got, round(f * looks)
     return None, looks
 
 
@@ -123,8 +124,7 @@ def test_until_decided_stops_early_when_clear() -> None:
     few tokens, a KLD score near 79, a composite near 6 -- most runs stop at the first look
     allowed to decide, and say FAIL."""
     rng = np.random.default_rng(11)
-    fractions = U.look_fractions(4)
-    alphas = U.look_alphas(fractions, 0.05)
+    alpha = U.look_alphas([0.5, 0.75, 1.0], 0.05)[0]  # the first look taken: half the budget
     first = 0
     for i in range(200):
         length = rng.integers(40, 129, 30).astype(float)
@@ -134,7 +134,7 @@ def test_until_decided_stops_early_when_clear() -> None:
         block = U.analyze([U.AxisUnits("gtm", g.subset(range(15)), True),
                            U.AxisUnits("kld", k.subset(range(16)), True)], seed=i)
         first += U.decided_band(block["composite"]["band_probabilities"],
-                                1.0 - alphas[1]) == "FAIL"
+                                1.0 - alpha) == "FAIL"
     assert first / 200 >= 0.9
 
 

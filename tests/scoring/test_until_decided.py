@@ -37,9 +37,10 @@ def test_reference_against_itself_stops_at_the_first_look_that_may_decide(
         tiny_model: Path, inputs: dict[str, Any]) -> None:
     rep = run_score(tiny_model, "ctk=f16,ctv=f16", until_decided=True, **inputs)
     ud = rep["until_decided"]
-    # 16 prompts and 16 chunks in 2 looks: the first (8 units) may not decide, the second ends
-    # the budget; with 4 looks the second look has 8 too -- so ask for the budget's half
-    assert ud["looks_planned"] == 2 and ud["history"][0]["decided"] is None
+    # 16 prompts and 16 chunks in 2 looks: the first (8 units) may not decide, so it is not
+    # taken (and spends no alpha); the one look is the budget's end
+    assert ud["looks_planned"] == 2 and ud["looks_taken"] == [2]
+    assert len(ud["history"]) == 1 and ud["alpha_per_look"] == [pytest.approx(0.05)]
     assert ud["decided"] == "EXCELLENT" and ud["looks_run"] == 2
     assert rep["band"] == "EXCELLENT" and rep["uncertainty"]["composite"]["decided"] == "EXCELLENT"
     assert any("--until-decided" in n for n in rep["notes"])
