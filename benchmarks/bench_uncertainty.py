@@ -23,23 +23,20 @@ in the same run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from typing import Any
-
-import numpy as np
 
 from refract import Engine
 from refract.axes import registry
 from refract.inputs.model import resolve_model
 from refract.report.build import report_uncertainty
 from refract.scoring import run_score
-from refract.uncertainty import AxisUnits, analyze
+from refract.uncertainty import halving_coverage
 
 
-def halving_coverage(report: dict[str, Any], n: int, seed: int = 0) -> float | None:
-    """Share of random halvings whose composite interval covers the full composite."""
+def halving_coverage_of(report: dict[str, Any], n: int) -> float | None:
+    """:func:`refract.uncertainty.halving_coverage` of a report's composite axes."""
     parts = []
     for axis in registry:
         entry = report["axes"].get(axis.key) or {}
@@ -52,15 +49,7 @@ def halving_coverage(report: dict[str, Any], n: int, seed: int = 0) -> float | N
     full = report["composite"]
     if not parts or full is None:
         return None
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for i in range(n):
-        half = [AxisUnits(k, u.subset(sorted(rng.choice(u.n, math.ceil(u.n / 2),
-                                                        replace=False))), True)
-                for k, u in parts]
-        lo, hi = analyze(half, seed=i)["composite"]["ci95"]
-        hits += lo <= full <= hi
-    return hits / n
+    return halving_coverage(parts, full, n)
 
 
 def main() -> None:
@@ -107,7 +96,7 @@ def main() -> None:
                   f"{full['band']} ({probs})")
             print(f"  intervals {1000 * t_unc:.1f} ms = {100 * t_unc / t_full:.3f} % of the run")
             if a.halvings:
-                cover = halving_coverage(full, a.halvings)
+                cover = halving_coverage_of(full, a.halvings)
                 print(f"  halvings: the half's 95 % interval covers the full composite in "
                       f"{'n/a' if cover is None else f'{100 * cover:.1f} %'} of {a.halvings}")
             print(f"  --until-decided {t_dec:.1f} s = {t_dec / t_full:.2f}x the full run; "

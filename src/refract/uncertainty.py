@@ -475,6 +475,21 @@ def paired_difference(a: Mapping[str, Units], b: Mapping[str, Units], *,
     return out
 
 
+def halving_coverage(parts: Sequence[tuple[str, Units]], full: float, halvings: int,
+                     seed: int = 0) -> float:
+    """Share of random halvings of every axis's units whose 95 % composite interval covers
+    ``full`` (the whole run's composite): a check of the intervals on real data."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for i in range(halvings):
+        half = [AxisUnits(k, u.subset(sorted(rng.choice(u.n, math.ceil(u.n / 2),
+                                                        replace=False))), True)
+                for k, u in parts]
+        lo, hi = analyze(half, seed=i)["composite"]["ci95"]
+        hits += lo <= full <= hi
+    return hits / halvings
+
+
 # --------------------------------------------------------------------------- decided runs
 
 
@@ -518,6 +533,7 @@ __all__ = [
     "difference",
     "draw",
     "estimate",
+    "halving_coverage",
     "harmonic",
     "look_alphas",
     "look_fractions",
