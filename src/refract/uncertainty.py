@@ -118,6 +118,13 @@ class Units:
         rep = self.replicates(np.arange(self.n)[None, :])
         return float(rep.value[0])
 
+    def reproduces(self, score: float | None) -> bool:
+        """The units give this score (to 1e-6): a report's units are used only then, never to
+        put an interval on a score they do not make."""
+        got = self.score()
+        return score is not None and math.isfinite(got) and abs(got - score) <= 1e-6 * max(
+            1.0, abs(score))
+
     def subset(self, keep: Sequence[int]) -> Units:
         k = list(keep)
         return Units(self.unit, tuple(self.ids[i] for i in k), self.num[k], self.den[k],

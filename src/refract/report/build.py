@@ -120,7 +120,7 @@ def report_uncertainty(entries: Mapping[str, Mapping[str, Any]],
         why = None
         if units is None or units.n < 2:
             why = "fewer than two units" if units is not None else "no per-unit data"
-        elif not _reproduces(units.score(), as_score(entry.get("score"))):
+        elif not units.reproduces(as_score(entry.get("score"))):
             why = (f"its {units.n} units give {units.score():.6g}, not its score "
                    f"{entry.get('score')}")
         if why is not None:
@@ -137,13 +137,6 @@ def report_uncertainty(entries: Mapping[str, Mapping[str, Any]],
     if unusable:
         out["unusable_units"] = unusable
     return out
-
-
-def _reproduces(got: float, score: float | None) -> bool:
-    """The units give the axis's own score (a report whose per-unit data does not is never
-    given an interval from it)."""
-    return score is not None and math.isfinite(got) and abs(got - score) <= 1e-6 * max(
-        1.0, abs(score))
 
 
 def undecided_sentence(comp_band: str, unc: Mapping[str, Any]) -> str | None:

@@ -10,7 +10,6 @@ difference. Everywhere else it says why — never a number.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,13 +103,6 @@ def _interval(lo: float, hi: float) -> str:
     return f"{a} to {b}" if a.startswith("-") else f"{a}–{b}"
 
 
-def _reproduces(got: float, score: float | None) -> bool:
-    # the rule of refract.report.build._reproduces (a report's units are only used when they
-    # give the axis's own score)
-    return score is not None and math.isfinite(got) and abs(got - score) <= 1e-6 * max(
-        1.0, abs(score))
-
-
 def axis_units(report: Mapping[str, Any], key: str) -> tuple[Units | None, str]:
     """The axis's units when they can be paired, else ``None`` and why."""
     status = axis_status(report, key)
@@ -123,7 +115,7 @@ def axis_units(report: Mapping[str, Any], key: str) -> tuple[Units | None, str]:
         return None, "no per-unit data"
     if units.n < 2:
         return None, "fewer than two units"
-    if not _reproduces(units.score(), axis_score(report, key)):
+    if not units.reproduces(axis_score(report, key)):
         return None, "its units do not reproduce its score"
     return units, ""
 
