@@ -25,6 +25,7 @@ from matrixkit import (
     write_matrix,
 )
 from refract.cli import app
+from refract.report.frontier import frontier
 
 runner = CliRunner()
 
@@ -88,6 +89,22 @@ def test_matrix_writes_every_cell_and_leaderboards(first_run: dict[str, Any]) ->
     html = (out / "leaderboard.html").read_text()
     assert "<html" in html.lower() and "http://" not in html and "https://" not in html
     assert "<td>Tiny A</td>" in html and "<td>Tiny B</td>" in html
+    # a memory/quality frontier per model, named as the matrix does, from llama.cpp's real
+    # allocations (q4_0 and q8_0 blocks: 28.1 % and 53.1 % of f16's bytes per token)
+    frontier_md = board.split("## Memory/quality frontier")[1]
+    for name, stem in (("Tiny A", "tiny-a"), ("Tiny B", "tiny-b")):
+        cells = {r["candidate"]: r for n, r in got.items() if n.startswith(stem)}
+        points = [(c, r["environment"]["kv_bytes"][c]["per_token"], r["composite"])
+                  for c, r in cells.items()]
+        ref = next(iter(cells.values()))["environment"]["kv_bytes"]["ctk=f16,ctv=f16"]
+        expected = frontier([*points, ("ctk=f16,ctv=f16", ref["per_token"], 100.0)])
+        table = frontier_md.split(f"### {name}\n")[1].split("\n\n")[1]
+        labels = [line.split(" | ")[0].lstrip("| ").removesuffix(" (reference)")
+                  for line in table.splitlines()[2:]]
+        assert labels == expected
+        assert "| ctk=q4_0,ctv=q4_0 |" not in table or "| 28.1 % |" in table
+        assert "| ctk=q8_0,ctv=q8_0 |" not in table or "| 53.1 % |" in table
+    assert "### a" not in frontier_md and "<h3>Tiny A</h3>" in html
     assert [s["state"] for s in status(out)] == ["ok"] * 4
     # whole-matrix progress: cells done/total and an ETA, on stderr
     assert "[4/4]" in result.stderr and "ETA" in result.stderr

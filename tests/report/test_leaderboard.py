@@ -15,6 +15,9 @@ from refract.cli import app
 from refract.report.comparability import IncompatibleReports
 from refract.report.io import write_report
 from refract.report.leaderboard import (
+    FRONTIER_HEADING,
+    FRONTIER_LEGEND,
+    FRONTIER_MARK,
     HEADERS,
     HTML_NAME,
     INTERVAL_LEGEND,
@@ -52,9 +55,11 @@ def test_ranks_one_candidate_across_models_with_controls_and_partials(tmp_path: 
     assert control.self_check and [e.kind for e in control.entries] == ["control"]
     assert control.entries[0].rank is None
     cells = {e.row.model: entry_cells(e) for e in main.entries}
-    assert cells["gamma"][0] == "—" and cells["gamma"][6] == "error"
+    assert cells["gamma"][0] == "—" and cells["gamma"][7] == "error"
+    # no allocation figures in these reports: no row is placed on a frontier
+    assert HEADERS[5] == "frontier" and {c[5] for c in cells.values()} == {"—"}
     assert "partial: not ranked" in cells["gamma"][-1]
-    assert cells["delta"][2] == "0.00" and cells["delta"][6] == "invalid"
+    assert cells["delta"][2] == "0.00" and cells["delta"][7] == "invalid"
     assert "B KLD@D invalid: non-finite logits in 3 of 510 rows" in cells["delta"][-1]
     assert entry_cells(control.entries[0])[0] == "ctl"
     # framework and settings fingerprint on every row, equal across a comparable table
@@ -225,3 +230,171 @@ def test_interval_column_and_undecided_mark(tmp_path: Path) -> None:
     md = leaderboard_markdown(build_leaderboard(d3))
     assert INTERVAL_LEGEND not in md and "| gamma | 90.86 | EXCELLENT | — |" in md
     assert 'class="note legend"' not in leaderboard_html(build_leaderboard(d3))
+
+
+# ------------------------------------------------------------------ memory/quality frontier
+
+REF = "ctk=f16,ctv=f16"
+REF_BYTES = 18432
+
+
+def sized(rep: dict[str, Any], per_token: int | None, ref_bytes: int | None = REF_BYTES,
+          name: str | None = None) -> dict[str, Any]:
+    """``rep`` with llama.cpp's allocation figures for its candidate and the reference (and
+    the matrix's model name, when given)."""
+    rep["environment"]["kv_bytes"] = {
+        REF: {"per_token": ref_bytes, "fixed": 0},
+        rep["candidate"]: {"per_token": per_token, "fixed": 0},
+    }
+    if name is not None:
+        rep["extras"] = {"matrix": {"model_name": name, "cell_fingerprint": "0" * 24}}
+    return rep
+
+
+def gemma(candidate: str, per_token: int | None, axes: Any = None, **kw: Any) -> dict[str, Any]:
+    extra = {} if axes is None else {"axes": axes}
+    rep = model_report("gemma-3-270m-it-Q8_0", "1", candidate=candidate, **extra)
+    return sized(rep, per_token, name="Gemma 3 270M", **kw)
+
+
+def test_frontier_view_lists_the_configs_nothing_smaller_beats(tmp_path: Path) -> None:
+    """Per model: the configs no smaller config scores as well as, smallest first, with their
+    bytes, share of the reference's, composite, interval and band, the reference as the
+    100 % / 100 point; dominated configs are left out and marked blank in the tables, rows
+    without allocation figures (or not ranked) are counted in a line and marked —."""
+    errored = make_axes(95, 95, 95, 95)
+    errored["kld"] = {"error": "out of memory"}
+    d = write_all(tmp_path / "r", {
+        "q4": gemma("ctk=q4_0,ctv=q4_0", 5184, make_axes(50, 60, 70, 80)),  # 63.04
+        "q8q4": gemma("ctk=q8_0,ctv=q4_0", 7488, uncertain_axes()),  # 86.62
+        "q4q8": gemma("ctk=q4_0,ctv=q8_0", 7488, make_axes(40, 50, 60, 70)),  # same size, worse
+        "q8": gemma("ctk=q8_0,ctv=q8_0", 9792),  # 90.86
+        "q5": gemma("ctk=q5_0,ctv=q5_0", 11000, make_axes(60, 70, 80, 90)),  # larger, worse
+        "q41": gemma("ctk=q4_1,ctv=q4_1", None),  # no allocation figures
+        "part": gemma("ctk=iq4_nl,ctv=iq4_nl", 5000, errored),  # partial: not ranked
+        "self": gemma(REF, REF_BYTES),  # the self-check stands for the reference point
+        "beta": model_report("beta", "2"),  # an older report: nothing to place
+    })
+    board = build_leaderboard(d)
+    [view] = board.frontiers
+    assert (view.model, view.reference, view.placed, view.no_bytes, view.unranked) == (
+        "Gemma 3 270M", REF, 5, 1, 1)
+    assert [(p.label, p.kv_bytes, p.reference) for p in view.points] == [
+        ("ctk=q4_0,ctv=q4_0", 5184, False), ("ctk=q8_0,ctv=q4_0", 7488, False),
+        ("ctk=q8_0,ctv=q8_0", 9792, False), (REF, REF_BYTES, True)]
+    assert board.unplaced == ("beta",)
+    marks = {(g.candidate, e.row.model): e.frontier_cell for g in board.groups
+             for e in g.entries}
+    assert marks == {
+        ("ctk=q4_0,ctv=q4_0", "Gemma 3 270M"): FRONTIER_MARK,
+        ("ctk=q8_0,ctv=q4_0", "Gemma 3 270M"): FRONTIER_MARK,
+        ("ctk=q8_0,ctv=q4_0", "beta"): "—",
+        ("ctk=q4_0,ctv=q8_0", "Gemma 3 270M"): "",
+        ("ctk=q8_0,ctv=q8_0", "Gemma 3 270M"): FRONTIER_MARK,
+        ("ctk=q5_0,ctv=q5_0", "Gemma 3 270M"): "",
+        ("ctk=q4_1,ctv=q4_1", "Gemma 3 270M"): "—",
+        ("ctk=iq4_nl,ctv=iq4_nl", "Gemma 3 270M"): "—",
+        (REF, "Gemma 3 270M"): FRONTIER_MARK,
+    }
+    interval = next(e.interval for g in board.groups for e in g.entries
+                    if g.candidate == "ctk=q8_0,ctv=q4_0" and e.row.model == "Gemma 3 270M")
+    md = leaderboard_markdown(board)
+    assert "| 1 | Gemma 3 270M | 63.04 | DEGRADED | — | ◆ |" in md
+    assert "| 1 | Gemma 3 270M | 73.31 | DEGRADED | — |  |" in md  # q5_0: beaten
+    assert "| 1 | Gemma 3 270M | 90.86 | EXCELLENT | — | — |" in md  # q4_1: not placed
+    assert FRONTIER_LEGEND in md
+    section = md.split(f"## {FRONTIER_HEADING}\n")[1]
+    assert section.split("\n\n")[1:5] == [
+        "### Gemma 3 270M",
+        f"Reference `{REF}` · llama.cpp unknown abc1234 · 3 of 5 configs on the frontier",
+        "\n".join([
+            "| config | KV bytes/token | % of reference | composite | 95 % interval | band |",
+            "|---|---:|---:|---:|---:|---|",
+            "| ctk=q4_0,ctv=q4_0 | 5,184 | 28.1 % | 63.04 | — | DEGRADED |",
+            f"| ctk=q8_0,ctv=q4_0 | 7,488 | 40.6 % | 86.62 | {interval} † | PASS |",
+            "| ctk=q8_0,ctv=q8_0 | 9,792 | 53.1 % | 90.86 | — | EXCELLENT |",
+            f"| {REF} (reference) | 18,432 | 100.0 % | 100.00 | — | reference |",
+        ]),
+        "1 config has no allocation figures and is not placed.  \n"
+        "1 config is partial or measured nothing, not ranked and not placed.  ",
+    ]
+    assert "no frontier: beta." in section
+    for beaten in ("ctk=q4_0,ctv=q8_0", "ctk=q5_0,ctv=q5_0", "ctk=q4_1", "iq4_nl"):
+        assert beaten not in section
+    html = leaderboard_html(board)
+    part = html.split(f"<h2>{FRONTIER_HEADING}</h2>")[1].split("</section>")[0]
+    rows = re.findall(r"<tr[^>]*><td>([^<]+)</td>", part)
+    assert rows == ["ctk=q4_0,ctv=q4_0", "ctk=q8_0,ctv=q4_0", "ctk=q8_0,ctv=q8_0",
+                    f"{REF} (reference)"]
+    assert ("<tr><td>ctk=q8_0,ctv=q8_0</td><td class=num>9,792</td><td class=num>53.1 %</td>"
+            "<td class=num>90.86</td><td class=num>—</td><td>"
+            '<span class="pill small b-excellent">EXCELLENT</span></td></tr>') in part
+    assert '<tr class="reference"><td>ctk=f16,ctv=f16 (reference)</td>' in part
+    assert "<h3>Gemma 3 270M</h3>" in part and 'class="table-wrap"' in part
+    assert "1 config has no allocation figures and is not placed." in part
+    assert "no frontier: beta." in part
+    # the tables' mark column in HTML too
+    assert "<td class=num>—</td><td>◆</td>" in html
+
+
+def test_frontier_reference_and_missing_figures(tmp_path: Path) -> None:
+    """A smaller config that scores a full 100 takes the reference's place; a reference
+    without figures is not placed (no share of it shown); reports without any allocation
+    figures leave the leaderboard without a frontier section."""
+    perfect = make_axes(100.0, 100.0, 100.0, 100.0)
+    d = write_all(tmp_path / "r", {
+        "q8": gemma("ctk=q8_0,ctv=q8_0", 9792, perfect),
+        "q4": gemma("ctk=q4_0,ctv=q4_0", 5184, make_axes(50, 60, 70, 80)),
+        "self": gemma(REF, REF_BYTES),
+    })
+    board = build_leaderboard(d)
+    [view] = board.frontiers
+    assert [p.label for p in view.points] == ["ctk=q4_0,ctv=q4_0", "ctk=q8_0,ctv=q8_0"]
+    control = next(g for g in board.groups if g.self_check)
+    assert control.entries[0].frontier is False
+    d2 = write_all(tmp_path / "r2", {
+        "q8": gemma("ctk=q8_0,ctv=q8_0", 9792, ref_bytes=None),
+        "q4": gemma("ctk=q4_0,ctv=q4_0", None, ref_bytes=None),
+    })
+    [view] = build_leaderboard(d2).frontiers
+    assert [(p.label, p.share_text) for p in view.points] == [("ctk=q8_0,ctv=q8_0", "—")]
+    assert view.notes() == [
+        "1 config has no allocation figures and is not placed.",
+        "The reference has no allocation figures and is not placed.",
+    ]
+    md = leaderboard_markdown(build_leaderboard(d2))
+    assert "| ctk=q8_0,ctv=q8_0 | 9,792 | — | 90.86 | — | EXCELLENT |" in md
+    plain = write_all(tmp_path / "plain", {"a": model_report("alpha", "1"),
+                                           "b": model_report("beta", "2")})
+    board = build_leaderboard(plain)
+    assert not board.frontiers and board.unplaced == ("alpha", "beta")  # not shown
+    assert FRONTIER_HEADING not in leaderboard_markdown(board)
+    assert FRONTIER_HEADING not in leaderboard_html(board)
+    assert FRONTIER_LEGEND not in leaderboard_markdown(board)
+
+
+def test_frontier_and_rows_group_by_model_identity_not_name(tmp_path: Path) -> None:
+    """The matrix's name labels a model; its identity (SHA-256, else file name) groups it:
+    two files that share a name keep their own rows and frontiers (told apart by file name),
+    and one file shown under two names across runs is one model (the newest report wins)."""
+    def shared(file: str, sha: str, cand: str, nbytes: int, **kw: Any) -> dict[str, Any]:
+        return sized(model_report(file, sha, candidate=cand, **kw), nbytes, name="Shared")
+
+    d = write_all(tmp_path / "r", {
+        "a8": shared("file-a", "1", "ctk=q8_0,ctv=q8_0", 9792),
+        "a4": shared("file-a", "1", "ctk=q4_0,ctv=q4_0", 5184, axes=make_axes(50, 60, 70, 80)),
+        "b8": shared("file-b", "2", "ctk=q8_0,ctv=q8_0", 4896),
+        "old": sized(model_report("file-c", "3", candidate="ctk=q8_0,ctv=q8_0",
+                                  timestamp="2026-01-01T00:00:00"), 9792, name="Old name"),
+        "new": sized(model_report("file-c", "3", candidate="ctk=q8_0,ctv=q8_0",
+                                  timestamp="2026-02-01T00:00:00"), 9792, name="New name"),
+    })
+    board = build_leaderboard(d)
+    q8 = next(g for g in board.groups if g.candidate == "ctk=q8_0,ctv=q8_0")
+    assert sorted(e.row.model for e in q8.entries) == ["New name", "Shared", "Shared"]
+    assert len(board.skipped) == 1 and "old.json: superseded" in board.skipped[0]
+    assert [v.model for v in board.frontiers] == [
+        "New name", "Shared (file-a)", "Shared (file-b)"]
+    assert [len(v.points) for v in board.frontiers] == [2, 3, 2]
+    md = leaderboard_markdown(board)
+    assert "### Shared (file-a)" in md and "### New name" in md and "Old name" not in md

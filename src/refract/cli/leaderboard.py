@@ -29,7 +29,8 @@ def leaderboard(
     """Rank the reports in a directory per candidate KV config (Markdown or HTML).
 
     One table per candidate, one row per model; a table's reports must be comparable on
-    everything but the model. Self-checks and partial reports are shown unranked.
+    everything but the model. Self-checks and partial reports are shown unranked. Then each
+    model's memory/quality frontier (where reports record llama.cpp's KV allocations).
     """
     with guard():
         from refract.files import check_output_path

@@ -145,6 +145,18 @@ def display_model(report: Mapping[str, Any]) -> str:
     return name if isinstance(name, str) and name.strip() else model_name(report)
 
 
+def kv_per_token(report: Mapping[str, Any], label: str) -> int | None:
+    """KV bytes per token that llama.cpp allocated for the KV config ``label``
+    (``environment.kv_bytes[label].per_token``); ``None`` where the report does not record a
+    positive whole number of bytes (older reports, refract-llm's, a probe that failed)."""
+    value = get_path(report.get("environment"), "kv_bytes", label, "per_token")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
 def framework_label(report: Mapping[str, Any]) -> str:
     """Which implementation and version produced a report (used to group leaderboards)."""
     generator = report.get("generator")
@@ -418,6 +430,7 @@ __all__ = [
     "is_self_check",
     "is_measured",
     "is_verified",
+    "kv_per_token",
     "llama_build",
     "needle_keyword",
     "noise_floor",

@@ -24,15 +24,28 @@ Each table ranks one candidate across models (rows are models) by composite. Wit
   q8_0 beside the TurboQuant fork's q8_0 — and then says so under its heading ("rows come from
   2 llama.cpp builds: upstream 0c1e570, turboquant 69d8e4b").
 
+Rows name the model as the matrix does (``[[models]] name``, carried in
+``extras.matrix.model_name``), else by its file name (:func:`refract.report.fields.display_model`);
+that name is only a label: rows are told apart by the model's identity (SHA-256, else the
+file name), so two different files that share a name keep their own rows.
+
+Below the tables, a **memory/quality frontier** per model (:class:`FrontierView`, built with
+:func:`refract.report.frontier.frontier`): across that model's candidates, the configs that no
+other config beats on both KV bytes per token (``environment.kv_bytes[label].per_token``, what
+llama.cpp allocated) and composite — nothing smaller scores as well — smallest first; and a
+``frontier`` column in the tables marks those rows (◆). See :class:`FrontierView` for what is
+placed and why the reference is a point.
+
 Output is Markdown or a self-contained HTML page (by file extension); :func:`write_leaderboards`
 writes both (``LEADERBOARD.md`` and ``leaderboard.html``) for a matrix run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +68,11 @@ from refract.report.fields import (
     fmt,
     fmt_interval,
     fmt_kld,
+    kv_per_token,
+    model_name,
     short_notes,
 )
+from refract.report.frontier import frontier
 from refract.report.io import ReportError, load_report, write_text
 from refract.report.markdown import md_cell, md_table
 
@@ -94,6 +110,26 @@ UNDECIDED_LEGEND = (
     "--until-decided) would settle it."
 )
 
+FRONTIER_MARK = "◆"
+FRONTIER_LEGEND = (
+    f"{FRONTIER_MARK} on its model's memory/quality frontier (below): no other config of that "
+    "model is as good with fewer KV bytes per token; blank: beaten; — not placed (no "
+    "allocation figures, or not ranked)."
+)
+FRONTIER_HEADING = "Memory/quality frontier"
+FRONTIER_INTRO = (
+    "Per model: the configs that no other config of the model beats on both KV bytes per "
+    "token (what llama.cpp allocated) and composite — nothing smaller scores as well — "
+    "smallest first. The reference is the 100 % / 100 point (every score measures closeness "
+    "to it); it leaves the frontier only if a smaller config scores a full 100. Composites "
+    "are point estimates: see each one's 95 % interval."
+)
+FRONTIER_HEADERS: tuple[str, ...] = (
+    "config", "KV bytes/token", "% of reference", "composite", "95 % interval", "band",
+)
+_FRONTIER_NUMERIC = {1, 2, 3, 4}
+_FRONTIER_BAND_COL = 5
+
 MARKDOWN_NAME = "LEADERBOARD.md"
 HTML_NAME = "leaderboard.html"
 
@@ -114,11 +150,31 @@ class LeaderboardEntry:
     """The composite's 95 % interval (``73.1–93.2``); ``—`` for a report without one."""
     undecided: bool = False
     """The band is not decided at 95 % (no band holds 95 % of the bootstrap replicates)."""
+    model_id: str = ""
+    """The model's identity (``sha:<SHA-256>``, else ``file:<file name>``): what rows and
+    frontiers are grouped by (the shown name, ``row.model``, is only a label)."""
+    model_file: str = ""
+    """The model's file name (tells apart two models shown under the same name)."""
+    kv_bytes: int | None = None
+    """KV bytes per token llama.cpp allocated for the candidate; ``None`` when not recorded."""
+    reference_bytes: int | None = None
+    """The same for the reference config."""
+    frontier: bool | None = None
+    """On its model's memory/quality frontier (:class:`FrontierView`); ``False`` when placed
+    but beaten, ``None`` when not placed (no allocation figures, not ranked). A self-check
+    row stands for the reference point."""
 
     @property
     def interval_cell(self) -> str:
         """The interval, marked :data:`UNDECIDED_MARK` when the band is not decided."""
         return f"{self.interval} {UNDECIDED_MARK}" if self.undecided else self.interval
+
+    @property
+    def frontier_cell(self) -> str:
+        """:data:`FRONTIER_MARK` on the frontier, blank when beaten, ``—`` when not placed."""
+        if self.frontier is None:
+            return "—"
+        return FRONTIER_MARK if self.frontier else ""
 
 
 @dataclass(frozen=True)
@@ -146,10 +202,115 @@ class LeaderboardGroup:
 
 
 @dataclass(frozen=True)
+class FrontierPoint:
+    """One config on a model's frontier (or the reference)."""
+
+    label: str
+    """The KV config (the reference's label for the reference point)."""
+    kv_bytes: int
+    """KV bytes per token llama.cpp allocated."""
+    share: float | None
+    """``kv_bytes`` as a fraction of the reference's; ``None`` when the reference's bytes are
+    not known."""
+    composite: float
+    interval: str = "—"
+    """The composite's 95 % interval as the tables show it (``—`` where there is none, † where
+    the band is not decided)."""
+    band: str = ""
+    reference: bool = False
+    """The reference point (composite 100 by definition, not a measurement)."""
+
+    @property
+    def config_text(self) -> str:
+        return f"{self.label} (reference)" if self.reference else self.label
+
+    @property
+    def share_text(self) -> str:
+        return "—" if self.share is None else f"{100.0 * self.share:.1f} %"
+
+
+@dataclass(frozen=True)
+class FrontierView:
+    """The memory/quality frontier of one model (and llama.cpp build, and reference).
+
+    Points are (KV bytes per token, composite): each ranked row of the model — one per
+    candidate, the newest report — whose report records the bytes llama.cpp allocated for
+    its candidate; :func:`refract.report.frontier.frontier` keeps those that no other point
+    beats on both (no larger and no worse, one strictly). Not placed: rows without allocation
+    figures (older reports, refract-llm's), and partial reports and reports that measured
+    nothing (their composite covers fewer axes, or none) — the view counts them in a line.
+
+    The reference is a point too: composite 100 (every score measures closeness to it) at its
+    own bytes, taken from the same reports. A frontier answers "what is the cheapest way to
+    get this close to the reference?", and the reference itself is the answer for "exactly
+    it": leaving it out would drop the frontier's top end and let a large, slightly-off
+    config look like the best there is. It is on the frontier unless a smaller config scores
+    a full 100 (which then rightly replaces it), and it is shown as its own row, labelled
+    ``(reference)`` (usually the last: the largest). A self-check report's measured
+    composite is a negative control, never this point.
+
+    One view per model *and* llama.cpp build *and* reference: bytes and composites of
+    another build (other kernels, the fork's KV types) or against another reference are other
+    measurements. Scores are point estimates; the interval column says how sure each is.
+    """
+
+    model: str
+    """The model as the tables name it (the matrix's name, else the file name)."""
+    build: str
+    reference: str
+    points: tuple[FrontierPoint, ...]
+    """On the frontier, smallest KV first."""
+    placed: int
+    """Candidate configs placed (the reference not counted)."""
+    no_bytes: int = 0
+    """Ranked configs whose reports record no allocation figures (not placed)."""
+    unranked: int = 0
+    """Partial reports and reports that measured nothing (not placed)."""
+    reference_bytes: int | None = None
+    settings: tuple[str, ...] = ()
+    """The distinct settings fingerprints of the placed configs (more than one: their
+    composites were scored with different settings)."""
+
+    @property
+    def on_frontier(self) -> int:
+        """Candidate configs on the frontier (the reference not counted)."""
+        return sum(not p.reference for p in self.points)
+
+    def notes(self) -> list[str]:
+        """The lines under the view's table: what was not placed, and mixed settings."""
+        lines = []
+        if self.no_bytes:
+            lines.append(f"{_configs(self.no_bytes)} no allocation figures and "
+                         f"{'is' if self.no_bytes == 1 else 'are'} not placed.")
+        if self.unranked:
+            lines.append(f"{_configs(self.unranked, 'partial or measured nothing')} not "
+                         "ranked and not placed.")
+        if self.reference_bytes is None:
+            lines.append("The reference has no allocation figures and is not placed.")
+        if len(self.settings) > 1:
+            lines.append("The configs were scored with different settings (fingerprints "
+                         f"{', '.join(self.settings)}): their composites are not strictly "
+                         "comparable.")
+        return lines
+
+
+def _configs(n: int, what: str = "") -> str:
+    """``2 configs have`` / ``1 config has`` (or ``… are <what>,`` / ``is <what>,``)."""
+    if what:
+        return f"{n} config{'s are' if n != 1 else ' is'} {what},"
+    return f"{n} config{'s have' if n != 1 else ' has'}"
+
+
+@dataclass(frozen=True)
 class Leaderboard:
     groups: tuple[LeaderboardGroup, ...]
     skipped: tuple[str, ...] = field(default_factory=tuple)
     """Files found but not loaded or not ranked, each as 'path: reason'."""
+    frontiers: tuple[FrontierView, ...] = ()
+    """One memory/quality frontier per model (and build, and reference) with a config
+    placed, ordered by model name."""
+    unplaced: tuple[str, ...] = ()
+    """Models none of whose configs could be placed (no allocation figures)."""
 
     @property
     def incompatible(self) -> tuple[LeaderboardGroup, ...]:
@@ -165,7 +326,9 @@ class Leaderboard:
 def collect_reports(
     directory: str | os.PathLike[str], *, recursive: bool = True
 ) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """Load every ``*.json`` report under ``directory``; non-reports are listed, not fatal."""
+    """Load every ``*.json`` report under ``directory``; non-reports are listed, not fatal, and
+    so are a sweep's first-round reports (``sweep_round: first``: part of the budget); a
+    sweep's ``sweep.json`` is passed over."""
     root = Path(directory)
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory")
@@ -173,21 +336,42 @@ def collect_reports(
     loaded: list[tuple[Path, dict[str, Any]]] = []
     skipped: list[str] = []
     for path in sorted(root.glob(pattern)):
-        if not path.is_file():
-            continue
+        if not path.is_file() or _is_sweep_summary(path):
+            continue  # a sweep's sweep.json sits beside its reports: not a report, not news
         try:
-            loaded.append((path, load_report(path)))
+            report = load_report(path)
         except ReportError as exc:
             skipped.append(str(exc))
+            continue
+        if report.get("sweep_round") == "first":
+            skipped.append(f"{path}: a sweep's first-round report (its config was pruned on "
+                           "part of the budget), not a full score")
+            continue
+        loaded.append((path, report))
     return loaded, skipped
+
+
+def _is_sweep_summary(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(128)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b'{') and b'"schema"' in head and b'"refract-sweep/' in head
+
+
+def _model_id(report: Mapping[str, Any]) -> str:
+    """The model's identity: its SHA-256, else its file name — never the name a matrix gives
+    it (two files may share one; one file keeps its identity under any name)."""
+    prov = report.get("provenance")
+    model = prov.get("model") if isinstance(prov, Mapping) else None
+    sha = model.get("sha256") if isinstance(model, Mapping) else None
+    return f"sha:{sha}" if isinstance(sha, str) and sha else f"file:{model_name(report)}"
 
 
 def _model_key(row: CompareRow, report: Mapping[str, Any]) -> tuple[str, str]:
     """(model identity, llama.cpp build): one row per model and build."""
-    prov = report.get("provenance")
-    model = prov.get("model") if isinstance(prov, Mapping) else None
-    sha = model.get("sha256") if isinstance(model, Mapping) else None
-    return (f"sha:{sha}" if isinstance(sha, str) else f"name:{row.model}", row.build)
+    return (_model_id(report), row.build)
 
 
 def _notes(row: CompareRow, report: Mapping[str, Any], kind: str, differs: Sequence[str]) -> str:
@@ -285,7 +469,131 @@ def _entry(
         differs=differs,
         interval=fmt_interval(composite_estimate(report)),
         undecided=band_undecided(report),
+        model_id=_model_id(report),
+        model_file=model_name(report),
+        kv_bytes=kv_per_token(report, row.candidate),
+        reference_bytes=kv_per_token(report, row.reference),
     )
+
+
+_REFERENCE_POINT = "\x00reference"
+"""The reference point's label inside :func:`frontier` (no KV config is named so)."""
+
+_FrontierKey = tuple[str, str, str]
+"""(model identity, llama.cpp build, reference)."""
+
+
+def _frontier_key(entry: LeaderboardEntry) -> _FrontierKey:
+    return (entry.model_id, entry.row.build, entry.row.reference)
+
+
+def _most_common(values: Iterable[Any]) -> Any:
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return min(counts, key=lambda v: (-counts[v], str(v))) if counts else None
+
+
+def _placeable(entry: LeaderboardEntry) -> bool:
+    """A ranked row with allocation figures and a finite composite."""
+    comp = entry.row.composite
+    return (entry.kind == "ranked" and entry.kv_bytes is not None and comp is not None
+            and math.isfinite(comp))
+
+
+def _frontier_view(
+    entries: Sequence[LeaderboardEntry], name: str
+) -> tuple[FrontierView | None, set[str], bool | None]:
+    """One model's view (``None`` when no config is placed), the candidates on its frontier,
+    and whether the reference point is on it (``None``: not placed)."""
+    placed = [e for e in entries if _placeable(e)]
+    if not placed:
+        return None, set(), None
+    ref_bytes: int | None = _most_common(
+        [e.reference_bytes for e in entries if e.reference_bytes is not None]
+        + [e.kv_bytes for e in entries if e.kind == "control" and e.kv_bytes is not None]
+    )
+    points: list[tuple[str, float, float]] = [
+        (e.row.candidate, float(e.kv_bytes or 0), float(e.row.composite or 0.0)) for e in placed
+    ]
+    if ref_bytes is not None:
+        points.append((_REFERENCE_POINT, float(ref_bytes), 100.0))
+    on = frontier(points)
+    by_label = {e.row.candidate: e for e in placed}
+    shown: list[FrontierPoint] = []
+    for label in on:
+        share = None
+        if label == _REFERENCE_POINT:
+            assert ref_bytes is not None
+            shown.append(FrontierPoint(label=entries[0].row.reference, kv_bytes=ref_bytes,
+                                       share=1.0, composite=100.0, band="reference",
+                                       reference=True))
+            continue
+        e = by_label[label]
+        assert e.kv_bytes is not None and e.row.composite is not None
+        if ref_bytes is not None:
+            share = e.kv_bytes / ref_bytes
+        shown.append(FrontierPoint(label=label, kv_bytes=e.kv_bytes, share=share,
+                                   composite=e.row.composite, interval=e.interval_cell,
+                                   band=e.row.band_text))
+    first = entries[0]
+    view = FrontierView(
+        model=name,
+        build=first.row.build,
+        reference=first.row.reference,
+        points=tuple(shown),
+        placed=len(placed),
+        no_bytes=sum(e.kind == "ranked" and not _placeable(e) for e in entries),
+        unranked=sum(e.kind in ("partial", "unmeasured") for e in entries),
+        reference_bytes=ref_bytes,
+        settings=tuple(sorted({e.settings for e in placed})),
+    )
+    ref_on = None if ref_bytes is None else _REFERENCE_POINT in on
+    return view, {lab for lab in on if lab != _REFERENCE_POINT}, ref_on
+
+
+def _with_frontiers(
+    groups: Sequence[LeaderboardGroup],
+) -> tuple[list[LeaderboardGroup], list[FrontierView], list[str]]:
+    """The groups with each row's frontier mark, the views (by model name, build and
+    reference) and the models none of whose configs could be placed."""
+    by_model: dict[_FrontierKey, list[LeaderboardEntry]] = {}
+    for group in groups:
+        for entry in group.entries:
+            by_model.setdefault(_frontier_key(entry), []).append(entry)
+    names = {key: str(_most_common(e.row.model for e in es)) for key, es in by_model.items()}
+    ids: dict[str, set[str]] = {}
+    for key, name in names.items():
+        ids.setdefault(name, set()).add(key[0])
+    views: list[FrontierView] = []
+    unplaced: set[str] = set()
+    marks: dict[_FrontierKey, tuple[set[str], bool | None]] = {}
+    for key, entries in by_model.items():
+        name = names[key]
+        if len(ids[name]) > 1:  # two models shown under one name: add the file name
+            name = f"{name} ({entries[0].model_file})"
+        view, on, ref_on = _frontier_view(entries, name)
+        marks[key] = (on, ref_on)
+        if view is not None:
+            views.append(view)
+        elif any(e.kind != "control" for e in entries):
+            several = sum(names[k] == names[key] for k in by_model) > 1
+            unplaced.add(f"{name} (llama.cpp {key[1]})" if several else name)
+    views.sort(key=lambda v: (v.model, v.build, v.reference))
+
+    def mark(entry: LeaderboardEntry) -> bool | None:
+        on, ref_on = marks[_frontier_key(entry)]
+        if entry.kind == "control":
+            return ref_on
+        if not _placeable(entry):
+            return None
+        return entry.row.candidate in on
+
+    marked = [
+        replace(g, entries=tuple(replace(e, frontier=mark(e)) for e in g.entries))
+        for g in groups
+    ]
+    return marked, views, sorted(unplaced)
 
 
 def build_leaderboard(
@@ -316,7 +624,9 @@ def build_leaderboard(
         for c, rows in sorted(buckets.items())
     ]
     groups.sort(key=lambda g: (g.self_check, g.candidate))  # controls last
-    return Leaderboard(groups=tuple(groups), skipped=tuple(skipped + superseded))
+    groups, views, unplaced = _with_frontiers(groups)
+    return Leaderboard(groups=tuple(groups), skipped=tuple(skipped + superseded),
+                       frontiers=tuple(views), unplaced=tuple(unplaced))
 
 
 HEADERS: tuple[str, ...] = (
@@ -325,6 +635,7 @@ HEADERS: tuple[str, ...] = (
     "composite",
     "band",
     "95 % interval",
+    "frontier",
     *(axis_name(k) for k in axis_keys()),
     "KLD (nats)",
     "A noise floor",
@@ -335,7 +646,8 @@ HEADERS: tuple[str, ...] = (
 )
 _BAND_COL = 3
 _INTERVAL_COL = 4
-_AXIS_COLS = range(5, 5 + len(axis_keys()))
+_FRONTIER_COL = 5
+_AXIS_COLS = range(6, 6 + len(axis_keys()))
 _NUMERIC = {0, 2, _INTERVAL_COL, *_AXIS_COLS, _AXIS_COLS.stop}  # … and the KLD column
 
 
@@ -353,6 +665,7 @@ def entry_cells(entry: LeaderboardEntry) -> list[str]:
         fmt(row.composite),
         row.band_text,
         entry.interval_cell,
+        entry.frontier_cell,
         *(row.cells.get(k) or fmt(row.scores.get(k)) for k in axis_keys()),
         fmt_kld(row.mean_kld),
         row.noise_floor,
@@ -373,7 +686,93 @@ def legend(group: LeaderboardGroup) -> list[str]:
     lines = [INTERVAL_LEGEND] if any(e.interval != "—" for e in group.entries) else []
     if any(e.undecided for e in group.entries):
         lines.append(UNDECIDED_LEGEND)
+    if any(e.frontier for e in group.entries):
+        lines.append(FRONTIER_LEGEND)
     return lines
+
+
+def frontier_cells(point: FrontierPoint) -> list[str]:
+    """One row of a frontier table (:data:`FRONTIER_HEADERS`)."""
+    return [
+        point.config_text,
+        f"{point.kv_bytes:,}",
+        point.share_text,
+        fmt(point.composite),
+        point.interval,
+        point.band,
+    ]
+
+
+def frontier_subtitle(view: FrontierView) -> str:
+    """``reference ctk=f16,ctv=f16 · llama.cpp upstream 0c1e570 · 3 of 5 configs on the
+    frontier`` (without the reference's code marks)."""
+    return (f"llama.cpp {view.build} · {view.on_frontier} of {view.placed} "
+            f"config{'s' if view.placed != 1 else ''} on the frontier")
+
+
+def _frontier_markdown(board: Leaderboard) -> list[str]:
+    if not board.frontiers:
+        return []
+    lines = [f"## {FRONTIER_HEADING}", "", md_cell(FRONTIER_INTRO), ""]
+    for view in board.frontiers:
+        lines += [
+            f"### {md_cell(view.model)}",
+            "",
+            f"Reference `{md_cell(view.reference)}` · {md_cell(frontier_subtitle(view))}",
+            "",
+            *md_table(FRONTIER_HEADERS, (frontier_cells(p) for p in view.points),
+                      _FRONTIER_NUMERIC),
+            "",
+        ]
+        notes = view.notes()
+        if notes:
+            lines += [f"{md_cell(n)}  " for n in notes] + [""]
+    if board.unplaced:
+        lines += [f"{md_cell(_unplaced_line(board))}", ""]
+    return lines
+
+
+def _unplaced_line(board: Leaderboard) -> str:
+    return ("No allocation figures (older or refract-llm reports), so no frontier: "
+            + ", ".join(board.unplaced) + ".")
+
+
+def _frontier_html(board: Leaderboard) -> str:
+    from refract.report.html import pill
+    from refract.report.kit import esc
+
+    if not board.frontiers:
+        return ""
+    head = "".join(
+        f"<th{' class=num' if i in _FRONTIER_NUMERIC else ''}>{esc(h)}</th>"
+        for i, h in enumerate(FRONTIER_HEADERS)
+    )
+    parts = [f"<section><h2>{esc(FRONTIER_HEADING)}</h2>",
+             f'<p class="note">{esc(FRONTIER_INTRO)}</p>']
+    for view in board.frontiers:
+        body = []
+        for point in view.points:
+            tds = []
+            for i, cell in enumerate(frontier_cells(point)):
+                if i == _FRONTIER_BAND_COL:
+                    tds.append(f"<td>{esc(cell) if point.reference else pill(cell, True)}</td>")
+                elif i in _FRONTIER_NUMERIC:
+                    tds.append(f"<td class=num>{esc(cell)}</td>")
+                else:
+                    tds.append(f"<td>{esc(cell)}</td>")
+            cls = ' class="reference"' if point.reference else ""
+            body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+        parts.append(
+            f'<h3>{esc(view.model)}</h3><p class="sub">reference <code>{esc(view.reference)}'
+            f"</code> · {esc(frontier_subtitle(view))}</p>"
+            f'<div class="table-wrap"><table class="frontier"><tr>{head}</tr>'
+            f'{"".join(body)}</table></div>'
+            + "".join(f'<p class="note legend">{esc(n)}</p>' for n in view.notes())
+        )
+    if board.unplaced:
+        parts.append(f'<p class="note">{esc(_unplaced_line(board))}</p>')
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def leaderboard_markdown(board: Leaderboard) -> str:
@@ -406,6 +805,7 @@ def leaderboard_markdown(board: Leaderboard) -> str:
         notes = legend(group)
         if notes:
             lines += [f"{md_cell(n)}  " for n in notes] + [""]
+    lines += _frontier_markdown(board)
     if board.skipped:
         lines += ["## Files skipped", "", *(f"- {md_cell(s)}" for s in board.skipped), ""]
     return "\n".join(lines)
@@ -467,6 +867,9 @@ def leaderboard_html(board: Leaderboard) -> str:
             + "".join(f'<p class="note legend">{esc(n)}</p>' for n in legend(group))
             + "</section>"
         )
+    frontier_part = _frontier_html(board)
+    if frontier_part:
+        parts.append(frontier_part)
     if board.skipped:
         parts.append(
             '<section><h2>Files skipped</h2><ul class="note">'
@@ -540,12 +943,18 @@ def write_leaderboards(
 
 __all__ = [
     "DISCLAIMERS",
+    "FRONTIER_HEADERS",
+    "FRONTIER_HEADING",
+    "FRONTIER_LEGEND",
+    "FRONTIER_MARK",
     "HEADERS",
     "HTML_NAME",
     "INTERVAL_LEGEND",
     "MARKDOWN_NAME",
     "UNDECIDED_LEGEND",
     "UNDECIDED_MARK",
+    "FrontierPoint",
+    "FrontierView",
     "IncompatibleReports",
     "Leaderboard",
     "LeaderboardEntry",
@@ -554,6 +963,8 @@ __all__ = [
     "build_leaderboard",
     "collect_reports",
     "entry_cells",
+    "frontier_cells",
+    "frontier_subtitle",
     "leaderboard_html",
     "leaderboard_markdown",
     "legend",
