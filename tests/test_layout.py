@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
 4. ``options``, ``composite``
 5. ``report/`` (build, reading, views, comparability, leaderboard)
 6. ``scoring/``
-7. ``matrix/``, ``selftest``
+7. ``matrix/``, ``sweep/``, ``selftest``
 8. ``cli/`` and the package's entry points
 
 Every import counts, at module level or inside a function (a late import is still an arrow);
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("refract.options", "refract.composite"),
     ("refract.report",),
     ("refract.scoring",),
-    ("refract.matrix", "refract.selftest", "refract.outputs"),
+    ("refract.matrix", "refract.selftest", "refract.outputs", "refract.sweep"),
     ("refract.cli", "refract.__main__"),
 ]
 

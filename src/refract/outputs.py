@@ -19,7 +19,8 @@ What counts as ours, per kind:
 * ``summary``: a ``refract repeatability`` summary (``schema`` ``refract.repeatability.*``, or
   the fields an earlier version wrote);
 * ``status``: a matrix ``matrix-status.jsonl`` (one JSON object per line with ``model``,
-  ``candidate`` and ``state``).
+  ``candidate`` and ``state``);
+* ``sweep``: a ``refract sweep`` summary (``sweep.json``: ``{"schema": "refract-sweep/…``).
 
 Only the start of a file is read, except for a JSON report, read whole up to
 :data:`MAX_JSON_BYTES` (a file that does not start with ``{`` is not read further).
@@ -47,7 +48,7 @@ __all__ = [
     "is_refract_output",
 ]
 
-OutputKind = Literal["report", "html", "markdown", "summary", "status"]
+OutputKind = Literal["report", "html", "markdown", "summary", "status", "sweep"]
 
 KINDS: Final[dict[str, str]] = {
     "report": "a refract report",
@@ -55,6 +56,7 @@ KINDS: Final[dict[str, str]] = {
     "markdown": "a leaderboard refract wrote",
     "summary": "a refract repeatability summary",
     "status": "a refract matrix status file",
+    "sweep": "a refract sweep summary",
 }
 """How each kind of output is named in the refusal ("... is not <this>")."""
 
@@ -63,6 +65,7 @@ MAX_JSON_BYTES: Final[int] = 256 * 1024 * 1024
 _HEAD_BYTES: Final[int] = 16 * 1024
 _LEADERBOARD_TITLE: Final[str] = "# REFRACT leaderboard"
 _REPORT_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract\.report\.v')
+_SWEEP_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract-sweep/')
 SUMMARY_SCHEMA: Final[str] = "refract.repeatability.v1"
 """``schema`` of a ``refract repeatability --json-out`` summary."""
 
@@ -137,12 +140,17 @@ def _is_status(path: Path) -> bool:
     return isinstance(first, dict) and {"model", "candidate", "state"} <= set(first)
 
 
+def _is_sweep(path: Path) -> bool:
+    return _SWEEP_HEAD.match(_head(path, 256)) is not None
+
+
 _RECOGNISERS = {
     "report": _is_report,
     "html": _is_page,
     "markdown": _is_leaderboard,
     "summary": _is_summary,
     "status": _is_status,
+    "sweep": _is_sweep,
 }
 
 

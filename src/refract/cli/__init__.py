@@ -9,12 +9,21 @@ on stderr; set ``REFRACT_DEBUG=1`` for a traceback.
 
 from __future__ import annotations
 
-from refract.cli import compare, fetch, leaderboard, matrix, repeatability, score, selftest
+from refract.cli import (
+    compare,
+    fetch,
+    leaderboard,
+    matrix,
+    repeatability,
+    score,
+    selftest,
+    sweep,
+)
 from refract.cli.app import app
 
 __all__ = ["app", "main"]
 
-for _command in (score.score, repeatability.repeatability, compare.compare,
+for _command in (score.score, sweep.sweep, repeatability.repeatability, compare.compare,
                  leaderboard.leaderboard, fetch.fetch, selftest.selftest, matrix.matrix):
     app.command()(_command)
 
