@@ -121,3 +121,21 @@ def test_ray_from_the_command_line(cluster: None, tmp_path: Path) -> None:
     assert "Tiny A: submitted (1 cell)" in result.stderr
     assert "[1/1] Tiny A · ctk=q8_0,ctv=q8_0: done" in result.stderr
     assert (tmp_path / "out" / "tiny-a__ctk-q8_0_ctv-q8_0.json").exists()
+
+
+def test_ray_runs_a_models_sweep_as_local_does(cluster: None, tmp_path: Path) -> None:
+    """A matrix sweep (issue 23) is one Ray task per model, with the local executor's result."""
+    extra = '[sweep]\ntypes = "q8_0,q4_0"\npairs = "q8_0/q4_0"\n'
+    spec = write_matrix(tmp_path, tiny_models(tmp_path)[:1], extra=extra)
+    local = run_matrix(spec, tmp_path / "local", "local")
+    remote = run_matrix(spec, tmp_path / "ray", "ray", num_cpus=1)
+    assert local.count("ok") == remote.count("ok") == 3 and not remote.failed
+    a = json.loads((tmp_path / "local" / "tiny-a.sweep.json").read_text())
+    b = json.loads((tmp_path / "ray" / "tiny-a.sweep.json").read_text())
+    keys = ("config", "status", "composite", "ci95", "kv", "frontier")
+    assert [{k: e[k] for k in keys} for e in a["configs"]] == \
+        [{k: e[k] for k in keys} for e in b["configs"]]
+    assert a["recommendation"] == b["recommendation"]
+    for name, report in reports(tmp_path / "ray").items():
+        if "sweep" not in name:
+            assert stable(report) == stable(reports(tmp_path / "local")[name]), name

@@ -82,8 +82,11 @@ def matrix(
         for path in result.leaderboards:
             say(f"refract: wrote {path}")
         ok, skipped, failed = (result.count(s) for s in ("ok", "skipped", "failed"))
-        say(f"refract: matrix done: {ok} scored, {skipped} already done, {failed} failed "
-            f"(status in {out / 'matrix-status.jsonl'})")
+        pruned, unrunnable = result.count("pruned"), result.count("not-runnable")
+        swept = (f", {pruned} pruned by a sweep, {unrunnable} not runnable on their model"
+                 if pruned or unrunnable else "")
+        say(f"refract: matrix done: {ok} scored, {skipped} already done, {failed} failed"
+            f"{swept} (status in {out / 'matrix-status.jsonl'})")
         for o in result.failed:
             say(f"refract: failed: {o.cell.model.name} · {o.cell.candidate}: {o.message}")
         if failed:

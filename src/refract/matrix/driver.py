@@ -33,15 +33,17 @@ STATUS_FILE = "matrix-status.jsonl"
 
 def make_job(
     name: str, path: str, candidates: list[str], reference: str,
-    settings: dict[str, Any], base_dir: Path,
+    settings: dict[str, Any], base_dir: Path, sweep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One model's work for a worker (JSON-able: it crosses a pipe or Ray)."""
+    """One model's work for a worker (JSON-able: it crosses a pipe or Ray); ``sweep``: the
+    ``[sweep]`` table of a swept model."""
     return {
         "model": {"name": name, "path": path},
         "candidates": list(candidates),
         "reference": reference,
         "settings": dict(settings),
         "base_dir": str(base_dir),
+        "sweep": None if sweep is None else dict(sweep),
     }
 
 
@@ -54,7 +56,8 @@ class Executor(Protocol):
 @dataclass
 class CellOutcome:
     cell: Cell
-    state: str  # "ok", "skipped", "failed"; "pending" while running, "interrupted" on Ctrl-C
+    state: str  # "ok", "skipped", "failed"; "pending" while running, "interrupted" on Ctrl-C;
+    # a swept model's configs also "pruned" (its first round decided) and "not-runnable"
     message: str = ""
     stderr_tail: list[str] = field(default_factory=list)
     seconds: float | None = None
@@ -77,14 +80,24 @@ def check_outputs(spec: MatrixSpec, out_dir: Path, *, overwrite: bool = False) -
     """Before any model loads: every file the run may write in ``out_dir`` (the reports of the
     cells still to do, the status file, the leaderboards) is new or one of refract's own
     outputs, unless ``overwrite`` (:mod:`refract.outputs`; a UsageError otherwise)."""
+    from refract.matrix.plan import sweep_path
     from refract.outputs import OutputKind, check_replaceable_all
     from refract.report.leaderboard import HTML_NAME, MARKDOWN_NAME
+    from refract.sweep.write import PRUNED_DIR
 
     items: list[tuple[Path, str, OutputKind]] = []
     for cell in plan_cells(spec, out_dir):
         if not cell.done:
             items += [(cell.json_path, "--out-dir", "report"),
                       (cell.html_path, "--out-dir", "html")]
+            if cell.sweep:
+                items.append((out_dir / PRUNED_DIR / cell.json_path.name, "--out-dir",
+                              "report"))
+    for model in spec.models:
+        if model.sweep:
+            page = sweep_path(out_dir, model)
+            items += [(page, "--out-dir", "sweep"),
+                      (page.with_suffix(".html"), "--out-dir", "html")]
     items += [(out_dir / STATUS_FILE, "--out-dir", "status"),
               (out_dir / MARKDOWN_NAME, "--out-dir", "markdown"),
               (out_dir / HTML_NAME, "--out-dir", "html")]
@@ -104,8 +117,10 @@ def write_leaderboards(out_dir: Path, progress: MatrixProgress | None = None) ->
 
 
 class _Driver:
-    def __init__(self, spec: MatrixSpec, cells: list[Cell], progress: MatrixProgress) -> None:
+    def __init__(self, spec: MatrixSpec, cells: list[Cell], progress: MatrixProgress,
+                 out_dir: Path) -> None:
         self.spec = spec
+        self.out_dir = out_dir
         self.progress = progress
         self.outcomes: dict[tuple[str, str], CellOutcome] = {
             (str(c.model.path), c.candidate): CellOutcome(c, "skipped" if c.done else "pending")
@@ -117,7 +132,8 @@ class _Driver:
             todo = [c.candidate for c in cells if c.model == model and not c.done]
             if todo:
                 self.jobs.append(make_job(model.name, model.arg, todo, spec.reference,
-                                          spec.settings, spec.base_dir))
+                                          spec.settings, spec.base_dir,
+                                          spec.sweep if model.sweep else None))
                 self.job_models.append(model)
         self.started: dict[tuple[str, str], float] = {}
         self.announced: set[tuple[str, str]] = set()
@@ -176,6 +192,8 @@ class _Driver:
                 why = "; ".join(axis_problems(report))
                 self._finish(outcome, "failed", "nothing was measured: no axis produced a "
                              "score" + (f" ({why})" if why else ""))
+        elif kind == "sweep":
+            self._sweep(model, event)
         elif kind == "error":
             outcome = self._outcome(index, event.get("candidate"))
             if outcome is not None:
@@ -187,6 +205,30 @@ class _Driver:
                 message = f"{message}; stderr tail: {tail[-1]}"
             for outcome in self._pending(model):
                 self._finish(outcome, "failed", message, tail)
+
+    def _sweep(self, model: ModelEntry, event: dict[str, Any]) -> None:
+        """A swept model's end: its pruned and not-runnable configs settled, its pruned
+        first-round reports and ``sweep.json`` (last: the mark that the sweep is whole)."""
+        from refract.matrix.plan import sweep_fingerprint, sweep_path
+        from refract.sweep.run import SweepResult
+        from refract.sweep.write import write_sweep
+
+        summary = dict(event["summary"])
+        for entry in summary.get("configs") or []:
+            outcome = self.outcomes.get((str(model.path), entry["config"]))
+            if outcome is None:
+                continue
+            if entry["status"] == "pruned":
+                self._finish(outcome, "pruned", entry["pruned"]["evidence"])
+            elif entry["status"] == "skipped":
+                self._finish(outcome, "not-runnable", str(entry["skipped"]))
+        summary["matrix"] = {"sweep_fingerprint": sweep_fingerprint(self.spec, model),
+                             "options_fingerprint": self.spec.fingerprint,
+                             "model_name": model.name,
+                             "source": str(self.spec.source) if self.spec.source else None}
+        path = sweep_path(self.out_dir, model)
+        write_sweep(SweepResult(summary, {}, dict(event.get("first_round") or {})),
+                    self.out_dir, html=True, sweep_file=path.name)
 
     def _pending(self, model: ModelEntry) -> list[CellOutcome]:
         return [o for o in self.outcomes.values()
@@ -219,7 +261,8 @@ def _write_status(out_dir: Path, outcomes: list[CellOutcome]) -> None:
             "model_path": str(o.cell.model.path),
             "candidate": o.cell.candidate,
             "state": o.state,
-            "report": o.cell.json_path.name if o.state in ("ok", "skipped") else None,
+            "report": (o.cell.json_path.name if o.state == "ok" or (
+                o.state == "skipped" and o.cell.json_path.exists()) else None),
             "message": o.message or None,
             "stderr_tail": o.stderr_tail or None,
             "seconds": o.seconds,
@@ -243,7 +286,7 @@ def run_matrix(
     for cell in cells:
         if cell.redo_reason:
             progress.note(f"{cell.json_path.name}: {cell.redo_reason}; scoring it again")
-    driver = _Driver(spec, cells, progress)
+    driver = _Driver(spec, cells, progress, out_dir)
     progress.begin(len(cells), sum(c.done for c in cells), executor.name)
     try:
         if driver.jobs:

@@ -7,6 +7,11 @@ fingerprint, the reference, the candidate and the model file's identity (resolve
 size), and the model's ``name`` (``model_name``, the name tables show for it). A rerun skips
 a cell whose report loads and carries the same fingerprint; a missing, corrupt, partial or
 stale report, or one in which nothing was measured (no axis scored), is redone.
+
+A swept model's cells are its sweep grid (:meth:`MatrixSpec.cells_of`); they are done together
+or not at all: when ``<model-slug>.sweep.json`` carries the sweep's fingerprint (options,
+reference, model identity, sweep settings, grid) and every report it names as fully scored
+matches (pruning needs every config's first round, so a partial sweep is run again whole).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from refract.files import report_stem
 from refract.matrix.spec import MatrixSpec, ModelEntry
 from refract.report.io import ReportError, load_report
 
-__all__ = ["Cell", "cell_fingerprint", "plan_cells", "report_matches"]
+__all__ = ["Cell", "cell_fingerprint", "plan_cells", "report_matches", "sweep_done",
+           "sweep_fingerprint", "sweep_path"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Cell:
     html_path: Path
     done: bool = False
     """A matching report exists (a rerun skips this cell)."""
+    sweep: bool = False
+    """One config of its model's sweep."""
     redo_reason: str | None = None
     """Why an existing report is redone (corrupt, other settings), else None."""
 
@@ -50,14 +58,63 @@ def _model_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path), "size": size}
 
 
+def _hash(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+
+
+def _sweep_identity(spec: MatrixSpec) -> dict[str, Any]:
+    import dataclasses
+
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(spec.sweep_settings()).items()}
+
+
 def cell_fingerprint(spec: MatrixSpec, model: ModelEntry, candidate: str) -> str:
-    data = {
+    data: dict[str, Any] = {
         "options": spec.fingerprint,
         "reference": spec.reference,
         "candidate": candidate,
         "model": _model_identity(model.path),
     }
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+    if model.sweep:
+        data["sweep"] = _sweep_identity(spec)
+    return _hash(data)
+
+
+def sweep_fingerprint(spec: MatrixSpec, model: ModelEntry) -> str:
+    """What a swept model's ``sweep.json`` must carry to count as done."""
+    return _hash({"options": spec.fingerprint, "reference": spec.reference,
+                  "model": _model_identity(model.path), "sweep": _sweep_identity(spec),
+                  "grid": spec.grid()})
+
+
+def sweep_path(out_dir: Path, model: ModelEntry) -> Path:
+    """``<model-slug>.sweep.json``."""
+    from refract.files import slug
+
+    return out_dir / f"{slug(model.name)}.sweep.json"
+
+
+def sweep_done(spec: MatrixSpec, model: ModelEntry, out_dir: Path) -> tuple[bool, str | None]:
+    """(done?, why it is redone) for a swept model."""
+    path = sweep_path(out_dir, model)
+    if not path.exists():
+        return False, None
+    try:
+        summary = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return False, f"{path.name} unreadable ({exc})"
+    stamp = (summary.get("matrix") or {}) if isinstance(summary, dict) else {}
+    if stamp.get("sweep_fingerprint") != sweep_fingerprint(spec, model):
+        return False, f"{path.name} made with other settings"
+    for entry in summary.get("configs") or []:
+        if entry.get("status") != "scored":
+            continue
+        report = out_dir / str(entry.get("report"))
+        ok, _why = report_matches(report, cell_fingerprint(spec, model, entry["config"]))
+        if not ok:
+            return False, f"{report.name} is missing or stale"
+    return True, None
 
 
 def matrix_extras(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
@@ -94,11 +151,16 @@ def plan_cells(spec: MatrixSpec, out_dir: Path) -> list[Cell]:
     """Every cell in model-major order, each marked done or to do."""
     cells = []
     for model in spec.models:
-        for cand in spec.candidates:
+        swept = sweep_done(spec, model, out_dir) if model.sweep else None
+        for i, cand in enumerate(spec.cells_of(model)):
             stem = report_stem(model.name, cand)
             fp = cell_fingerprint(spec, model, cand)
             json_path = out_dir / f"{stem}.json"
-            done, why = report_matches(json_path, fp)
+            if swept is not None:
+                done, why = swept[0], swept[1] if i == 0 else None
+            else:
+                done, why = report_matches(json_path, fp)
             cells.append(Cell(model=model, candidate=cand, fingerprint=fp, json_path=json_path,
-                              html_path=out_dir / f"{stem}.html", done=done, redo_reason=why))
+                              html_path=out_dir / f"{stem}.html", done=done, redo_reason=why,
+                              sweep=model.sweep))
     return cells

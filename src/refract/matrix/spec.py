@@ -9,6 +9,15 @@
     [[models]]
     name = "Gemma 3 270M"
     path = "models/gemma-3-270m.gguf"   # relative to the TOML file; "demo": the demo model
+    sweep = true          # this model gets a `refract sweep` instead of the candidates
+    [sweep]               # optional: the sweep's settings (every model sweeps when present,
+    types = "q8_0,q4_0"   # unless it says sweep = false); keys: types, pairs, band,
+    band = "PASS"         # confidence, prune, first_round, memory_ctx
+
+A swept model's cells are the configs of its grid; they run as one job (one worker, one model
+load: the sweep's first round and its survivors), write ``<model-slug>.sweep.json`` beside the
+reports, and are done on a rerun when that file and every report it names are whole and from
+the same settings. ``candidates`` may be left out when every model sweeps.
 
 Every mistake is a :class:`refract.errors.UsageError` (one line, exit 2) raised before any
 model loads.
@@ -38,10 +47,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["MatrixSpec", "ModelEntry", "check_settings", "load_spec", "parse_spec"]
+__all__ = ["MatrixSpec", "ModelEntry", "check_settings", "load_spec", "parse_spec",
+           "sweep_settings"]
 
-TOP_KEYS = ("reference", "candidates", "settings", "models")
-MODEL_KEYS = ("name", "path")
+TOP_KEYS = ("reference", "candidates", "settings", "models", "sweep")
+MODEL_KEYS = ("name", "path", "sweep")
+SWEEP_KEYS = ("types", "pairs", "band", "confidence", "prune", "first_round", "memory_ctx")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class ModelEntry:
     """Resolved to an absolute path (relative paths are relative to the TOML file)."""
     demo: bool = False
     """Written as ``demo``: scored as ``refract score --model demo`` (its default corpus)."""
+    sweep: bool = False
+    """Swept (``refract sweep``: its cells are the sweep grid) instead of scored on the
+    matrix's candidates."""
 
     @property
     def arg(self) -> str:
@@ -70,10 +84,69 @@ class MatrixSpec:
     base_dir: Path
     options: ScoreOptions
     """The options every cell runs with (``[settings]`` + ``reference``)."""
+    sweep: dict[str, Any] | None = None
+    """The ``[sweep]`` table as written (``{}`` when only models ask for a sweep), or None."""
+
+    def sweep_settings(self) -> Any:
+        """The :class:`refract.sweep.SweepSettings` of the swept models."""
+        return sweep_settings(self.sweep or {})
+
+    def grid(self) -> list[str]:
+        """The labels a swept model's sweep scores (the build's grid, before the model says
+        which it can run)."""
+        from refract.scoring.plan import known_kv_types
+        from refract.sweep.grid import build_grid
+        from refract.sweep.run import row_size
+
+        st = self.sweep_settings()
+        return [e.label for e in build_grid(known_kv_types() or [], row_size, types=st.types,
+                                            pairs=st.pairs, reference=self.reference)]
+
+    def cells_of(self, model: ModelEntry) -> list[str]:
+        """The candidates of a model's cells: the sweep grid when it sweeps."""
+        return self.grid() if model.sweep else list(self.candidates)
 
     @property
     def fingerprint(self) -> str:
         return self.options.fingerprint()
+
+
+def sweep_settings(table: Mapping[str, Any]) -> Any:
+    """A ``[sweep]`` table → :class:`refract.sweep.SweepSettings` (UsageError if bad)."""
+    from refract.sweep.run import SweepSettings
+
+    kw: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in SWEEP_KEYS:
+            raise UsageError(f"[sweep]: unknown key {key!r} (expected: {', '.join(SWEEP_KEYS)})")
+        if key in ("types", "pairs"):
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if not isinstance(value, str):
+                raise UsageError(f"[sweep] {key} must be a string or a list of strings")
+        elif key == "band":
+            if not isinstance(value, str):
+                raise UsageError("[sweep] band must be a string such as \"PASS\"")
+            key = "target_band"
+        elif key in ("confidence", "first_round"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"[sweep] {key} must be a number")
+            value = float(value)
+        elif key == "prune":
+            if not isinstance(value, bool):
+                raise UsageError("[sweep] prune must be true or false")
+        elif key == "memory_ctx":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+                raise UsageError("[sweep] memory_ctx must be a number of tokens or a list")
+            value = tuple(items)
+        kw[key] = value
+    settings = SweepSettings(**kw)
+    try:
+        settings.check()
+    except UsageError as exc:
+        raise UsageError(f"[sweep]: {exc}") from None
+    return settings
 
 
 def _kv(text: Any, what: str, known: Sequence[str] | None) -> KVConfig:
@@ -114,8 +187,19 @@ def parse_spec(
     known = known_kv_types()
     reference = _kv(data.get("reference", DEFAULT_REFERENCE), "reference", known).label
 
+    sweep_table = data.get("sweep")
+    if sweep_table is not None and not isinstance(sweep_table, dict):
+        raise UsageError(f"{where}: [sweep] must be a table")
+    if sweep_table is not None:
+        sweep_settings(sweep_table)  # its mistakes, before any model
+    raw_models = data.get("models")
+    every_sweeps = isinstance(raw_models, list) and bool(raw_models) and all(
+        isinstance(m, dict) and m.get("sweep", sweep_table is not None) is True
+        for m in raw_models)
     cands = data.get("candidates")
-    if not isinstance(cands, list) or not cands:
+    if cands is None and every_sweeps:
+        cands = []
+    elif not isinstance(cands, list) or not cands:
         raise UsageError(f"{where}: 'candidates' must be a non-empty list of KV config strings")
     candidates: list[str] = []
     for i, text in enumerate(cands):
@@ -142,7 +226,10 @@ def parse_spec(
             raise UsageError(f"{what} must be a table with 'name' and 'path'")
         for key in entry:
             if key not in MODEL_KEYS:
-                raise UsageError(f"{what}: unknown key {key!r} (expected: name, path)")
+                raise UsageError(f"{what}: unknown key {key!r} (expected: name, path, sweep)")
+        swept = entry.get("sweep", sweep_table is not None)
+        if not isinstance(swept, bool):
+            raise UsageError(f"{what}: 'sweep' must be true or false")
         text = entry.get("path")
         if not isinstance(text, str) or not text:
             raise UsageError(f"{what}: 'path' must be a GGUF file path")
@@ -165,11 +252,13 @@ def parse_spec(
             raise UsageError(f"{what} name {name!r}: duplicate model name (models"
                              f"[{seen_slugs[s]}] has the same file-name form {s!r})")
         seen_slugs[s] = i
-        models.append(ModelEntry(name=name.strip(), path=resolved, demo=demo))
+        models.append(ModelEntry(name=name.strip(), path=resolved, demo=demo, sweep=swept))
 
     return MatrixSpec(
         source=source, reference=reference, candidates=tuple(candidates), models=tuple(models),
         settings=dict(settings), base_dir=base_dir, options=options,
+        sweep=(dict(sweep_table) if sweep_table is not None
+               else ({} if any(m.sweep for m in models) else None)),
     )
 
 
@@ -179,4 +268,5 @@ def check_settings(spec: MatrixSpec, reporter: Reporter | None = None) -> None:
     This may fetch the default corpus once (unless ``no_auto_fetch``), so workers find it
     cached.
     """
-    scoring.prepare_model(spec.models[0].arg, spec.candidates, spec.options, reporter=reporter)
+    first = spec.models[0]
+    scoring.prepare_model(first.arg, spec.cells_of(first), spec.options, reporter=reporter)

@@ -7,7 +7,10 @@
 * ``{"type": "axis", "candidate": c, "axis": name, "done": n, "total": m}`` (throttled),
 * ``{"type": "report", "candidate": c, "report": {...}}`` when a cell is scored,
 * ``{"type": "error", "candidate": c, "message": m}`` when a cell failed,
-* ``{"type": "fatal", "message": m}`` when the whole model failed (not loadable, ...).
+* ``{"type": "fatal", "message": m}`` when the whole model failed (not loadable, ...),
+* ``{"type": "sweep", "summary": {...}, "first_round": {c: report}}`` after the reports of a
+  swept model (a job with ``sweep``): its ``sweep.json`` and its pruned configs' first-round
+  reports.
 
 The worker never writes files: the driver does. ``python -m refract.matrix.worker`` reads a
 job from stdin and writes the events as JSON lines to its stdout (native code that prints to
@@ -127,10 +130,31 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
     try:
         options = scoring.make_options(job["settings"], job["reference"],
                                       base_dir=Path(job["base_dir"]))
+        if job.get("sweep") is not None:
+            _sweep(job, options, reporter, emit, on_start, on_report)
+            return
         scoring.score_candidates(model["path"], candidates, options, reporter=reporter,
                                 on_start=on_start, on_report=on_report, on_error=on_error)
     except Exception as exc:  # model load failure, a settings file gone since the check …
         emit({"type": "fatal", "message": _message(exc)})
+
+
+def _sweep(job: dict[str, Any], options: Any, reporter: Reporter, emit: Emit,
+           on_start: Callable[[str], None],
+           on_report: Callable[[str, dict[str, Any]], None]) -> None:
+    """A swept model: :func:`refract.sweep.run_sweep`, its full reports as ``report`` events,
+    then the ``sweep`` event."""
+    from refract.matrix.spec import sweep_settings
+    from refract.sweep import run_sweep
+
+    model = job["model"]
+    for cand in job["candidates"]:
+        on_start(cand)
+    result = run_sweep(model["path"], options, sweep_settings(job["sweep"]),
+                       reporter=reporter, model_name=model["name"])
+    for cand, report in result.reports.items():
+        on_report(cand, report)
+    emit({"type": "sweep", "summary": result.summary, "first_round": result.first_round})
 
 
 def main() -> int:
