@@ -1,0 +1,119 @@
+"""What a sweep costs against scoring its configs one at a time, one run (issue 23).
+
+    python benchmarks/bench_sweep.py [--model demo] [--threads 2] [--ctx 256] [--chunks 30]
+        [--n-predict 32] [--types ...] [--pairs ...] [--json-out PATH]
+
+Three ways to score the default grid of the linked build (18 configs on the TurboQuant build,
+12 upstream) against the f16 reference, measured in one run on one machine:
+
+1. ``refract sweep`` (pruning on: a first round on a third of the prompts and chunks, the
+   survivors on the whole budget);
+2. ``refract sweep --no-prune`` (every config on the whole budget, one model load, the
+   reference shared);
+3. one ``refract score`` per config (``run_score`` with a fresh engine each: its own model
+   load, reference decode, noise floor and KLD reference pass; the process start-up a real
+   ``refract score`` also pays is not counted, so the ratios are conservative).
+
+Prints the wall times, the ratios (targets: ≤ 0.35× with pruning, ≤ 0.6× without), the
+survivors, both recommendations, and checks that every survivor's composite and axis scores
+equal its separate score exactly. The budget defaults are smaller than ``refract score``'s
+(ctx 256, 30 chunks, 32 tokens per prompt) so that the one-at-a-time side finishes in
+minutes; the prompt set is the bundled one (30 prompts).
+
+Not a test: wall times on whatever machine runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from refract.options import ScoreOptions
+from refract.scoring import run_score
+from refract.sweep import SweepSettings, run_sweep
+
+
+def _peak_rss() -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--ctx", type=int, default=256)
+    ap.add_argument("--chunks", type=int, default=30)
+    ap.add_argument("--n-predict", type=int, default=32)
+    ap.add_argument("--types", default=None)
+    ap.add_argument("--pairs", default=None)
+    ap.add_argument("--json-out", default=None)
+    args = ap.parse_args()
+    opts = ScoreOptions(threads=args.threads, ctx=args.ctx, chunks=args.chunks,
+                        n_predict=args.n_predict)
+    out: dict[str, Any] = {"settings": vars(args)}
+
+    t = time.perf_counter()
+    pruned = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs))
+    t_pruned = time.perf_counter() - t
+    t = time.perf_counter()
+    full = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs,
+                                                     prune=False))
+    t_full = time.perf_counter() - t
+    configs = [e["config"] for e in full.summary["configs"] if e["status"] != "skipped"]
+    print(f"grid: {len(full.summary['configs'])} configs, {len(configs)} runnable; "
+          f"sweep {t_pruned:.1f} s (pruned), {t_full:.1f} s (--no-prune)", flush=True)
+
+    separate: dict[str, dict[str, Any]] = {}
+    t = time.perf_counter()
+    for c in configs:
+        t1 = time.perf_counter()
+        separate[c] = run_score(args.model, c, opts)
+        print(f"  score {c}: {time.perf_counter() - t1:.1f} s, composite "
+              f"{separate[c]['composite']}", flush=True)
+    t_sep = time.perf_counter() - t
+
+    def same(rep: dict[str, Any], c: str) -> bool:
+        ref = separate[c]
+        return rep["composite"] == ref["composite"] and all(
+            (rep["axes"][k] or {}).get("score") == (ref["axes"][k] or {}).get("score")
+            for k in ref["axes"])
+
+    survivors = sorted(pruned.reports)
+    exact = all(same(pruned.reports[c], c) for c in survivors)
+    exact_full = all(same(full.reports[c], c) for c in full.reports)
+    pr = pruned.summary
+    print()
+    print(f"one at a time ({len(configs)} x refract score): {t_sep:.1f} s")
+    print(f"sweep, pruning on : {t_pruned:.1f} s = {t_pruned / t_sep:.3f}x one at a time "
+          f"(target <= 0.35); {len(survivors)} of {len(configs)} survived the first round "
+          f"({pr['pruning']['first_round']})")
+    print(f"sweep, --no-prune : {t_full:.1f} s = {t_full / t_sep:.3f}x one at a time "
+          f"(target <= 0.6)")
+    print(f"survivors equal their separate scores exactly: {exact} (no-prune: {exact_full})")
+    for e in pr["configs"]:
+        if e["status"] == "pruned":
+            print(f"  pruned {e['config']}: {e['pruned']['evidence']}")
+    print(f"recommendation (pruned)  : {pr['recommendation']['text']}")
+    print(f"recommendation (no-prune): {full.summary['recommendation']['text']}")
+    print(f"frontier (pruned)  : {pr['frontier']}")
+    print(f"frontier (no-prune): {full.summary['frontier']}")
+    print(f"memory plan: {pr['memory']}; process peak RSS {_peak_rss()}")
+    out.update(t_pruned=t_pruned, t_full=t_full, t_separate=t_sep, survivors=survivors,
+               exact=exact, exact_full=exact_full, summary_pruned=pr,
+               summary_full=full.summary)
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(out, fh, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
