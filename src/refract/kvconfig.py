@@ -85,3 +85,20 @@ class KVConfig:
 
     def __str__(self) -> str:
         return self.label
+
+
+def short_label(label: str) -> str:
+    """A KV label as tables and plots show it: ``ctk=q8_0,ctv=turbo4`` → ``q8_0/turbo4``
+    (other keys follow, ``attn_`` dropped: ``q8_0/turbo4 rot_k=0``)."""
+    values: dict[str, str] = {}
+    extra: list[str] = []
+    for frag in label.split(","):
+        key, sep, value = frag.strip().partition("=")
+        if not sep:
+            extra.append(frag.strip())
+        elif key.strip() in ("ctk", "ctv"):
+            values[key.strip()] = value.strip()
+        else:
+            extra.append(f"{key.strip().removeprefix('attn_')}={value.strip()}")
+    head = f"{values.get('ctk', '?')}/{values.get('ctv', '?')}"
+    return " ".join([head, *(e for e in extra if e)])

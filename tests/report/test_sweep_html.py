@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from conftest import on_ci
+from refract.kvconfig import short_label
 from refract.report.svg import SweepPoint, sweep_plot
-from refract.report.sweep_html import short_label, sweep_html, write_sweep_html
+from refract.report.sweep_html import sweep_html, write_sweep_html
 
 REF_BPT = 36864  # f16 K and V: bytes per token of the reference
 CTX = [512, 32768]

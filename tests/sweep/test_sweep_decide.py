@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from refract.errors import UsageError
-from refract.sweep.decide import p_at_least, prune, recommend, short_label
+from refract.kvconfig import short_label
+from refract.sweep.decide import p_at_least, prune, recommend
 from refract.sweep.grid import build_grid, default_grid
 from reportkit import make_axes, verified_report
 
@@ -135,4 +136,21 @@ def test_recommendation_kinds() -> None:
     assert rec["text"].startswith("no config stays PASS at 95 %: the best, ctk=q4_0,ctv=q4_0")
     assert p_at_least({"EXCELLENT": 0.2, "PASS": 0.5, "DEGRADED": 0.3}, "PASS") == pytest.approx(
         0.7)
-    assert short_label("ctk=q8_0,ctv=turbo4,attn_rot_k=0") == "q8_0/turbo4,attn_rot_k=0"
+    assert short_label("ctk=q8_0,ctv=turbo4,attn_rot_k=0") == "q8_0/turbo4 rot_k=0"
+
+
+def test_frontier_leaves_out_what_pruning_may_drop() -> None:
+    """The frontier is over configs that may be in the band: one certainly below it is never
+    on it (with or without pruning, the answer is the same)."""
+    from refract.sweep.decide import sweep_frontier
+
+    entries = [_entry("ctk=q8_0,ctv=q8_0", 106, 0.99, 91.0),
+               _entry("ctk=q8_0,ctv=turbo4", 82, 0.60, 84.0),
+               _entry("ctk=turbo2,ctv=turbo2", 26, 0.0, 3.0),  # smallest, certainly FAIL
+               {**_entry("ctk=q4_0,ctv=q4_0", 56, 0.2, 70.0), "status": "pruned"}]
+    assert sweep_frontier(entries, confidence=0.95) == ["ctk=q8_0,ctv=turbo4",
+                                                        "ctk=q8_0,ctv=q8_0"]
+    # asked for less certainty, turbo2 is still certainly below; at a band it reaches, it is in
+    assert "ctk=turbo2,ctv=turbo2" not in sweep_frontier(entries, confidence=0.6)
+    entries[2]["p_target"] = 0.5
+    assert sweep_frontier(entries, confidence=0.95)[0] == "ctk=turbo2,ctv=turbo2"

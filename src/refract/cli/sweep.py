@@ -10,6 +10,7 @@ import typer
 
 from refract.cli.app import EXIT_RUNTIME, NoProgressOpt, OverwriteOpt, guard, say, stdout_console
 from refract.cli.score import ModelOpt
+from refract.options import with_score_options
 
 __all__ = ["sweep"]
 
@@ -28,9 +29,6 @@ def _memory_ctx(text: str | None) -> tuple[int, ...]:
         except ValueError:
             raise UsageError(f"--memory-ctx: {frag!r} is not a number of tokens") from None
     return tuple(out)
-
-
-from refract.options import with_score_options  # noqa: E402  (the decorator below)
 
 
 @with_score_options

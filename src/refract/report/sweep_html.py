@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from refract.kvconfig import short_label
 from refract.report.html import page
 from refract.report.io import write_text
 from refract.report.kit import esc, kv_table, pill
 from refract.report.svg import SweepPoint, sweep_plot
 from refract.system.memory import format_bytes
 
-__all__ = ["SWEEP_CSS", "short_label", "sweep_html", "write_sweep_html"]
+__all__ = ["SWEEP_CSS", "sweep_html", "write_sweep_html"]
 
 SWEEP_CSS = """
 .rec-box { border-left: 6px solid var(--muted); background: var(--code); border-radius: 6px;
@@ -108,25 +109,8 @@ def _label(cfg: Mapping[str, Any]) -> str:
     return f"ctk={ctk},ctv={ctv}" if ctk or ctv else "?"
 
 
-def short_label(label: str, ctk: Any = None, ctv: Any = None) -> str:
-    """``ctk=q8_0,ctv=turbo4`` → ``q8_0/turbo4`` (other keys follow, ``attn_`` dropped)."""
-    values: dict[str, str] = {}
-    extra: list[str] = []
-    for frag in label.split(","):
-        key, sep, value = frag.strip().partition("=")
-        if not sep:
-            extra.append(frag.strip())
-        elif key.strip() in ("ctk", "ctv"):
-            values[key.strip()] = value.strip()
-        else:
-            extra.append(f"{key.strip().removeprefix('attn_')}={value.strip()}")
-    k = str(ctk) if ctk else values.get("ctk", "?")
-    v = str(ctv) if ctv else values.get("ctv", "?")
-    return " ".join([f"{k}/{v}", *(e for e in extra if e)])
-
-
 def _short(cfg: Mapping[str, Any]) -> str:
-    return short_label(_label(cfg), cfg.get("ctk"), cfg.get("ctv"))
+    return short_label(_label(cfg))
 
 
 def _kv(cfg: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -20,17 +20,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from refract.bands import BANDS
+from refract.kvconfig import short_label
 from refract.report.fields import composite_estimate, report_band, report_composite
 from refract.report.frontier import frontier
 
-__all__ = ["p_at_least", "prune", "recommend", "sweep_frontier", "short_label"]
-
-
-def short_label(label: str) -> str:
-    """``ctk=q8_0,ctv=turbo4`` → ``q8_0/turbo4`` (other keys kept after a comma)."""
-    parts = dict(p.split("=", 1) for p in label.split(",") if "=" in p)
-    rest = [f"{k}={v}" for k, v in parts.items() if k not in ("ctk", "ctv")]
-    return ",".join([f"{parts.get('ctk', '?')}/{parts.get('ctv', '?')}", *rest])
+__all__ = ["p_at_least", "prune", "recommend", "sweep_frontier"]
 
 
 def p_at_least(probs: Mapping[str, float] | None, target: str) -> float | None:
@@ -107,10 +101,13 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
-def sweep_frontier(entries: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The frontier of the fully scored configs (``status == "scored"``)."""
+def sweep_frontier(entries: Sequence[Mapping[str, Any]], *, confidence: float) -> list[str]:
+    """The memory/quality frontier of the configs that may be in the band asked for: fully
+    scored (``status == "scored"``) and not below the band with probability ``confidence``
+    (what pruning drops may never be on it, so pruning cannot change it)."""
     pts = [(e["config"], (e.get("kv") or {}).get("bytes_per_token"), e.get("composite"))
-           for e in entries if e.get("status") == "scored"]
+           for e in entries if e.get("status") == "scored"
+           and not (e.get("p_target") is not None and 1.0 - e["p_target"] >= confidence)]
     return frontier([(lab, b, s) for lab, b, s in pts if b is not None and s is not None])
 
 

@@ -105,7 +105,10 @@ def _first_round_plan(plan: ScorePlan, fraction: float) -> ScorePlan | None:
     if k_p >= n_p and k_c >= opts.chunks:
         return None
     prompts = [plan.prompts[i] for i in _spread(n_p, k_p)]
-    return dataclasses.replace(plan, prompts=prompts, options=opts.replace(chunks=k_c))
+    # Trajectory's noise floor (one more reference decode) enters no composite: the first
+    # round decides on composites alone, so it is not measured there
+    return dataclasses.replace(plan, prompts=prompts,
+                               options=opts.replace(chunks=k_c, noise_floor=False))
 
 
 def _groups(engine: Engine, plan: ScorePlan, labels: Sequence[str]) -> tuple[
@@ -244,7 +247,7 @@ def _sweep(engine: Engine, plan: ScorePlan, grid: list[GridEntry], settings: Swe
     entries = [_entry(e, sizes.get(e.label), full.get(e.label), first.get(e.label),
                       pruned.get(e.label), skipped.get(e.label), settings)
                for e in grid]
-    front = sweep_frontier(entries)
+    front = sweep_frontier(entries, confidence=settings.confidence)
     for entry in entries:
         entry["frontier"] = entry["config"] in front
     rec = recommend(entries, target=settings.target_band, confidence=settings.confidence,
@@ -331,6 +334,9 @@ def _summary(plan: ScorePlan, settings: SweepSettings, ref: str, ref_kv: dict[st
                     "first_round": first_round},
         "configs": entries,
         "frontier": front,
+        "frontier_rule": (f"KV bytes per token against composite, over the fully scored configs "
+                          f"not below {settings.target_band} with probability ≥ "
+                          f"{settings.confidence:g}: nothing smaller scores as well"),
         "recommendation": rec,
         "skipped": [{"config": e["config"], "reason": e["skipped"]} for e in entries
                     if e["status"] == "skipped"],

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from refract.sweep.decide import short_label
+from refract.kvconfig import short_label
 from refract.system.memory import format_bytes
 
 __all__ = ["FRONTIER_MARK", "sweep_lines", "sweep_table"]
@@ -79,7 +79,7 @@ def sweep_lines(summary: Mapping[str, Any]) -> list[str]:
             lines.append(f"skipped {e['config']}: {e['skipped']}")
         elif e["status"] == "error":
             lines.append(f"error {e['config']}: {e.get('error')}")
-    lines.append(f"{FRONTIER_MARK} on the memory/quality frontier (nothing smaller scores "
-                 "as well)")
+    lines.append(f"{FRONTIER_MARK} on the memory/quality frontier (nothing smaller scores as "
+                 f"well, among the configs not below {summary.get('target_band', 'PASS')})")
     lines.append(f"recommendation: {summary['recommendation']['text']}")
     return lines
