@@ -154,3 +154,16 @@ def test_frontier_leaves_out_what_pruning_may_drop() -> None:
     assert "ctk=turbo2,ctv=turbo2" not in sweep_frontier(entries, confidence=0.6)
     entries[2]["p_target"] = 0.5
     assert sweep_frontier(entries, confidence=0.95)[0] == "ctk=turbo2,ctv=turbo2"
+
+
+def test_sliding_window_note() -> None:
+    from refract.sweep.kvsize import bytes_at, sliding_window_note
+
+    meta = {"gemma3.attention.sliding_window": "512"}
+    assert sliding_window_note(meta, "gemma3", [256, 512]) is None  # nothing beyond the window
+    note = sliding_window_note(meta, "gemma3", [256, 32768])
+    assert note is not None and "window 512" in note and "upper bound" in note
+    assert sliding_window_note({}, "llama", [131072]) is None
+    assert sliding_window_note({"x.attention.sliding_window": "?"}, "x", [9999]) is None
+    # a context of n cells: llama.cpp pads to 256; unknown bytes stay unknown
+    assert bytes_at(100, 7, 300) == 7 + 100 * 512 and bytes_at(None, 0, 300) is None

@@ -52,6 +52,8 @@ def test_demo_sweep_prunes_and_survivors_equal_separate_scores(
     assert by["ctk=q8_0,ctv=q8_0"]["kv"]["bytes_per_token"] == 18 * 2 * 272
     assert by["ctk=q8_0,ctv=q8_0"]["kv"]["ratio"] == pytest.approx(272 / 512)
     assert s["memory_ctx"] == [256, 32768]
+    # Gemma 3's sliding-window layers: the figures at 32768 are refract's full-size cache
+    assert "sliding-window attention layers (window 512)" in s["kv_note"]
     front = s["frontier"]
     assert front and all(by[f]["status"] == "scored" for f in front)
     assert s["recommendation"]["kind"] in ("recommended", "undecided", "none")
@@ -60,6 +62,7 @@ def test_demo_sweep_prunes_and_survivors_equal_separate_scores(
     assert tmp_path / "sweep.json" in written
     page = (tmp_path / "sweep.html").read_text()
     assert "q4_0/q4_0" in page and html.escape(s["recommendation"]["text"]) in page
+    assert "window 512" in page
     pruned = json.loads((tmp_path / "pruned" / Path(by["ctk=q4_0,ctv=q4_0"]["report"]).name)
                         .read_text())
     assert pruned["sweep_round"] == "first" and "first round" in pruned["notes"][-1]

@@ -56,7 +56,7 @@ def test_sweep_lists_what_the_model_cannot_run_and_scores_the_rest(
     ref_kv = s["reference"]["kv"]
     assert bf["kv"]["bytes_per_token"] == ref_kv["bytes_per_token"] > 0
     assert bf["kv"]["ratio"] == 1.0 and bf["kv_checked"] is True
-    assert s["memory_ctx"] == [128, 4096]
+    assert s["memory_ctx"] == [128, 4096] and s["kv_note"] is None  # no sliding window
     assert bf["kv"]["at"]["4096"] == ref_kv["at"]["4096"] == 4096 * ref_kv["bytes_per_token"]
     # the first round ran on 10 of 12 prompts and chunks; the survivor's full-budget report
     # equals a separate score of it exactly

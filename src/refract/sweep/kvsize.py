@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
 
-__all__ = ["CELL_PAD", "bytes_at", "checked_against", "kv_size", "padded_cells"]
+__all__ = ["CELL_PAD", "bytes_at", "checked_against", "kv_size", "padded_cells",
+           "sliding_window_note"]
 
 #: llama.cpp pads a context's cells to a multiple of 256
 CELL_PAD = 256
@@ -60,3 +61,22 @@ def checked_against(kv: Mapping[str, Any], environment: Mapping[str, Any],
     if got is None or cells is None or per is None or fixed is None:
         return None
     return int(got) == int(fixed) + int(per) * int(cells)
+
+
+def sliding_window_note(metadata: Mapping[str, str], architecture: str,
+                        contexts: Sequence[int]) -> str | None:
+    """What the bytes mean on a model with sliding-window layers (``None`` without them, or
+    when no context given is longer than the window)."""
+    raw = metadata.get(f"{architecture}.attention.sliding_window")
+    try:
+        window = int(raw) if raw is not None else 0
+    except ValueError:
+        return None
+    if window <= 0 or not any(n > window for n in contexts):
+        return None
+    return (f"This model has sliding-window attention layers (window {window}). refract's "
+            "contexts keep every cell on every layer (llama.cpp's swa_full), so the bytes "
+            f"at a context longer than {window} are what such a cache allocates and an upper "
+            "bound for llama.cpp's default cache, which keeps only about the window's cells "
+            "on the sliding-window layers; the share of the reference's bytes is the same for "
+            "both where every layer has the same K/V types.")

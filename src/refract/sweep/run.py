@@ -31,7 +31,7 @@ from refract.scoring.memory import memory_plan
 from refract.scoring.plan import ScorePlan, known_kv_types, prepare_score
 from refract.sweep.decide import p_at_least, prune, recommend, sweep_frontier
 from refract.sweep.grid import GridEntry, build_grid
-from refract.sweep.kvsize import checked_against, kv_size
+from refract.sweep.kvsize import checked_against, kv_size, sliding_window_note
 
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
@@ -254,6 +254,8 @@ def _sweep(engine: Engine, plan: ScorePlan, grid: list[GridEntry], settings: Swe
                     reference=ref)
     summary = _summary(plan, settings, ref, ref_kv, contexts, entries, front, rec,
                        first_plan, timings, memory, model_name, n_train)
+    summary["kv_note"] = sliding_window_note(engine.metadata(),
+                                             str(info.get("architecture") or ""), contexts)
     return SweepResult(summary, reports=full,
                        first_round={k: v for k, v in first.items() if k in pruned})
 

@@ -81,5 +81,7 @@ def sweep_lines(summary: Mapping[str, Any]) -> list[str]:
             lines.append(f"error {e['config']}: {e.get('error')}")
     lines.append(f"{FRONTIER_MARK} on the memory/quality frontier (nothing smaller scores as "
                  f"well, among the configs not below {summary.get('target_band', 'PASS')})")
+    if summary.get("kv_note"):
+        lines.append(str(summary["kv_note"]))
     lines.append(f"recommendation: {summary['recommendation']['text']}")
     return lines
