@@ -64,6 +64,8 @@ def main() -> None:
     t = time.perf_counter()
     pruned = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs))
     t_pruned = time.perf_counter() - t
+    print(f"sweep (pruning on): {t_pruned:.1f} s, timings {pruned.summary['timings']}",
+          flush=True)
     t = time.perf_counter()
     full = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs,
                                                      prune=False))
