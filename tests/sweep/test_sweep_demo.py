@@ -26,18 +26,24 @@ def test_demo_sweep_prunes_and_survivors_equal_separate_scores(
     from refract.sweep.write import write_sweep
 
     opts = ScoreOptions(ctx=256, chunks=12, n_predict=32, threads=2)
-    result = run_sweep("demo", opts, SweepSettings(candidates=GRID))
+    # greedy trajectories differ between builds and CPUs, and q8_0 sits near PASS on this
+    # model: asked for DEGRADED, q8_0/q8_0 (about 70-90) survives on every build, while
+    # q4_0/q4_0 (about 30-40) is dropped after a first round on half the prompts
+    result = run_sweep("demo", opts, SweepSettings(candidates=GRID, target_band="DEGRADED",
+                                                   first_round=0.5))
     s = result.summary
     by = {e["config"]: e for e in s["configs"]}
-    assert s["pruning"]["first_round"] == {"prompts": [12, 36], "chunks": [10, 12],
-                                           "fraction": pytest.approx(1 / 3)}
-    # q4_0 K and V moves Gemma 3 270M far below PASS (its first-round composite is ~30)
+    assert s["pruning"]["first_round"] == {"prompts": [18, 36], "chunks": [10, 12],
+                                           "fraction": 0.5}
     q4 = by["ctk=q4_0,ctv=q4_0"]
-    assert q4["status"] == "pruned" and q4["pruned"]["reason"] == "below"
-    assert q4["pruned"]["budget"] == {"prompts": 12, "chunks": 10}
-    assert q4["pruned"]["evidence"].startswith("P(composite below PASS) = ")
-    assert q4["composite"] < 80 and q4["p_target"] <= 0.05
-    assert set(result.first_round) == {"ctk=q4_0,ctv=q4_0"}
+    assert q4["status"] == "pruned" and q4["pruned"]["reason"] == "below", q4
+    assert q4["pruned"]["budget"] == {"prompts": 18, "chunks": 10}
+    assert q4["pruned"]["evidence"].startswith("P(composite below DEGRADED) = ")
+    assert q4["composite"] < 60 and q4["p_target"] <= 0.05
+    assert "ctk=q4_0,ctv=q4_0" in result.first_round
+    for label, entry in by.items():  # every dropped config says why, on what budget
+        if entry["status"] == "pruned":
+            assert entry["pruned"]["evidence"] and entry["pruned"]["budget"], label
     survivors = sorted(result.reports)
     assert "ctk=q8_0,ctv=q8_0" in survivors
     for label in survivors:
