@@ -25,7 +25,7 @@ def _size(entry: Mapping[str, Any]) -> float:
 
 
 def _pct(x: Any) -> str:
-    return "—" if x is None else f"{float(x):.0%}"
+    return "—" if x is None else f"{100.0 * float(x):.0f} %"
 
 
 def _bytes(x: Any) -> str:
@@ -44,7 +44,7 @@ def sweep_table(summary: Mapping[str, Any]) -> Table:
                       (f"P(≥{target})", "right"), ("status", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     rkv = ref.get("kv") or {}
-    t.add_row("", short_label(ref["config"]), _bytes(rkv.get("bytes_per_token")), "100%",
+    t.add_row("", short_label(ref["config"]), _bytes(rkv.get("bytes_per_token")), "100 %",
               _bytes((rkv.get("at") or {}).get(str(big))), "100 (reference)", "", "",
               "reference")
     for e in sorted(summary["configs"], key=lambda e: (-_size(e), e["config"])):
