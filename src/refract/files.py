@@ -233,3 +233,15 @@ def read_input_bytes(path: Path, what: str, expected: str, error: type[RefractEr
         return path.read_bytes()
     except OSError as exc:
         raise error(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+
+
+_SWEEP_HEAD = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract-sweep/')
+
+
+def is_sweep_summary(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` opens as a ``refract sweep`` summary (``sweep.json``) does."""
+    try:
+        with open(path, "rb") as fh:
+            return _SWEEP_HEAD.match(fh.read(256)) is not None
+    except OSError:
+        return False

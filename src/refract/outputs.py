@@ -65,7 +65,6 @@ MAX_JSON_BYTES: Final[int] = 256 * 1024 * 1024
 _HEAD_BYTES: Final[int] = 16 * 1024
 _LEADERBOARD_TITLE: Final[str] = "# REFRACT leaderboard"
 _REPORT_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract\.report\.v')
-_SWEEP_HEAD: Final[re.Pattern[bytes]] = re.compile(rb'\s*\{\s*"schema"\s*:\s*"refract-sweep/')
 SUMMARY_SCHEMA: Final[str] = "refract.repeatability.v1"
 """``schema`` of a ``refract repeatability --json-out`` summary."""
 
@@ -141,7 +140,9 @@ def _is_status(path: Path) -> bool:
 
 
 def _is_sweep(path: Path) -> bool:
-    return _SWEEP_HEAD.match(_head(path, 256)) is not None
+    from refract.files import is_sweep_summary
+
+    return is_sweep_summary(path)
 
 
 _RECOGNISERS = {

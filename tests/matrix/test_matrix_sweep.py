@@ -64,6 +64,10 @@ def test_matrix_sweeps_models_and_resumes(tmp_path: Path) -> None:
     s48 = json.loads((out / "tiny-48.sweep.json").read_text())
     assert {e["status"] for e in s48["configs"]} == {"skipped"}
     assert s48["recommendation"]["kind"] == "none"
+    from refract.report.leaderboard import collect_reports
+
+    loaded, skipped = collect_reports(out)  # the sweep summaries are passed over, not listed
+    assert len(loaded) == 5 and skipped == [], skipped
     board = (out / "LEADERBOARD.md").read_text()
     assert "Tiny A" in board and "Tiny B" in board
 

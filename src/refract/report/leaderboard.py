@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from refract.errors import UsageError
+from refract.files import is_sweep_summary
 from refract.report.comparability import (
     Comparability,
     IncompatibleReports,
@@ -336,7 +337,7 @@ def collect_reports(
     loaded: list[tuple[Path, dict[str, Any]]] = []
     skipped: list[str] = []
     for path in sorted(root.glob(pattern)):
-        if not path.is_file() or _is_sweep_summary(path):
+        if not path.is_file() or is_sweep_summary(path):
             continue  # a sweep's sweep.json sits beside its reports: not a report, not news
         try:
             report = load_report(path)
@@ -349,15 +350,6 @@ def collect_reports(
             continue
         loaded.append((path, report))
     return loaded, skipped
-
-
-def _is_sweep_summary(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(128)
-    except OSError:
-        return False
-    return head.lstrip().startswith(b'{') and b'"schema"' in head and b'"refract-sweep/' in head
 
 
 def _model_id(report: Mapping[str, Any]) -> str:
