@@ -101,9 +101,23 @@ def main() -> None:
     print(f"sweep, --no-prune : {t_full:.1f} s = {t_full / t_sep:.3f}x one at a time "
           f"(target <= 0.6)")
     print(f"survivors equal their separate scores exactly: {exact} (no-prune: {exact_full})")
+    # pruning may not change the answer: every drop is below the band at the confidence on
+    # the full budget too (the --no-prune run), the first round's Trajectory is the full one
+    full_by = {e["config"]: e for e in full.summary["configs"]}
+    confirmed = True
     for e in pr["configs"]:
         if e["status"] == "pruned":
-            print(f"  pruned {e['config']}: {e['pruned']['evidence']}")
+            f = full_by[e["config"]]
+            ok = f.get("p_target") is not None and 1.0 - f["p_target"] >= pr["confidence"]
+            confirmed &= ok
+            print(f"  pruned {e['config']}: {e['pruned']['evidence']}; full budget: "
+                  f"{f.get('composite')} P(>= {pr['target_band']}) = {f.get('p_target')}"
+                  f"{'' if ok else '  NOT CONFIRMED'}")
+    same_answer = (pr["recommendation"]["text"] == full.summary["recommendation"]["text"]
+                   and pr["frontier"] == full.summary["frontier"])
+    print(f"every drop confirmed by the full budget: {confirmed}; the same recommendation "
+          f"and frontier with and without pruning: {same_answer}")
+    out.update(confirmed=confirmed, same_answer=same_answer)
     print(f"recommendation (pruned)  : {pr['recommendation']['text']}")
     print(f"recommendation (no-prune): {full.summary['recommendation']['text']}")
     print(f"frontier (pruned)  : {pr['frontier']}")

@@ -506,6 +506,17 @@ def spent(t: float, alpha: float) -> float:
     return alpha * math.log1p((math.e - 1.0) * t)
 
 
+def spent_obf(t: float, alpha: float) -> float:
+    """Lan–DeMets O'Brien–Fleming-type α spent by information fraction ``t``
+    (``2 − 2Φ(z_{1−α/2} / √t)``): almost nothing at an early look, nearly all of α at the full
+    budget. The sweep's first round (:mod:`refract.sweep.decide`) drops a config on it, so a
+    drop that the full budget would not confirm is rare."""
+    t = min(1.0, max(0.0, t))
+    if t <= 0.0:
+        return 0.0
+    return min(alpha, 2.0 - 2.0 * _cdf(_inv(1.0 - alpha / 2.0) / math.sqrt(t)))
+
+
 def look_alphas(fractions: Sequence[float], alpha: float) -> list[float]:
     """The α each planned look may spend (they sum to α at the full budget)."""
     out: list[float] = []
@@ -546,4 +557,5 @@ __all__ = [
     "look_fractions",
     "paired_difference",
     "spent",
+    "spent_obf",
 ]

@@ -129,7 +129,10 @@ def test_ray_runs_a_models_sweep_as_local_does(cluster: None, tmp_path: Path) ->
     spec = write_matrix(tmp_path, tiny_models(tmp_path)[:1], extra=extra)
     local = run_matrix(spec, tmp_path / "local", "local")
     remote = run_matrix(spec, tmp_path / "ray", "ray", num_cpus=1)
-    assert local.count("ok") == remote.count("ok") == 3 and not remote.failed
+    # the tiny model's two prompts let the first round drop what is certainly below PASS
+    assert [local.count(k) for k in ("ok", "pruned")] == \
+        [remote.count(k) for k in ("ok", "pruned")]
+    assert local.count("ok") + local.count("pruned") == 3 and not remote.failed
     a = json.loads((tmp_path / "local" / "tiny-a.sweep.json").read_text())
     b = json.loads((tmp_path / "ray" / "tiny-a.sweep.json").read_text())
     keys = ("config", "status", "composite", "ci95", "kv", "frontier")

@@ -31,7 +31,10 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def _spec(d: Path) -> Path:
     models = tiny_models(d)
     write_tiny_model(d / "m48.gguf", head_dim=48)
-    spec = write_matrix(d, [models[0], ("Tiny 48", "m48.gguf"), models[1]], extra=SWEEP)
+    # every config on the full budget: this test is about the matrix's bookkeeping (pruned
+    # configs in a matrix: test_matrix_ray.py, local and on Ray)
+    spec = write_matrix(d, [models[0], ("Tiny 48", "m48.gguf"), models[1]],
+                        extra=SWEEP + "prune = false\n")
     text = spec.read_text().replace('name = "Tiny B"', 'name = "Tiny B"\nsweep = false')
     spec.write_text(text)
     return spec
@@ -90,7 +93,10 @@ def test_matrix_sweep_table_errors(tmp_path: Path) -> None:
     models = tiny_models(tmp_path)
     for extra, needle in (('[sweep]\nband = "GOLD"\n', "[sweep]: --band must be one of"),
                           ('[sweep]\nspeed = 1\n', "[sweep]: unknown key 'speed'"),
-                          ('[sweep]\nprune = "yes"\n', "prune must be true or false")):
+                          ('[sweep]\nprune = "yes"\n', "prune must be true or false"),
+                          ('[sweep]\nfirst_round_axes = 3\n', "first_round_axes must be"),
+                          ('[sweep]\nfirst_round_axes = "kld"\n',
+                           "[sweep]: --first-round-axes must be one of trajectory, all")):
         spec = write_matrix(tmp_path, models, extra=extra)
         one_line_error(runner.invoke(app, ["matrix", str(spec), "--out-dir",
                                            str(tmp_path / "o")]), 2, needle)

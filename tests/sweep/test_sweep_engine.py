@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from conftest import needs_core, one_line_error
 from refract.errors import MemoryBudgetError
 from refract.options import ScoreOptions
+from refract.sweep.decide import first_look_level
 from tinymodel import write_tiny_model
 
 pytestmark = needs_core
@@ -60,10 +61,19 @@ def test_sweep_lists_what_the_model_cannot_run_and_scores_the_rest(
     assert bf["kv"]["at"]["4096"] == ref_kv["at"]["4096"] == 4096 * ref_kv["bytes_per_token"]
     # the first round ran on 10 of 12 prompts and chunks; the survivor's full-budget report
     # equals a separate score of it exactly
-    assert s["pruning"]["first_round"] == {"prompts": [10, 12], "chunks": [10, 12],
-                                           "fraction": pytest.approx(1 / 3)}
+    # the first round: Trajectory on every prompt, KLD held at 100, decided at 95 %
+    assert s["pruning"]["first_round"] == {
+        "prompts": [12, 12], "chunks": None, "fraction": None, "axes": ["gtm"],
+        "held_at_100": ["kld"], "level": pytest.approx(0.95)}
     alone = run_score(model48, "ctk=bf16,ctv=bf16", opts)
     assert measured(result.reports["ctk=bf16,ctv=bf16"]) == measured(alone)
+    # a first round on every axis: prompts and chunks, nothing held, the same full report
+    every = run_sweep(model48, opts, SweepSettings(types="bf16", first_round_axes="all"))
+    assert every.summary["pruning"]["first_round"] == {
+        "prompts": [10, 12], "chunks": [10, 12], "fraction": pytest.approx(1 / 3),
+        "axes": ["gtm", "kld"], "held_at_100": [],
+        "level": pytest.approx(first_look_level(10 / 12, 0.95))}
+    assert measured(every.reports["ctk=bf16,ctv=bf16"]) == measured(alone)
     assert s["recommendation"]["kind"] == "recommended"
     assert s["recommendation"]["text"] == ("smallest KV cache that stays PASS at 95 %: "
                                            "ctk=bf16,ctv=bf16, 100 % of f16's bytes")
@@ -140,6 +150,7 @@ def test_sweep_cli_writes_files_and_refuses_bad_input(
                           (["--pairs", "q8_0"], "not a K/V pair"),
                           (["--confidence", "1.5"], "--confidence"),
                           (["--first-round", "0"], "--first-round"),
+                          (["--first-round-axes", "kld"], "--first-round-axes must be one of"),
                           (["--memory-ctx", "lots"], "--memory-ctx"),
                           (["--until-decided"], "does not combine with a sweep")):
         one_line_error(runner.invoke(app, ["sweep", *common, "--out-dir",

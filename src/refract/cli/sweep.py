@@ -57,8 +57,13 @@ def sweep(
         "--prune/--no-prune", help="Drop configs a cheap first round shows below --band or "
         "dominated, before the full budget.")] = True,
     first_round: Annotated[float, typer.Option(
-        "--first-round", help="Share of the prompts and chunks the first round scores "
+        "--first-round", help="Share of the prompts (and chunks) the first round scores "
         "(at least 10 of each).")] = 1 / 3,
+    first_round_axes: Annotated[str, typer.Option(
+        "--first-round-axes", help="What the first round measures: 'trajectory' (Trajectory "
+        "alone, the other axes held at 100: an upper bound, about a third of the cost) or "
+        "'all' (every axis; also drops configs dominated by a smaller one).")
+    ] = "trajectory",
     memory_ctx: Annotated[str | None, typer.Option(
         "--memory-ctx", help="Also give each config's KV bytes at these context sizes "
         "(comma-separated tokens); the scoring --ctx and the model's trained context are "
@@ -85,7 +90,7 @@ def sweep(
         settings = SweepSettings(
             types=types, pairs=pairs, candidates=tuple(candidate or ()), target_band=band,
             confidence=confidence, prune=prune, first_round=first_round,
-            memory_ctx=_memory_ctx(memory_ctx))
+            first_round_axes=first_round_axes, memory_ctx=_memory_ctx(memory_ctx))
         settings.check()
         grid = build_grid(known_kv_types() or [], row_size, types=types, pairs=pairs,
                           candidates=settings.candidates, reference=options.reference)

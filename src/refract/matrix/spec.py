@@ -12,7 +12,7 @@
     sweep = true          # this model gets a `refract sweep` instead of the candidates
     [sweep]               # optional: the sweep's settings (every model sweeps when present,
     types = "q8_0,q4_0"   # unless it says sweep = false); keys: types, pairs, band,
-    band = "PASS"         # confidence, prune, first_round, memory_ctx
+    band = "PASS"         # confidence, prune, first_round, first_round_axes, memory_ctx
 
 A swept model's cells are the configs of its grid; they run as one job (one worker, one model
 load: the sweep's first round and its survivors), write ``<model-slug>.sweep.json`` beside the
@@ -52,7 +52,8 @@ __all__ = ["MatrixSpec", "ModelEntry", "check_settings", "load_spec", "parse_spe
 
 TOP_KEYS = ("reference", "candidates", "settings", "models", "sweep")
 MODEL_KEYS = ("name", "path", "sweep")
-SWEEP_KEYS = ("types", "pairs", "band", "confidence", "prune", "first_round", "memory_ctx")
+SWEEP_KEYS = ("types", "pairs", "band", "confidence", "prune", "first_round",
+              "first_round_axes", "memory_ctx")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ def sweep_settings(table: Mapping[str, Any]) -> Any:
                 value = ",".join(str(v) for v in value)
             if not isinstance(value, str):
                 raise UsageError(f"[sweep] {key} must be a string or a list of strings")
+        elif key == "first_round_axes":
+            if not isinstance(value, str):
+                raise UsageError("[sweep] first_round_axes must be \"trajectory\" or \"all\"")
         elif key == "band":
             if not isinstance(value, str):
                 raise UsageError("[sweep] band must be a string such as \"PASS\"")

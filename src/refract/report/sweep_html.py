@@ -198,13 +198,15 @@ def _composite_text(cfg: Mapping[str, Any]) -> str:
     if comp is None:
         return "—"
     ci = _interval(cfg)
-    return f"{comp:.1f}" + (f" [{ci[0]:.1f}–{ci[1]:.1f}]" if ci else "")
+    # a first round that held axes at 100 gives an upper bound of the composite
+    bound = "≤ " if cfg.get("composite_upper_bound") is True else ""
+    return f"{bound}{comp:.1f}" + (f" [{ci[0]:.1f}–{ci[1]:.1f}]" if ci else "")
 
 
 def _budget(budget: Mapping[str, Any]) -> str:
     """``{"prompts": [10, 30], "chunks": [8, 24]}`` → ``10 of 30 prompts, 8 of 24 chunks``."""
     parts: list[str] = []
-    for key, value in budget.items():
+    for key, value in ((k, budget.get(k)) for k in ("prompts", "chunks")):
         if isinstance(value, (list, tuple)) and len(value) == 2:
             parts.append(f"{value[0]} of {value[1]} {key}")
         elif value is not None and not isinstance(value, (Mapping, list, tuple)):
@@ -461,7 +463,8 @@ def _pruning_section(sweep: Mapping[str, Any]) -> str:
         f"<p>{esc(rule) if rule else 'No rule recorded.'}</p>"
         f"<p>First round: {esc(round_text)}. {n_pruned} config"
         f"{'s were' if n_pruned != 1 else ' was'} pruned after it; their composite, interval "
-        "and band on this page are the first round's (hollow markers).</p></section>"
+        "and band on this page are the first round's (hollow markers; marked ≤ where it held "
+        "axes it did not measure at 100, an upper bound).</p></section>"
     )
 
 

@@ -1,15 +1,24 @@
 """What a sweep concludes from its reports: which configs a cheap first round may drop, the
 memory/quality frontier, and the recommendation.
 
-Pruning cannot change an answer (at the sweep's confidence, 95 % by default):
+A config is dropped after the first round when
 
-* **below**: the config's composite lies below the lowest band asked for with probability at
-  least the confidence (its band probabilities, :mod:`refract.uncertainty`): it can never be
-  the recommendation;
+* **below**: its composite lies below the lowest band asked for with at least the level's
+  probability (its band probabilities, :mod:`refract.uncertainty`). A first round may measure
+  only some of the composite's axes (by default Trajectory alone, on every prompt, see
+  :mod:`refract.sweep.run`): the others are then held at their best score, 100, in every
+  bootstrap replicate, so the composite it decides on is an upper bound of the real one (the
+  harmonic mean rises with every axis);
 * **dominated**: another config is no larger (KV bytes per token, from the allocations) and
-  better, its paired composite difference positive with probability at least the confidence
-  (:func:`refract.report.paired.compare_pair`: the same reference, prompts and chunks):
-  the other one is preferred wherever this one would be.
+  better, its paired composite difference positive with at least that probability
+  (:func:`refract.report.paired.compare_pair`: the same reference, prompts and chunks). This
+  needs every composite axis measured in the first round.
+
+The level: the sweep's confidence when the first round measured its axes on the whole budget;
+for a first round on a fraction ``t`` of it, the level an O'Brien–Fleming-type α spending gives
+that early look (:func:`refract.uncertainty.spent_obf`: for 95 % at ``t = 1/3``, 0.9993), since
+a first-round 95 % is not a full-budget 95 % and a drop the full budget would not confirm
+changes the answer (the frontier, the configs the evidence does not decide).
 
 Everything else survives and gets the full budget.
 """
@@ -19,12 +28,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from refract.bands import BANDS
+from refract.bands import BANDS, band
 from refract.kvconfig import short_label
-from refract.report.fields import composite_estimate, report_band, report_composite
+from refract.report.fields import composite_estimate, report_composite
 from refract.report.frontier import frontier
+from refract.uncertainty import spent_obf
 
-__all__ = ["p_at_least", "prune", "recommend", "sweep_frontier"]
+__all__ = ["bound_estimate", "first_look_level", "p_at_least", "prune", "recommend",
+           "sweep_frontier"]
+
+#: the best score an axis can have: what a first round holds the axes it did not measure at
+BEST = 100.0
 
 
 def p_at_least(probs: Mapping[str, float] | None, target: str) -> float | None:
@@ -35,36 +49,86 @@ def p_at_least(probs: Mapping[str, float] | None, target: str) -> float | None:
     return float(sum(float(probs.get(b, 0.0)) for b in keep))
 
 
-def _probs(report: Mapping[str, Any]) -> dict[str, float]:
-    est = composite_estimate(report) or {}
-    return dict(est.get("band_probabilities") or {})
+def first_look_level(fraction: float, confidence: float) -> float:
+    """The probability a first round at ``fraction`` of the budget needs to drop a config, for
+    ``confidence`` over both looks (O'Brien–Fleming-type spending)."""
+    return 1.0 - spent_obf(fraction, 1.0 - confidence)
+
+
+def bound_estimate(report: Mapping[str, Any], held: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The first-round composite estimate (point, ``ci95``, ``band_probabilities``); with
+    ``held`` (composite axes the round did not measure) those axes at 100 in every replicate:
+    an upper bound of the composite. ``None`` when there is nothing to bound."""
+    if not held:
+        est = composite_estimate(report)
+        return dict(est) if est else None
+    from refract.report.paired import axis_units, bootstrap_settings
+    from refract.uncertainty import AxisUnits, analyze
+
+    parts: list[AxisUnits] = []
+    for key in (report.get("settings") or {}).get("axes") or []:
+        if key in held:
+            continue
+        units, why = axis_units(report, key)
+        if why == "not scored":
+            continue
+        if units is None:
+            return None  # a measured axis without usable units: no bound, no drop
+        parts.append(AxisUnits(key, units, True))
+    if not parts:
+        return None
+    replicates, seed = bootstrap_settings([report])
+    comp = analyze(parts, replicates=replicates, seed=seed,
+                   fixed={key: BEST for key in held})["composite"]
+    return dict(comp) if comp else None
 
 
 def _budget(report: Mapping[str, Any]) -> str:
     s = report.get("settings") or {}
     gtm = (report.get("axes") or {}).get("gtm") or {}
     prompts = s.get("n_prompts") or gtm.get("n_prompts") or "?"
-    return f"{prompts} prompts, {s.get('chunks', '?')} chunks"
+    if "kld" in (s.get("axes") or ["kld"]):
+        return f"{prompts} prompts, {s.get('chunks', '?')} chunks"
+    return f"{prompts} prompts"
+
+
+def _held_text(held: Sequence[str]) -> str:
+    from refract.axes import registry
+
+    return ", ".join(a.title if (a := registry.get(k)) is not None else k for k in held)
 
 
 def prune(first: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, int | None], *,
-          target: str, confidence: float) -> dict[str, dict[str, Any]]:
+          target: str, confidence: float, fraction: float = 1.0,
+          held: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Per dropped config: ``reason`` (``below`` / ``dominated``), ``evidence`` (a sentence),
-    ``dominated_by``. ``first``: each config's first-round report; ``sizes``: KV bytes per
-    token (a config whose size is unknown is never called dominated, nor dominates)."""
+    ``dominated_by``, ``p`` (the probability it was dropped on) and ``level`` (the one it
+    needed: :func:`first_look_level` of ``fraction``). ``first``: each config's first-round
+    report; ``held``: the composite axes the round did not measure (held at 100, and no
+    dominance); ``sizes``: KV bytes per token (a config whose size is unknown is never called
+    dominated, nor dominates)."""
     from refract.report.paired import compare_pair
 
+    level = first_look_level(fraction, confidence)
+    why_level = (f" (the level of a first look at {100.0 * fraction:.0f} % of the budget for "
+                 f"{100.0 * confidence:g} % over both looks)" if fraction < 1.0 else "")
     out: dict[str, dict[str, Any]] = {}
     for label, rep in first.items():
-        p = p_at_least(_probs(rep), target)
-        if p is not None and 1.0 - p >= confidence:
-            out[label] = {
-                "reason": "below",
-                "evidence": f"P(composite below {target}) = {1.0 - p:.3f} ≥ {confidence:g} "
-                            f"after {_budget(rep)} (composite {_fmt(report_composite(rep))}, "
-                            f"band {report_band(rep) or '—'})",
-                "dominated_by": None,
-            }
+        est = bound_estimate(rep, held)
+        p = p_at_least((est or {}).get("band_probabilities"), target)
+        if est is None or p is None or 1.0 - p < level:
+            continue
+        point = float(est["point"])
+        what = (f"composite at most {point:.1f}, with {_held_text(held)} held at 100"
+                if held else f"composite {point:.1f}, band {band(point)}")
+        out[label] = {
+            "reason": "below",
+            "evidence": f"P(composite below {target}) {'≥' if held else '='} {1.0 - p:.4f} ≥ "
+                        f"{level:.4f}{why_level} after {_budget(rep)} ({what})",
+            "dominated_by": None, "p": 1.0 - p, "level": level,
+        }
+    if held:
+        return out
     for label, rep in first.items():
         if label in out or sizes.get(label) is None or report_composite(rep) is None:
             continue
@@ -79,15 +143,15 @@ def prune(first: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, int | None
             if not comp:
                 continue
             p_better = 1.0 - float(comp["p_a_below_b"])
-            if p_better >= confidence:
+            if p_better >= level:
                 lo, hi = comp["ci95"]
                 out[label] = {
                     "reason": "dominated",
                     "evidence": f"{short_label(other)} is no larger ({size_o} vs {size_me} "
                                 f"KV bytes/token) and better by {float(comp['point']):.1f} "
-                                f"(95 %: {lo:.1f}–{hi:.1f}; P = {p_better:.3f} ≥ "
-                                f"{confidence:g}) after {_budget(rep)}",
-                    "dominated_by": other,
+                                f"(95 %: {lo:.1f}–{hi:.1f}; P = {p_better:.4f} ≥ "
+                                f"{level:.4f}){why_level} after {_budget(rep)}",
+                    "dominated_by": other, "p": p_better, "level": level,
                 }
                 break
     return out

@@ -51,7 +51,8 @@ def sweep_table(summary: Mapping[str, Any]) -> Table:
         kv = e.get("kv") or {}
         comp = e.get("composite")
         ci = e.get("ci95")
-        score = "—" if comp is None else f"{comp:.1f}" + (
+        score = "—" if comp is None else (
+            "≤ " if e.get("composite_upper_bound") else "") + f"{comp:.1f}" + (
             f" [{ci[0]:.1f}–{ci[1]:.1f}]" if ci else "")
         status = e["status"]
         if status == "pruned":
