@@ -54,11 +54,11 @@ def sweep(
         "--confidence", help="How sure a pruning, frontier decision or recommendation must "
         "be.")] = 0.95,
     prune: Annotated[bool, typer.Option(
-        "--prune/--no-prune", help="Drop configs a cheap first round shows below --band or "
-        "dominated, before the full budget.")] = True,
+        "--prune/--no-prune", help="Drop configs a cheap first round shows below --band "
+        "(with --first-round-axes all: or dominated), before the full budget.")] = True,
     first_round: Annotated[float, typer.Option(
-        "--first-round", help="Share of the prompts (and chunks) the first round scores "
-        "(at least 10 of each).")] = 1 / 3,
+        "--first-round", help="With --first-round-axes all: the share of the prompts and "
+        "chunks the first round scores (at least 10 of each).")] = 1 / 3,
     first_round_axes: Annotated[str, typer.Option(
         "--first-round-axes", help="What the first round measures: 'trajectory' (Trajectory "
         "alone, the other axes held at 100: an upper bound, about a third of the cost) or "
