@@ -375,10 +375,6 @@ def _summary(plan: ScorePlan, settings: SweepSettings, ref: str, ref_kv: dict[st
                        "fraction": settings.first_round if not first_plan.held else None,
                        "axes": fp.options.axes, "held_at_100": list(first_plan.held),
                        "level": level}
-        look = (f"with probability ≥ {level:.4f} (the level of a first look at "
-                f"{100.0 * first_plan.fraction:.0f} % of the budget for "
-                f"{100.0 * settings.confidence:g} % over both looks, O'Brien–Fleming-type "
-                "α spending)")
         if first_plan.held:
             names = ", ".join(first_plan.held)
             rule = (f"a first round measures {', '.join(fp.options.axes)} alone, on every "
@@ -387,6 +383,10 @@ def _summary(plan: ScorePlan, settings: SweepSettings, ref: str, ref_kv: dict[st
                     f"when that bound is below {settings.target_band} with probability ≥ "
                     f"{level:g}; the rest get the full budget")
         else:
+            look = (f"with probability ≥ {level:.4f} (the level of a first look at "
+                    f"{100.0 * first_plan.fraction:.0f} % of the budget for "
+                    f"{100.0 * settings.confidence:g} % over both looks, O'Brien–Fleming-type "
+                    "α spending)")
             rule = (f"after a first round, a config is dropped when its composite is below "
                     f"{settings.target_band} {look}, or when another config no larger in KV "
                     f"bytes per token is better with that probability (paired bootstrap); "
