@@ -80,7 +80,7 @@ int64_t shadow_buffer_bytes(int n_seq, int64_t n_vocab, int n_ctx_seq) {
 
 GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
                     int n_ctx_seq, int group, int topk, const Progress & progress,
-                    const std::vector<KVRequest> & shadows) {
+                    const std::vector<KVRequest> & shadows, bool shadows_until_divergence) {
     if (n_predict < 1) throw UsageError("n_predict must be >= 1, got " + std::to_string(n_predict));
     if (group < 1) group = 1;
     const int n = (int) prompts.size();
@@ -126,6 +126,13 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
     std::vector<const float *> rp, cp;
     std::vector<int32_t> nx;
     std::vector<kld::RowStats> st;
+    // Until-divergence mode: gone[c][prompt] once shadow c's top-1 missed the generated token
+    // (or its row was non-finite); its later positions are neither decoded nor compared.
+    std::vector<std::vector<uint8_t>> gone(shadows_until_divergence ? n_sh : 0, std::vector<uint8_t>(n, 0));
+    Batch cbatch(shadows_until_divergence && n_sh ? ctx->n_batch() : 1, 1);
+    std::vector<Pending> cpend;
+    std::vector<const float *> crp;
+    std::vector<uint8_t> want;
     // Rows `rows` of shadow c's last decode against the reference rows `refs`.
     auto compare_rows = [&](int c, const std::vector<Pending> & rows, const float * const * refs) {
         const int nr = (int) rows.size();
@@ -137,15 +144,44 @@ GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Token
         }
         st.assign(nr, kld::RowStats{});
         kld::rows(refs, cp.data(), nr, n_vocab, nx.data(), st.data(), model.n_threads());
-        for (int i = 0; i < nr; ++i) res.shadow_rows[c][rows[i].gi].push_back(st[i]);
+        for (int i = 0; i < nr; ++i) {
+            if (!gone.empty()) {
+                uint8_t & g = gone[c][rows[i].gi];
+                if (g) continue;  // a later position of a sequence that diverged in this batch
+                g = st[i].nonfinite != 0 || st[i].argmax_cand != rows[i].next;
+            }
+            res.shadow_rows[c][rows[i].gi].push_back(st[i]);
+        }
     };
     auto shadow_flush = [&]() {
         if (sbatch.size() > 0) {
             rp.resize(pend.size());
             for (size_t i = 0; i < pend.size(); ++i) rp[i] = refbuf.data() + i * (size_t) n_vocab;
             for (int c = 0; c < n_sh; ++c) {
-                check_decode(llama_decode(sctx[c]->get(), sbatch.get()), *sctx[c]);
-                compare_rows(c, pend, rp.data());
+                if (gone.empty()) {
+                    check_decode(llama_decode(sctx[c]->get(), sbatch.get()), *sctx[c]);
+                    compare_rows(c, pend, rp.data());
+                    continue;
+                }
+                // The same tokens (so the same KV cells and hidden states as without the
+                // option), logits only for the kept rows of sequences this shadow still agrees
+                // on: the output layer and the comparison are what a divergence saves.
+                cbatch.clear();
+                cpend.clear();
+                crp.clear();
+                const llama_batch & sb = sbatch.get();
+                want.assign(sb.n_tokens, 0);
+                for (size_t i = 0; i < pend.size(); ++i) {
+                    const Pending & q = pend[i];
+                    if (gone[c][q.gi]) continue;
+                    want[q.srow] = 1;
+                    cpend.push_back(q);
+                    crp.push_back(rp[i]);
+                }
+                for (int32_t r = 0; r < sb.n_tokens; ++r)
+                    cbatch.add(sb.token[r], sb.pos[r], sb.seq_id[r][0], want[r] != 0);
+                check_decode(llama_decode(sctx[c]->get(), cbatch.get()), *sctx[c]);
+                if (!cpend.empty()) compare_rows(c, cpend, crp.data());
             }
         }
         sbatch.clear();

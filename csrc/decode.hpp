@@ -51,9 +51,15 @@ struct GreedyResult {
 // a bounded buffer), so the comparison costs one prefill of each trajectory per shadow and no
 // extra pass of the generating config. The chunking depends only on the group size, the
 // vocabulary and the batch size, never on what was generated.
+//
+// With `shadows_until_divergence`, each shadow compares a sequence only up to the first
+// position where its top-1 is not the generated token (or its row is non-finite): that row is
+// its last. The shadow still decodes the sequence's later tokens (same batches, KV cells and
+// hidden states as without the option) but computes no logits for them: the output layer and
+// the comparison are what Trajectory by verification saves after a divergence.
 GreedyResult greedy(Model & model, const KVRequest & kv, const std::vector<Tokens> & prompts, int n_predict,
                     int n_ctx_seq, int group, int topk, const Progress & progress,
-                    const std::vector<KVRequest> & shadows = {});
+                    const std::vector<KVRequest> & shadows = {}, bool shadows_until_divergence = false);
 
 // Generation steps a shadow decodes in one batch: as many as the batch holds for `n_seq`
 // sequences and `kShadowBufferBytes` of held reference rows allow (at least 1).

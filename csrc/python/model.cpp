@@ -93,12 +93,14 @@ void init_model(nb::module_ & m) {
         .def(
             "greedy",
             [](Model & self, const KVRequest & kv, std::vector<IdArray> prompts, int n_predict, int n_ctx_seq,
-               int group, int topk, nb::object progress, const std::vector<KVRequest> & shadows) {
+               int group, int topk, nb::object progress, const std::vector<KVRequest> & shadows,
+               bool until_divergence) {
                 std::vector<Tokens> ps;
                 for (auto & p : prompts) ps.push_back(to_tokens(p));
                 auto prog = wrap_progress(progress);
                 auto r = run_unlocked(self, [&] {
-                    return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog, shadows);
+                    return refract::decode::greedy(self, kv, ps, n_predict, n_ctx_seq, group, topk, prog, shadows,
+                                                   until_divergence);
                 });
                 nb::list shadow_rows;
                 for (auto & per_prompt : r.shadow_rows) {
@@ -119,11 +121,12 @@ void init_model(nb::module_ & m) {
                 return nb::make_tuple(toks, ids, lps, nonfinite, shadow_rows);
             },
             "kv"_a, "prompts"_a, "n_predict"_a, "n_ctx_seq"_a, "group"_a = 64, "topk"_a = 0,
-            "progress"_a = nb::none(), "shadows"_a = std::vector<KVRequest>{},
+            "progress"_a = nb::none(), "shadows"_a = std::vector<KVRequest>{}, "until_divergence"_a = false,
             "Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows), shadow_rows), "
             "(n_nonfinite_rows, n_rows) counting the logits rows read and those holding NaN or infinite values; "
             "shadow_rows holds, per shadow KV config, per prompt, the teacher-forced comparison rows (as from "
-            "compare) of each generated token.")
+            "compare) of each generated token (with until_divergence, up to and including the first whose "
+            "top-1 is not that token).")
         .def(
             "generate_one",
             [](Model & self, const KVRequest & kv, IdArray prompt, IdArray probe, int n_predict, int n_ctx_seq) {

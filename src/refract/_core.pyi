@@ -108,9 +108,9 @@ class Model:
 
     def validate(self, kv: KV) -> None: ...
 
-    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None, shadows: Sequence[KV] = []) -> tuple:
+    def greedy(self, kv: KV, prompts: Sequence[Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)]], n_predict: int, n_ctx_seq: int, group: int = 64, topk: int = 0, progress: object | None = None, shadows: Sequence[KV] = [], until_divergence: bool = False) -> tuple:
         """
-        Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows), shadow_rows), (n_nonfinite_rows, n_rows) counting the logits rows read and those holding NaN or infinite values; shadow_rows holds, per shadow KV config, per prompt, the teacher-forced comparison rows (as from compare) of each generated token.
+        Greedy continuations: (tokens, topk_ids, topk_logprobs, (n_nonfinite_rows, n_rows), shadow_rows), (n_nonfinite_rows, n_rows) counting the logits rows read and those holding NaN or infinite values; shadow_rows holds, per shadow KV config, per prompt, the teacher-forced comparison rows (as from compare) of each generated token (with until_divergence, up to and including the first whose top-1 is not that token).
         """
 
     def generate_one(self, kv: KV, prompt: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], probe: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], n_predict: int, n_ctx_seq: int) -> dict: ...

@@ -398,6 +398,7 @@ class Engine:
         group: int = 64,
         topk: int = 0,
         progress: Progress | None = None,
+        until_divergence: bool = False,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[list[dict[str, Any]]]]:
         """The reference's greedy continuations (as :meth:`greedy` with ``topk``) and, per
         candidate, per prompt, the teacher-forced comparison along that trajectory (the rows
@@ -405,13 +406,15 @@ class Engine:
 
         Each candidate decodes exactly the tokens the reference decodes, in its own context
         (see ``greedy`` in csrc/decode.hpp); the reference's rows are the very rows that chose
-        each token. Raises :class:`NonFiniteLogits` for the reference or the first candidate
-        whose logits held a NaN or an infinity.
+        each token. With ``until_divergence`` a candidate's rows of a prompt end at the first
+        whose top-1 is not the reference token (that row included), and it decodes nothing of
+        that prompt after it. Raises :class:`NonFiniteLogits` for the reference or the first
+        candidate whose logits held a NaN or an infinity.
         """
         cand_reqs = [self.kv(c, slot=1) for c in candidates]
         toks, top_ids, top_lps, shadow = self._greedy_call(
             prompts, self.kv(reference, slot=0), cand_reqs, n_predict, ctx, chat_template,
-            1 if sequential else group, topk, progress,
+            1 if sequential else group, topk, progress, until_divergence,
         )
         for c, per_prompt in zip(cand_reqs, shadow, strict=True):
             n_c = sum(int(r["n_nonfinite_cand"]) for r in per_prompt)
@@ -423,7 +426,7 @@ class Engine:
     def _greedy_call(
         self, prompts: Sequence[str | Sequence[int] | np.ndarray], req: Any, shadows: list[Any],
         n_predict: int, ctx: int, chat_template: bool, group: int, topk: int,
-        progress: Progress | None,
+        progress: Progress | None, until_divergence: bool = False,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[Any]]:
         """The one call into the native greedy decode (``shadows``: KV requests teacher-forced
         along it); checks the arguments first and the generating config's logits after."""
@@ -438,6 +441,7 @@ class Engine:
         ids = [self.prompt_ids(p, chat_template=chat_template) for p in prompts]
         toks, top_ids, top_lps, (n_bad, n_rows), shadow = self._call(
             self._m.greedy, req, ids, n_predict, ctx, group, topk, progress or _noop, shadows,
+            until_divergence,
         )
         if n_bad:
             raise NonFiniteLogits(req.label, int(n_bad), int(n_rows), "greedy")
