@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 
@@ -132,6 +132,12 @@ class ScoreOptions:
         "Decode trajectories one prompt at a time (token-identical to llama-completion; "
         "slower than the default batched decode).",
     )
+    trajectory_method: str | None = _opt(
+        None,
+        "How Trajectory finds each candidate's prefix: verify (teacher-force the candidate "
+        "along the reference trajectories, decode only what that cannot settle; the default) "
+        "or decode (greedy-decode every candidate; the default with --sequential).",
+    )
     prompts: str | None = _opt(None, "JSONL prompt set (default: the bundled set).")
     corpus: str | None = _opt(
         None, "KLD corpus text file, or 'bundled' (default: WikiText-2 test; demo: bundled)."
@@ -195,6 +201,9 @@ class ScoreOptions:
                     raise UsageError(f"{flag(f.name)} must be a string, got {value!r}")
                 if not value.strip():
                     raise UsageError(f"{flag(f.name)} is empty")
+        method = self.trajectory_method
+        if method is not None and method not in ("verify", "decode"):
+            raise UsageError(f"--trajectory-method must be verify or decode, got {method!r}")
         conf = self.decide_confidence
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not (
                 math.isfinite(conf) and 0.5 <= conf <= 0.999):
@@ -233,6 +242,14 @@ class ScoreOptions:
     @property
     def plad(self) -> bool:
         return self.full or self.axis_plad
+
+    @property
+    def gtm_method(self) -> Literal["verify", "decode"]:
+        """Trajectory's method: as asked, else decode for --sequential and verify otherwise."""
+        if self.trajectory_method == "decode" or (
+                self.trajectory_method is None and self.sequential):
+            return "decode"
+        return "verify"
 
     @property
     def with_noise_floor(self) -> bool:
@@ -297,6 +314,7 @@ class ScoreOptions:
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         out["noise_floor"] = self.with_noise_floor
+        out["trajectory_method"] = self.gtm_method
         out["fingerprint"] = self.fingerprint()
         return out
 
@@ -309,6 +327,7 @@ class ScoreOptions:
         # options that only select axes are folded into the axes list
         measured["axes"] = self.axes
         measured["noise_floor"] = self.with_noise_floor
+        measured["trajectory_method"] = self.gtm_method
         for key in ("full", "axis_rniah", "axis_plad", "skip_trajectory", "skip_kld"):
             measured.pop(key)
         if not self.until_decided:  # a full-budget run: what a run before them measured

@@ -98,7 +98,8 @@ def test_v01_prompt_file_decodes(tiny_engine: Engine) -> None:
     assert len(out) == 30 and all(o.size == 4 for o in out)
 
 
-def test_reference_decoded_once_for_several_candidates(tiny_model: Path) -> None:
+@pytest.mark.parametrize("method", ["verify", "decode"])
+def test_reference_decoded_once_for_several_candidates(tiny_model: Path, method: str) -> None:
     prompts = [Prompt(f"p{i}", "factual", t) for i, t in enumerate(PROMPTS)]
     cands = ["ctk=q8_0,ctv=q8_0", Q4, "ctk=q4_1,ctv=q4_1"]
     with Engine(tiny_model, n_threads=2) as eng:
@@ -118,14 +119,17 @@ def test_reference_decoded_once_for_several_candidates(tiny_model: Path) -> None
         eng.greedy = counting  # type: ignore[method-assign]
         eng.greedy_teacher_forced = counting_tf  # type: ignore[method-assign]
         together = run_trajectories(eng, prompts, reference=F16, candidates=cands,
-                                    n_predict=8, ctx=128)
-        # one reference decode, every candidate teacher-forced along it; each candidate's own
-        assert calls.count(F16) == 1 and len(calls) == 4 and shadowed == [cands]
+                                    n_predict=8, ctx=128, method=method)  # type: ignore[arg-type]
+        # one reference decode, every candidate teacher-forced along it; by decode each
+        # candidate also decodes its own, by verification none does (no reference stops
+        # before n_predict here, so nothing is left to decode)
+        assert calls.count(F16) == 1 and shadowed == [cands]
+        assert len(calls) == (4 if method == "decode" else 1)
         # a later call on the same engine: the reference decodes again (its rows are needed),
         # token-identical to the cached trajectories, and every number equals the joint run
         for c in cands:
             alone = run_trajectory(eng, prompts, reference=F16, candidate=c, n_predict=8,
-                                   ctx=128)
+                                   ctx=128, method=method)  # type: ignore[arg-type]
             res = together[c]
             assert isinstance(res, dict)
             assert alone["score"] == res["score"]

@@ -158,6 +158,8 @@ def test_score_bad_inputs_before_model_load(
     )
     # nothing to run
     one_line_error(run(*base, "--skip-trajectory", "--skip-kld"), 2, "nothing to score")
+    # an unknown trajectory method
+    one_line_error(run(*base, "--trajectory-method", "guess"), 2, "--trajectory-method", "guess")
 
 
 @pytest.mark.usefixtures("no_model_load")

@@ -763,6 +763,12 @@ def test_compare_refuses_incomparable_reports():
     axes["kld"]["method_version"] = "0"
     with pytest.raises(IncompatibleReports, match=r"kld\.method differs"):
         compare_reports([a, verified_report(axes=axes)])
+    # Trajectory by decode (method version 1) against by verification (2)
+    by_decode = make_axes()
+    assert by_decode["gtm"] is not None
+    by_decode["gtm"]["method_version"] = "1" if a["axes"]["gtm"]["method_version"] != "1" else "2"
+    with pytest.raises(IncompatibleReports, match=r"gtm\.method differs"):
+        compare_reports([a, verified_report(axes=by_decode)])
     seq = make_axes()
     assert seq["gtm"] is not None
     seq["gtm"]["decode_mode"] = "sequential"

@@ -234,9 +234,11 @@ def test_reference_is_decoded_once_for_all_candidates(files: dict[str, Path],
                    engine=eng, prompts=str(files["prompts"]), corpus=str(files["corpus"]),
                    chunks=1, ctx=128, n_predict=4, axis_plad=True)
     # trajectory (every candidate teacher-forced along that one decode) + its noise floor +
-    # PLAD: the reference once each for all three candidates, each candidate once per axis
+    # PLAD: the reference once each for all three candidates; each candidate decodes for PLAD
+    # only (Trajectory verifies it along the reference decode, and no reference trajectory
+    # stops early here, so nothing is decoded on after a divergence)
     assert calls.count("ctk=f16,ctv=f16") == 3
-    assert all(calls.count(c) == 2 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
+    assert all(calls.count(c) == 1 for c in ("ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0",
                                               "ctk=q5_0,ctv=q5_0"))
     assert shadowed == [["ctk=q8_0,ctv=q8_0", "ctk=q4_0,ctv=q4_0", "ctk=q5_0,ctv=q5_0"]]
 
@@ -493,3 +495,20 @@ def test_bundled_corpus_is_named_and_not_passed_off_as_wikitext(files: dict[str,
     custom = run_score(tiny_model, "ctk=q8_0,ctv=q8_0", corpus=str(files["corpus"]),
                        skip_trajectory=True, chunks=1, ctx=128, threads=1)
     assert any("a custom corpus" in n for n in custom["notes"])
+
+
+def test_trajectory_method_defaults_and_fingerprint() -> None:
+    """Verification by default, decode with --sequential (the llama-completion parity mode);
+    the method is part of the fingerprint, as resolved: asking for the default changes nothing."""
+    assert ScoreOptions().gtm_method == "verify"
+    assert ScoreOptions(sequential=True).gtm_method == "decode"
+    assert ScoreOptions(sequential=True, trajectory_method="verify").gtm_method == "verify"
+    assert ScoreOptions(trajectory_method="decode").gtm_method == "decode"
+    base = ScoreOptions().fingerprint()
+    assert ScoreOptions(trajectory_method="verify").fingerprint() == base
+    assert ScoreOptions(trajectory_method="decode").fingerprint() != base
+    assert ScoreOptions(sequential=True).settings()["trajectory_method"] == "decode"
+    assert ScoreOptions().settings()["trajectory_method"] == "verify"
+    assert ScoreOptions.from_mapping({"trajectory-method": "decode"}).gtm_method == "decode"
+    with pytest.raises(UsageError, match="--trajectory-method must be verify or decode"):
+        ScoreOptions(trajectory_method="teacher")

@@ -76,12 +76,19 @@ def score_trajectories(
     ref_ids: list[Sequence[int]],
     cand_ids: list[Sequence[int]],
     n_predict: int,
+    *,
+    cand_complete: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """Score greedy trajectories (SPEC §3A) and return refract-llm's ``gtm`` fields.
 
     Per prompt, prefix = number of leading equal ids; score =
     100 * sum(prefix) / sum(max(len_ref, len_cand)), clipped to [0, 100]. A candidate that keeps
     generating after the reference stopped (or stops early) is penalized by the max().
+
+    ``cand_complete[i]`` false (Trajectory by verification) means ``cand_ids[i]`` is only the
+    start of the candidate's trajectory, up to and including its divergence token: the
+    reference ran to its length limit there, so ``max(len_ref, len_cand)`` is ``len_ref``
+    whatever the candidate's length, and its ``cand_length`` is reported as unknown (None).
 
     Raises ValueError when the three lists differ in length, a trajectory is longer than
     ``n_predict``, or every trajectory is empty (nothing was decoded: an engine failure, not
@@ -111,23 +118,31 @@ def score_trajectories(
                     f"n_predict={n_predict}"
                 )
         prefix = common_prefix_length(ref, cand)
-        matched = ref == cand
+        complete = True if cand_complete is None else bool(cand_complete[i])
+        if not complete and not prefix < len(cand) <= len(ref):
+            raise UsageError(
+                f"prompt {p.id!r}: a candidate verified only up to its divergence must end at "
+                f"that divergence within the reference ({len(cand)} tokens, prefix {prefix}, "
+                f"reference {len(ref)})"
+            )
+        matched = complete and ref == cand
         total_prefix += prefix
         total_len += max(len(ref), len(cand))
-        per_prompt.append(
-            {
-                "id": p.id,
-                "category": p.category,
-                "prompt": p.prompt,
-                "ref_token_ids": ref,
-                "cand_token_ids": cand,
-                "first_divergence": None if matched else prefix,
-                "prefix_agreement_length": prefix,
-                "cand_length": len(cand),
-                "ref_length": len(ref),
-                "matched": matched,
-            }
-        )
+        row = {
+            "id": p.id,
+            "category": p.category,
+            "prompt": p.prompt,
+            "ref_token_ids": ref,
+            "cand_token_ids": cand,
+            "first_divergence": None if matched else prefix,
+            "prefix_agreement_length": prefix,
+            "cand_length": len(cand) if complete else None,
+            "ref_length": len(ref),
+            "matched": matched,
+        }
+        if cand_complete is not None:
+            row["cand_complete"] = complete
+        per_prompt.append(row)
 
     return summarize_prompts(per_prompt, n_predict)
 
@@ -137,7 +152,7 @@ def summarize_prompts(per_prompt: list[dict[str, Any]], n_predict: int) -> dict[
     several rounds of one run put together)."""
     n = len(per_prompt)
     total_prefix = sum(pp["prefix_agreement_length"] for pp in per_prompt)
-    total_len = sum(max(pp["ref_length"], pp["cand_length"]) for pp in per_prompt)
+    total_len = sum(_denominator(pp) for pp in per_prompt)
     if total_len == 0:
         raise UsageError(
             "every reference and candidate trajectory is empty: nothing was decoded, so the "
@@ -147,12 +162,21 @@ def summarize_prompts(per_prompt: list[dict[str, Any]], n_predict: int) -> dict[
 
     divergences = [pp["first_divergence"] for pp in per_prompt if not pp["matched"]]
     n_matched = n - len(divergences)
-    early = sum(1 for pp in per_prompt if pp["cand_length"] < n_predict)
+    lengths = [pp["cand_length"] for pp in per_prompt]
+    known = [x for x in lengths if x is not None]
+    early = sum(1 for x in known if x < n_predict)
     notes: list[str] = []
     if early:
         notes.append(
             f"{early}/{n} candidates stopped before n_predict={n_predict} (end of generation "
             "or another stop condition); per_prompt cand_length is the decoded length."
+        )
+    if len(known) < n:
+        notes.append(
+            f"{n - len(known)}/{n} candidates were verified up to their first divergence and "
+            "not decoded after it: the reference ran to its length limit there, so the score "
+            "does not need the rest. Their cand_token_ids end at the divergence token, their "
+            "cand_length is null, and mean_cand_length is null."
         )
 
     return {
@@ -160,13 +184,20 @@ def summarize_prompts(per_prompt: list[dict[str, Any]], n_predict: int) -> dict[
         "full_match_rate": n_matched / n,
         "median_first_divergence": statistics.median(divergences) if divergences else None,
         "mean_prefix_agreement_length": total_prefix / n,
-        "mean_cand_length": sum(pp["cand_length"] for pp in per_prompt) / n,
+        "mean_cand_length": sum(known) / n if len(known) == n else None,
         "mean_ref_length": sum(pp["ref_length"] for pp in per_prompt) / n,
         "n_prompts": n,
         "n_tokens_each": n_predict,
         "per_prompt": per_prompt,
         "notes": notes,
     }
+
+
+def _denominator(row: Mapping[str, Any]) -> int:
+    """max(len_ref, len_cand) of a per-prompt row; a candidate not decoded after its
+    divergence (cand_length null) has a reference that ran to its limit: len_ref."""
+    cand = row["cand_length"]
+    return int(row["ref_length"]) if cand is None else max(int(row["ref_length"]), int(cand))
 
 
 def analyze_divergences(
@@ -305,6 +336,25 @@ def summarize_divergences(per_prompt: list[dict[str, Any]], thr: float) -> dict[
 TOPK = 16
 
 
+TrajectoryMethod = Literal["verify", "decode"]
+TRAJECTORY_METHODS: Final[tuple[str, ...]] = ("verify", "decode")
+
+#: (method, method version) of the axis by trajectory method: a report records which
+METHOD_VERSIONS: Final[dict[str, tuple[str, str]]] = {
+    "decode": ("greedy-prefix-agreement", "1"),
+    "verify": ("greedy-prefix-agreement", "2"),
+}
+
+TRAJECTORY_METHOD_TEXT: Final[dict[str, str]] = {
+    "decode": "every candidate greedy-decodes its own trajectories; prefixes compared with the "
+    "reference's",
+    "verify": "each candidate teacher-forced along the reference trajectories (prefill-shaped "
+    "chunks riding on the reference decode); its prefix ends at the first position where its "
+    "top-1 is not the reference token; decoded on from there only where the reference stopped "
+    "before its length limit",
+}
+
+
 def run_trajectory(
     engine: Engine,
     prompts: Sequence[PromptLike],
@@ -315,13 +365,14 @@ def run_trajectory(
     ctx: int = 512,
     chat_template: bool = False,
     sequential: bool = False,
+    method: TrajectoryMethod = "verify",
     near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Axis A on an :class:`refract.Engine` for one candidate (see :func:`run_trajectories`)."""
     [out] = run_trajectories(
         engine, prompts, reference=reference, candidates=[candidate], n_predict=n_predict,
-        ctx=ctx, chat_template=chat_template, sequential=sequential,
+        ctx=ctx, chat_template=chat_template, sequential=sequential, method=method,
         near_tie_threshold=near_tie_threshold, progress=progress,
     ).values()
     if isinstance(out, BaseException):
@@ -339,39 +390,70 @@ def run_trajectories(
     ctx: int = 512,
     chat_template: bool = False,
     sequential: bool = False,
+    method: TrajectoryMethod = "verify",
     near_tie_threshold: float = DEFAULT_NEAR_TIE_THRESHOLD,
     progress: Any = None,
 ) -> dict[str, dict[str, Any] | Exception]:
-    """Axis A for every candidate: decode, score, and explain the divergences.
+    """Axis A for every candidate: its trajectories, their score, and the divergences explained.
 
-    Each candidate decodes its own greedy trajectories; then the reference decodes its
-    trajectories (with their top-16 log-probabilities per step) while every candidate is
-    teacher-forced along them in a context of its own, so the teacher-forced comparison costs
-    one prefill of each trajectory per candidate and no extra reference pass. The reference's
-    trajectories go into the engine's reference cache. Returns, per candidate label, its axis
-    dict — or the exception that candidate raised (e.g. non-finite logits), so one broken
-    candidate does not cost the others their results. A reference failure raises.
+    The reference decodes its trajectories (with their top-16 log-probabilities per step) while
+    every candidate is teacher-forced along them in a context of its own (one prefill of each
+    trajectory per candidate, no extra reference pass); the reference's trajectories go into
+    the engine's reference cache. Then, by ``method``:
+
+    - ``"verify"``: a candidate's greedy run equals the reference's up to the first position
+      where its teacher-forced top-1 is not the reference token, and takes that top-1 there;
+      that is its prefix. Each candidate follows a prompt only up to that position. Only where
+      the reference stopped before its length limit is the candidate decoded on from its
+      divergence (the score's denominator needs its length); elsewhere its trajectory is known
+      up to its divergence token.
+    - ``"decode"``: each candidate greedy-decodes its own trajectories first.
+
+    Returns, per candidate label, its axis dict — or the exception that candidate raised (e.g.
+    non-finite logits), so one broken candidate does not cost the others their results. A
+    reference failure raises.
     """
+    if method not in TRAJECTORY_METHODS:
+        raise UsageError(f"trajectory method must be one of {', '.join(TRAJECTORY_METHODS)}, "
+                         f"got {method!r}")
     texts = [p.prompt for p in prompts]
     out: dict[str, dict[str, Any] | Exception] = {}
     cand_toks: dict[str, list[Any]] = {}
-    for c in candidates:
-        try:
-            cand_toks[c] = list(engine.greedy(
-                texts, c, n_predict, ctx, chat_template, sequential=sequential,
-                progress=progress, _slot=1,
-            ))
-        except Exception as exc:  # reported per candidate by the caller
-            if getattr(exc, "label", None) == reference and reference not in candidates:
-                raise
-            out[c] = exc
-    live = [c for c in candidates if c in cand_toks]
-    ref_toks, ref_top_ids, ref_top_lps, tf = _reference_teacher_forced(
-        engine, texts, reference, live, out, n_predict=n_predict, ctx=ctx,
-        chat_template=chat_template, sequential=sequential, progress=progress,
-    )
-    live = [c for c in live if c in tf]
-    results = {c: score_trajectories(prompts, list(ref_toks), cand_toks[c], n_predict)
+    complete: dict[str, list[bool] | None] = {}
+    kw: dict[str, Any] = dict(n_predict=n_predict, ctx=ctx, chat_template=chat_template,
+                              sequential=sequential, progress=progress)
+    if method == "decode":
+        for c in candidates:
+            try:
+                cand_toks[c] = list(engine.greedy(
+                    texts, c, n_predict, ctx, chat_template, sequential=sequential,
+                    progress=progress, _slot=1,
+                ))
+                complete[c] = None
+            except Exception as exc:  # reported per candidate by the caller
+                if getattr(exc, "label", None) == reference and reference not in candidates:
+                    raise
+                out[c] = exc
+        live = [c for c in candidates if c in cand_toks]
+        ref_toks, ref_top_ids, ref_top_lps, tf = _reference_teacher_forced(
+            engine, texts, reference, live, out, **kw)
+    else:
+        live = list(dict.fromkeys(candidates))
+        ref_toks, ref_top_ids, ref_top_lps, tf = _reference_teacher_forced(
+            engine, texts, reference, list(live), out, until_divergence=True, **kw)
+        limits = _limits(engine, texts, n_predict=n_predict, ctx=ctx,
+                         chat_template=chat_template)
+        for c in [c for c in live if c in tf]:
+            try:
+                cand_toks[c], complete[c] = _verify(engine, texts, c, ref_toks, tf[c], limits,
+                                                    **kw)
+            except Exception as exc:
+                if getattr(exc, "label", None) == reference and reference not in candidates:
+                    raise
+                out[c] = exc
+    live = [c for c in live if c in tf and c in cand_toks]
+    results = {c: score_trajectories(prompts, list(ref_toks), cand_toks[c], n_predict,
+                                     cand_complete=complete[c])
                for c in live}
 
     # Teacher-forced along each reference trajectory: the distribution drift exactly where
@@ -389,7 +471,7 @@ def run_trajectories(
             kls.append(rows["kld"])
             top1.append(rows["same_top1"])
             j = result["per_prompt"][i]["first_divergence"]
-            if j is None or j >= min(ref.size, cand_toks[c][i].size):
+            if j is None or j >= min(ref.size, len(cand_toks[c][i])):
                 continue
             d["ids"].append(p.id)
             d["top_ids"].append(ref_top_ids[i][j])
@@ -401,18 +483,86 @@ def run_trajectories(
             d["top_ids"], d["top_lps"], d["cand"], ref_tokens=d["ref"], cand_kl=d["kl"],
             ids=d["ids"], near_tie_threshold=near_tie_threshold,
         )
-        result["teacher_forced"] = _teacher_forced_summary(kls, top1)
+        result["teacher_forced"] = _teacher_forced_summary(kls, top1, method == "verify")
         result["_teacher_forced_rows"] = (kls, top1)  # for merging rounds; never reported
         result["decode_mode"] = "sequential" if sequential else "batched"
         result["chat_template"] = chat_template
+        result["trajectory_method"] = method
+        result["trajectory_method_text"] = TRAJECTORY_METHOD_TEXT[method]
+        result["method"], result["method_version"] = METHOD_VERSIONS[method]
+        if method == "verify":
+            result["n_cand_decoded_after_divergence"] = sum(
+                1 for pp in result["per_prompt"]
+                if not pp["matched"] and pp["cand_complete"]
+                and pp["cand_length"] > pp["prefix_agreement_length"] + 1)
         out[c] = result
     return {c: out[c] for c in candidates}
+
+
+def _limits(engine: Engine, texts: Sequence[str], *, n_predict: int, ctx: int,
+            chat_template: bool) -> list[int]:
+    """Each prompt's length limit in the greedy decode: n_predict, or fewer where the prompt
+    leaves fewer cells of its ``ctx`` (csrc/decode.cpp stops a sequence there)."""
+    return [min(n_predict, ctx - int(engine.prompt_ids(t, chat_template=chat_template).size))
+            for t in texts]
+
+
+def _verify(
+    engine: Engine, texts: Sequence[str], kv: str, ref_toks: Sequence[Any],
+    rows: Sequence[Mapping[str, Any]], limits: Sequence[int], *, n_predict: int, ctx: int,
+    chat_template: bool, sequential: bool, progress: Any,
+) -> tuple[list[Any], list[bool]]:
+    """A config's greedy trajectories from its teacher-forced rows along the reference's:
+    per prompt, its tokens (the reference's up to the first position where its top-1 differs,
+    then that top-1, then — only where the reference stopped before its limit — its own greedy
+    continuation) and whether they are its whole trajectory."""
+    import numpy as np
+
+    toks: list[Any] = []
+    complete: list[bool] = []
+    todo: list[tuple[int, Any, int]] = []  # (prompt, ids to continue from, tokens left)
+    for i, ref in enumerate(ref_toks):
+        row = rows[i]
+        top = np.asarray(row["argmax_cand"])
+        miss = np.flatnonzero(top != ref[:top.size])
+        # rows up to and including the first miss (csrc/decode.hpp, until divergence)
+        if (top.size > ref.size or (miss.size == 0 and top.size != ref.size)
+                or (miss.size and miss[0] != top.size - 1)
+                or not np.array_equal(np.asarray(row["argmax_ref"]), ref[:top.size])):
+            raise EngineError(
+                f"the teacher-forced rows of {kv} do not line up with the reference "
+                f"trajectory of prompt {i} ({top.size} rows for {ref.size} tokens); no "
+                "trajectory number from this pass can be trusted"
+            )
+        if miss.size == 0:  # the whole reference trajectory, its stop included
+            toks.append(ref)
+            complete.append(True)
+            continue
+        j = int(miss[0])
+        head = np.concatenate([ref[:j], top[j:j + 1]]).astype(ref.dtype)
+        toks.append(head)
+        left = limits[i] - (j + 1)
+        if ref.size >= limits[i]:  # the reference ran to its limit: its length is the
+            complete.append(False)  # denominator, whatever the candidate's length
+        elif engine.is_eog(int(top[j])) or left <= 0:
+            complete.append(True)  # the candidate stops at its divergence token
+        else:
+            complete.append(True)
+            todo.append((i, head, left))
+    if todo:
+        starts = [np.concatenate([engine.prompt_ids(texts[i], chat_template=chat_template),
+                                  head]).astype(np.int32) for i, head, _ in todo]
+        more = engine.greedy(starts, kv, max(left for _, _, left in todo), ctx, False,
+                             sequential=sequential, progress=progress, _slot=1)
+        for (i, head, left), tail in zip(todo, more, strict=True):
+            toks[i] = np.concatenate([head, np.asarray(tail)[:left]]).astype(head.dtype)
+    return toks, complete
 
 
 def _reference_teacher_forced(
     engine: Engine, texts: list[str], reference: str, live: list[str],
     failed: dict[str, dict[str, Any] | Exception], *, n_predict: int, ctx: int,
-    chat_template: bool, sequential: bool, progress: Any,
+    chat_template: bool, sequential: bool, progress: Any, until_divergence: bool = False,
 ) -> tuple[list[Any], list[Any], list[Any], dict[str, list[dict[str, Any]]]]:
     """The reference's trajectories and each live candidate's teacher-forced rows along them.
 
@@ -431,6 +581,7 @@ def _reference_teacher_forced(
                 toks, ids, lps, rows = engine.greedy_teacher_forced(
                     texts, reference, group, n_predict, ctx, chat_template,
                     sequential=sequential, topk=TOPK, progress=progress,
+                    until_divergence=until_divergence,
                 )
             except Exception as exc:
                 label = getattr(exc, "label", None)
@@ -532,6 +683,16 @@ NOISE_FLOOR_METHOD = {
 }
 
 
+def _floor_rows(prompts: Sequence[PromptLike], ref_toks: Sequence[Any], alt: Sequence[Any],
+                n_predict: int) -> list[dict[str, Any]]:
+    """The floor's per-prompt rows (the reference against ``alt``), paired with the
+    candidate's prompt by prompt (its interval and the probability that a candidate's drift
+    is beyond it)."""
+    scored = score_trajectories(prompts, list(ref_toks), list(alt), n_predict)
+    return [{k: pp[k] for k in ("id", "prefix_agreement_length", "ref_length", "cand_length")}
+            for pp in scored["per_prompt"]]
+
+
 def trajectory_noise_floor(
     engine: Engine,
     prompts: Sequence[PromptLike],
@@ -550,6 +711,9 @@ def trajectory_noise_floor(
     sequence in another slot, its KV cells elsewhere in the unified cache); sequential runs
     compare the sequential reference with a batched one. The reference decode of the axis is
     reused (cached), so the floor costs one more reference decode, shared by every candidate.
+    The same floor serves both trajectory methods: the reference teacher-forced along its own
+    trajectories (what verification computes for a candidate) repeats its decode's top-1 on
+    every prompt of the demo model (benchmarks/RESULTS.md), so it measures no noise at all.
     """
     texts = [p.prompt for p in prompts]
     main, _, _ = reference_trajectories(
@@ -568,11 +732,7 @@ def trajectory_noise_floor(
     key = ("gtm-noise-floor", reference, tuple(texts), n_predict, ctx, chat_template,
            sequential)
     alt = engine.reference_cache.get_or_compute(key, other)
-    scored = score_trajectories(prompts, list(main), alt, n_predict)
-    # its units, paired with the candidate's prompt by prompt (the interval and the
-    # probability that the candidate's drift is beyond this floor)
-    rows = [{k: pp[k] for k in ("id", "prefix_agreement_length", "ref_length", "cand_length")}
-            for pp in scored["per_prompt"]]
+    rows = _floor_rows(prompts, main, alt, n_predict)
     return noise_floor_from_rows(rows, NOISE_FLOOR_METHOD["sequential" if sequential
                                                           else "batched"], n_predict)
 
@@ -597,7 +757,8 @@ def noise_floor_from_rows(rows: list[dict[str, Any]], method: str,
     }
 
 
-def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
+def _teacher_forced_summary(kls: list[Any], top1: list[Any],
+                            until_divergence: bool = False) -> dict[str, Any]:
     import numpy as np
 
     if not kls:
@@ -614,8 +775,11 @@ def _teacher_forced_summary(kls: list[Any], top1: list[Any]) -> dict[str, Any]:
         },
         "same_top1_pct": 100.0 * float(t.mean()),
         "description": "KL(ref||cand) teacher-forced along the reference's own trajectories "
-        "(the reference's rows are those of its greedy decode, the candidate's a prefill of the "
+        + ("up to and including each candidate's first divergence (verification reads nothing "
+           "after it) " if until_divergence else "")
+        + "(the reference's rows are those of its greedy decode, the candidate's a prefill of the "
         "same tokens); beside the axis, not part of the composite.",
+        "span": "until the first divergence" if until_divergence else "whole trajectories",
     }
 
 
@@ -733,7 +897,7 @@ def noise_floor_sentence(gtm_score: float, floor: Mapping[str, Any]) -> str | No
 
 class TrajectoryAxis(
     Axis, key="gtm", letter="A", title="Trajectory", flag="trajectory", short_context=True,
-    in_floor=True, method="greedy-prefix-agreement", method_version="1",
+    in_floor=True, method=METHOD_VERSIONS["verify"][0], method_version=METHOD_VERSIONS["verify"][1],
     inputs=frozenset({"prompts"}), uses_ctx=True, rounds="prompts",
     description="Token-level agreement of greedy decodes with the reference.",
 ):
@@ -769,7 +933,7 @@ class TrajectoryAxis(
             gtm = ctx.guarded(lambda: {"results": run_trajectories(
                 engine, prompts, reference=ref, candidates=cands,
                 n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
-                sequential=opts.sequential, progress=cb,
+                sequential=opts.sequential, method=opts.gtm_method, progress=cb,
             )})
         out: dict[str, AxisResult] = {}
         for c in cands:
@@ -813,10 +977,16 @@ class TrajectoryAxis(
             p.get("_teacher_forced_rows") or ([], []) for p in parts]
         kls = [k for r in rows for k in r[0]]
         top1 = [t for r in rows for t in r[1]]
-        out["teacher_forced"] = _teacher_forced_summary(kls, top1)
+        out["teacher_forced"] = _teacher_forced_summary(
+            kls, top1, parts[0].get("trajectory_method") == "verify")
         out["_teacher_forced_rows"] = (kls, top1)
-        for key in ("decode_mode", "chat_template"):
-            out[key] = parts[0].get(key)
+        for key in ("decode_mode", "chat_template", "trajectory_method",
+                    "trajectory_method_text", "method", "method_version"):
+            if key in parts[0]:
+                out[key] = parts[0][key]
+        if parts[0].get("trajectory_method") == "verify":
+            out["n_cand_decoded_after_divergence"] = sum(
+                int(p.get("n_cand_decoded_after_divergence") or 0) for p in parts)
         floors = [p.get("noise_floor") for p in parts]
         if all(isinstance(f, Mapping) for f in floors):
             first = floors[0]
@@ -832,7 +1002,7 @@ class TrajectoryAxis(
             entry.get("per_prompt"), "prompt", "ratio100",
             ident=lambda row, i: row.get("id", i),
             num=lambda row: row["prefix_agreement_length"],
-            den=lambda row: max(row["ref_length"], row["cand_length"]),
+            den=_denominator,
         )
 
     def diagnosis(self, entry: Mapping[str, Any], score: float) -> list[str]:
@@ -899,7 +1069,10 @@ class TrajectoryAxis(
                  entry.get("median_first_divergence")),
                 ("mean agreed prefix (tokens)", entry.get("mean_prefix_agreement_length")),
                 ("mean reference length", entry.get("mean_ref_length")),
-                ("mean candidate length", entry.get("mean_cand_length")),
+                ("mean candidate length", entry.get("mean_cand_length") if entry.get(
+                    "mean_cand_length") is not None or entry.get("trajectory_method") != "verify"
+                 else "not decoded after the divergence where the reference ran to its limit"),
+                ("method", entry.get("trajectory_method_text")),
                 *_divergence_rows(entry),
                 *_noise_floor_rows(entry),
             ]

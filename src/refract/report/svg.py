@@ -118,9 +118,10 @@ def trajectory_chart(per_prompt: Sequence[Mapping[str, Any]], n_tokens: int | No
         cand_len = as_float(p.get("cand_length"))
         if ref_len is None:
             ref_len = float(len(p.get("ref_token_ids") or []))
-        if cand_len is None:
+        if cand_len is None and p.get("cand_complete") is not False:
             cand_len = float(len(p.get("cand_token_ids") or []))
-        lengths.append(max(ref_len, cand_len))
+        # not decoded after its divergence (verification): the reference ran to its limit
+        lengths.append(ref_len if cand_len is None else max(ref_len, cand_len))
     scale_max = max([float(n_tokens or 0), *lengths, 1.0])
     labels = len(rows) <= 80
     row_h = 16.0 if labels else max(3.0, min(10.0, 900.0 / len(rows)))
@@ -149,7 +150,9 @@ def trajectory_chart(per_prompt: Sequence[Mapping[str, Any]], n_tokens: int | No
         tip = (
             f"{ident} ({p.get('category', '')}): {'full match' if matched else 'diverged at'}"
             f"{'' if matched else ' token ' + fmt(prefix, 0)}; ref {fmt(p.get('ref_length'), 0)}"
-            f" / cand {fmt(p.get('cand_length'), 0)} tokens"
+            + (" tokens / cand not decoded after its divergence"
+               if p.get("cand_complete") is False
+               else f" / cand {fmt(p.get('cand_length'), 0)} tokens")
         )
         prompt = p.get("prompt")
         if isinstance(prompt, str) and prompt:

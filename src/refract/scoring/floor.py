@@ -1,6 +1,10 @@
 """``--measure-floor``: axes A and B with candidate = reference, before any candidate is
 scored (SPEC §4: the floor is clean when the ref-vs-ref composite is ≥ 99.5 and every ref-vs-ref
-trajectory is identical; otherwise the scores of this build cannot be trusted)."""
+trajectory is identical; otherwise the scores of this build cannot be trusted).
+
+Trajectory runs by decode here whatever the run's method: this checks that the engine repeats a
+decode token for token, and verification's teacher-forced shape is another computation (its
+differences are the numerical-noise floor, not a fault)."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def measure_floor(ctx: RunContext) -> tuple[FloorCheck | None, dict[str, Any]]:
                 gtm = run_trajectory(
                     engine, ctx.plan.prompts, reference=ref, candidate=ref,
                     n_predict=opts.n_predict, ctx=opts.ctx, chat_template=opts.chat_template,
-                    sequential=opts.sequential, progress=cb,
+                    sequential=opts.sequential, method="decode", progress=cb,
                 )
             scores["gtm"] = gtm["score"]
             per_prompt = gtm["per_prompt"]
