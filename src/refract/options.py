@@ -18,11 +18,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 
 from refract.axes import registry
+from refract.axes.trajectory import TRAJECTORY_METHODS, TrajectoryMethod
 from refract.defaults import DEFAULT_REFERENCE
 from refract.errors import UsageError
 
@@ -202,7 +203,7 @@ class ScoreOptions:
                 if not value.strip():
                     raise UsageError(f"{flag(f.name)} is empty")
         method = self.trajectory_method
-        if method is not None and method not in ("verify", "decode"):
+        if method is not None and method not in TRAJECTORY_METHODS:
             raise UsageError(f"--trajectory-method must be verify or decode, got {method!r}")
         conf = self.decide_confidence
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not (
@@ -244,7 +245,7 @@ class ScoreOptions:
         return self.full or self.axis_plad
 
     @property
-    def gtm_method(self) -> Literal["verify", "decode"]:
+    def gtm_method(self) -> TrajectoryMethod:
         """Trajectory's method: as asked, else decode for --sequential and verify otherwise."""
         if self.trajectory_method == "decode" or (
                 self.trajectory_method is None and self.sequential):

@@ -181,3 +181,35 @@ def test_report_pages_say_what_was_not_decoded() -> None:
     html = axis.html_body({}, entry)
     assert "not decoded after the divergence where the reference ran to its limit" in html
     assert "by verification" in html
+
+
+def test_a_candidate_that_stops_at_its_divergence_is_complete(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The reference runs to n_predict, the candidate's divergence token is an end of
+    generation: its whole trajectory is known (length prefix + 1), nothing is decoded on."""
+    with Engine(tiny_model, n_threads=2) as eng:
+        first = run_trajectories(eng, PROMPT_SET, reference=F16, candidates=[Q4_1],
+                                 n_predict=24, ctx=128, method="decode")[Q4_1]
+    assert isinstance(first, dict)
+    refs = [set(p["ref_token_ids"]) for p in first["per_prompt"]]
+    pick = next((p, p["cand_token_ids"][p["prefix_agreement_length"]])
+                for p in first["per_prompt"] if not p["matched"]
+                and all(p["cand_token_ids"][p["prefix_agreement_length"]] not in r for r in refs))
+    row, eos = pick
+    model = write_tiny_model(tmp_path / "stop.gguf", eos_id=int(eos))
+    with Engine(model, n_threads=2) as eng:
+        calls, _ = _counting(eng)
+        got = run_trajectories(eng, PROMPT_SET, reference=F16, candidates=[Q4_1],
+                               n_predict=24, ctx=128)[Q4_1]
+        verified_calls = list(calls)
+        dec = run_trajectories(eng, PROMPT_SET, reference=F16, candidates=[Q4_1],
+                               n_predict=24, ctx=128, method="decode")[Q4_1]
+    assert isinstance(got, dict) and isinstance(dec, dict)
+    assert verified_calls == [(F16, len(PROMPTS))]  # the reference pass; nothing decoded on
+    [v] = [p for p in got["per_prompt"] if p["id"] == row["id"]]
+    [d] = [p for p in dec["per_prompt"] if p["id"] == row["id"]]
+    j = row["prefix_agreement_length"]
+    assert v["ref_length"] == 24 and v["cand_complete"] is True
+    assert v["cand_length"] == d["cand_length"] == j + 1
+    assert v["cand_token_ids"] == d["cand_token_ids"]

@@ -542,10 +542,10 @@ def _verify(
         head = np.concatenate([ref[:j], top[j:j + 1]]).astype(ref.dtype)
         toks.append(head)
         left = limits[i] - (j + 1)
-        if ref.size >= limits[i]:  # the reference ran to its limit: its length is the
-            complete.append(False)  # denominator, whatever the candidate's length
-        elif engine.is_eog(int(top[j])) or left <= 0:
+        if engine.is_eog(int(top[j])) or left <= 0:
             complete.append(True)  # the candidate stops at its divergence token
+        elif ref.size >= limits[i]:  # the reference ran to its limit: its length is the
+            complete.append(False)  # denominator, whatever the candidate's length
         else:
             complete.append(True)
             todo.append((i, head, left))

@@ -407,9 +407,10 @@ class Engine:
         Each candidate decodes exactly the tokens the reference decodes, in its own context
         (see ``greedy`` in csrc/decode.hpp); the reference's rows are the very rows that chose
         each token. With ``until_divergence`` a candidate's rows of a prompt end at the first
-        whose top-1 is not the reference token (that row included), and it decodes nothing of
-        that prompt after it. Raises :class:`NonFiniteLogits` for the reference or the first
-        candidate whose logits held a NaN or an infinity.
+        whose top-1 is not the reference token (that row included); it still decodes that
+        prompt's later tokens (its KV cells stay those of the full pass) without their logits.
+        Raises :class:`NonFiniteLogits` for the reference or the first candidate whose logits
+        held a NaN or an infinity.
         """
         cand_reqs = [self.kv(c, slot=1) for c in candidates]
         toks, top_ids, top_lps, shadow = self._greedy_call(

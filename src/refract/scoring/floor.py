@@ -3,8 +3,8 @@ scored (SPEC §4: the floor is clean when the ref-vs-ref composite is ≥ 99.5 a
 trajectory is identical; otherwise the scores of this build cannot be trusted).
 
 Trajectory runs by decode here whatever the run's method: this checks that the engine repeats a
-decode token for token, and verification's teacher-forced shape is another computation (its
-differences are the numerical-noise floor, not a fault)."""
+decode token for token, and verification compares a teacher-forced pass with a decode, another
+computation shape that may break a near tie differently without any fault."""
 
 from __future__ import annotations
 
