@@ -14,6 +14,11 @@ Three ways to score the default grid of the linked build (18 configs on the Turb
    load, reference decode, noise floor and KLD reference pass; the process start-up a real
    ``refract score`` also pays is not counted, so the ratios are conservative).
 
+All three run with the persistent reference store off (each computes its reference itself, as
+before the store existed). ``--store-side`` adds a fourth: one ``refract score`` per config on
+an empty store of its own, as a user's scores run by default now (every config after the first
+reuses the noise floor), and prints the sweeps' ratios against it too.
+
 Prints the wall times, the ratios (targets: ≤ 0.35× with pruning, ≤ 0.6× without), the
 survivors, both recommendations, and checks that every survivor's composite and axis scores
 equal its separate score exactly. The budget defaults are smaller than ``refract score``'s
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -56,9 +62,11 @@ def main() -> None:
     ap.add_argument("--types", default=None)
     ap.add_argument("--pairs", default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--store-side", action="store_true",
+                    help="also score one at a time with the reference store on")
     args = ap.parse_args()
     opts = ScoreOptions(threads=args.threads, ctx=args.ctx, chunks=args.chunks,
-                        n_predict=args.n_predict)
+                        n_predict=args.n_predict, reference_cache=False)
     out: dict[str, Any] = {"settings": vars(args)}
 
     t = time.perf_counter()
@@ -74,6 +82,12 @@ def main() -> None:
     print(f"grid: {len(full.summary['configs'])} configs, {len(configs)} runnable; "
           f"sweep {t_pruned:.1f} s (pruned), {t_full:.1f} s (--no-prune)", flush=True)
 
+    def same(rep: dict[str, Any], c: str) -> bool:
+        ref = separate[c]
+        return rep["composite"] == ref["composite"] and all(
+            (rep["axes"][k] or {}).get("score") == (ref["axes"][k] or {}).get("score")
+            for k in ref["axes"])
+
     separate: dict[str, dict[str, Any]] = {}
     t = time.perf_counter()
     for c in configs:
@@ -82,12 +96,16 @@ def main() -> None:
         print(f"  score {c}: {time.perf_counter() - t1:.1f} s, composite "
               f"{separate[c]['composite']}", flush=True)
     t_sep = time.perf_counter() - t
-
-    def same(rep: dict[str, Any], c: str) -> bool:
-        ref = separate[c]
-        return rep["composite"] == ref["composite"] and all(
-            (rep["axes"][k] or {}).get("score") == (ref["axes"][k] or {}).get("score")
-            for k in ref["axes"])
+    t_store = None
+    if args.store_side:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["REFRACT_REFERENCE_CACHE_DIR"] = tmp
+            t = time.perf_counter()
+            for c in configs:
+                rep = run_score(args.model, c, opts.replace(reference_cache=True))
+                if not same(rep, c):
+                    print(f"  {c}: the store's score differs from the fresh one", flush=True)
+            t_store = time.perf_counter() - t
 
     survivors = sorted(pruned.reports)
     exact = all(same(pruned.reports[c], c) for c in survivors)
@@ -100,6 +118,9 @@ def main() -> None:
           f"({pr['pruning']['first_round']})")
     print(f"sweep, --no-prune : {t_full:.1f} s = {t_full / t_sep:.3f}x one at a time "
           f"(target <= 0.6)")
+    if t_store is not None:
+        print(f"one at a time with the reference store on: {t_store:.1f} s; sweep "
+              f"{t_pruned / t_store:.3f}x (pruned), {t_full / t_store:.3f}x (--no-prune)")
     print(f"survivors equal their separate scores exactly: {exact} (no-prune: {exact_full})")
     # pruning may not change the answer: every drop is below the band at the confidence on
     # the full budget too (the --no-prune run), the first round's Trajectory is the full one
@@ -123,7 +144,8 @@ def main() -> None:
     print(f"frontier (pruned)  : {pr['frontier']}")
     print(f"frontier (no-prune): {full.summary['frontier']}")
     print(f"memory plan: {pr['memory']}; process peak RSS {_peak_rss()}")
-    out.update(t_pruned=t_pruned, t_full=t_full, t_separate=t_sep, survivors=survivors,
+    out.update(t_pruned=t_pruned, t_full=t_full, t_separate=t_sep, t_separate_store=t_store,
+               survivors=survivors,
                exact=exact, exact_full=exact_full, summary_pruned=pr,
                summary_full=full.summary)
     if args.json_out:

@@ -15,12 +15,15 @@ Two CI rules live here (CI=true, as .ci/run sets it):
 
 from __future__ import annotations
 
+import atexit
 import functools
 import http.server
 import io
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -31,8 +34,14 @@ from typing import Any
 # threads on an oversubscribed 2-core machine slow decoding ~10x). Numerics do not change.
 # Must be set before the extension (and its OpenMP runtime) is loaded.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The persistent reference store: one of the session's own, empty at its start (never the
+# user's, which a test would fill or read; subprocess runs inherit it). A test that needs a
+# store of its own sets REFRACT_REFERENCE_CACHE_DIR itself.
+_STORE = tempfile.mkdtemp(prefix="refract-test-store-")
+os.environ["REFRACT_REFERENCE_CACHE_DIR"] = _STORE
+atexit.register(shutil.rmtree, _STORE, True)
 
-import pytest
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 

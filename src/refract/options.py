@@ -181,6 +181,11 @@ class ScoreOptions:
     no_auto_fetch: bool = _opt(
         False, "Never download WikiText-2; fail if not cached.", measured=False
     )
+    reference_cache: bool = _opt(
+        True, "Reuse reference results an earlier run stored for the same model, build, machine "
+        "and settings (Trajectory's noise floor, R-NIAH and PLAD reference decodes), and store "
+        "this run's ($REFRACT_CACHE_DIR/reference; `refract cache` lists and clears it).",
+        measured=False)
 
     # ------------------------------------------------------------------ checks
     def __post_init__(self) -> None:

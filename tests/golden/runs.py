@@ -42,10 +42,10 @@ path = "demo"
 """
 #: what differs between two runs of the same code on the same machine: clocks, the OpenMP note
 #: (it depends on the load), where the build tree was (``llama_cpp_source`` names the archive's
-#: path; flavour and commit are compared), and the matrix's resume key (it hashes the model
-#: file's path)
+#: path; flavour and commit are compared), the matrix's resume key (it hashes the model
+#: file's path) and the reference store's entry names (they hash the extension binary)
 VOLATILE_KEYS = frozenset({"timestamp", "timings", "omp_wait_policy", "seconds",
-                           "llama_cpp_source", "cell_fingerprint"})
+                           "llama_cpp_source", "cell_fingerprint", "entry_id"})
 
 
 def _cli(*args: str) -> list[str]:
@@ -78,13 +78,16 @@ def normalize(obj: Any, roots: dict[str, str]) -> Any:
 def _roots(out: Path) -> dict[str, str]:
     from refract.defaults import default_cache_dir
 
-    return {str(out): "<out>", str(default_cache_dir()): "<cache>"}
+    return {str(out / "store"): "<store>", str(out): "<out>",
+            str(default_cache_dir()): "<cache>"}
 
 
 def run_all(out: Path) -> dict[str, Any]:
     """Every run's reports (normalized), keyed ``run/file name``."""
     got: dict[str, Any] = {}
-    env = {**os.environ, "COLUMNS": "100"}
+    # a reference store of the runs' own, empty at the start: the first run stores the noise
+    # floor and R-NIAH/PLAD references, the later ones reuse them -- with the same numbers
+    env = {**os.environ, "COLUMNS": "100", "REFRACT_REFERENCE_CACHE_DIR": str(out / "store")}
     for name, args in RUNS.items():
         d = out / name
         d.mkdir(parents=True)

@@ -24,6 +24,8 @@ def measured(report: dict[str, Any]) -> dict[str, Any]:
     from refract.report.io import dumps_report
 
     as_written = json.loads(dumps_report(report))  # numpy arrays as the report file has them
+    # what the reference store reused or stored says which run came first, not what it measured
+    (as_written.get("extras") or {}).pop("reference_store", None)
     return strip({k: v for k, v in as_written.items() if k not in VOLATILE})
 
 

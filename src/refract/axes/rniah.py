@@ -20,6 +20,7 @@ deterministic, so the trials of a cell share one decode). ``logprobs[c]`` is a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -503,8 +504,9 @@ def run_rniah(
             return None
         return lambda done, total: progress(offset * total + done, 2 * total)
 
-    ref = engine.reference_cache.get_or_compute(
-        key, lambda: _decode_side(engine, sched, reference, 0, half(0)))
+    # cached (and stored between runs) as a plain tuple of the side's fields
+    ref = _SideResult(*engine.reference_cache.get_or_compute(
+        key, lambda: dataclasses.astuple(_decode_side(engine, sched, reference, 0, half(0)))))
     cand = _decode_side(engine, sched, candidate, 1, half(1))
     reps = plan.n_trials
     logprobs = [

@@ -731,7 +731,10 @@ def trajectory_noise_floor(
 
     key = ("gtm-noise-floor", reference, tuple(texts), n_predict, ctx, chat_template,
            sequential)
-    alt = engine.reference_cache.get_or_compute(key, other)
+    # a stored floor is reused only beside the very trajectories it was decoded with
+    from refract.engine.store import value_digest
+
+    alt = engine.reference_cache.get_or_compute(key, other, witness=value_digest(list(main)))
     rows = _floor_rows(prompts, main, alt, n_predict)
     return noise_floor_from_rows(rows, NOISE_FLOOR_METHOD["sequential" if sequential
                                                           else "batched"], n_predict)

@@ -10,6 +10,7 @@ on stderr; set ``REFRACT_DEBUG=1`` for a traceback.
 from __future__ import annotations
 
 from refract.cli import (
+    cache,
     compare,
     fetch,
     leaderboard,
@@ -24,7 +25,8 @@ from refract.cli.app import app
 __all__ = ["app", "main"]
 
 for _command in (score.score, sweep.sweep, repeatability.repeatability, compare.compare,
-                 leaderboard.leaderboard, fetch.fetch, selftest.selftest, matrix.matrix):
+                 leaderboard.leaderboard, fetch.fetch, cache.cache, selftest.selftest,
+                 matrix.matrix):
     app.command()(_command)
 
 

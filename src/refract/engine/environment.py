@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -17,7 +18,7 @@ from refract.system.threads import wait_policy
 if TYPE_CHECKING:
     from refract.engine.facade import Engine
 
-__all__ = ["collect_environment", "cpu_model", "kv_allocation_warnings"]
+__all__ = ["collect_environment", "cpu_model", "engine_identity", "kv_allocation_warnings"]
 
 
 def cpu_model() -> str:
@@ -140,3 +141,33 @@ def kv_allocation_warnings(
             f"(asked K={cfg.ctk} V={cfg.ctv}; got {desc}); the scores measure what was allocated."
         )
     return notes
+
+
+def engine_identity(engine: Engine) -> dict[str, Any]:
+    """Everything about the engine a stored reference result depends on besides the axis's
+    own key (the reference store's key, :mod:`refract.engine.store`): the model file and the
+    extension binary by SHA-256, llama.cpp's commit and flavour, backends, ggml's features,
+    the CPU's name and flags, threads, flash attention, offloaded layers, seed, fork switches."""
+    from refract import __version__, _core
+    from refract.engine.facade import build_info
+    from refract.inputs.provenance import file_sha256
+    from refract.system.cpuinfo import cpu_flags
+
+    info = build_info()
+    flags = cpu_flags()
+    return {
+        "model_sha256": file_sha256(engine.model_path),
+        "core_sha256": file_sha256(_core.__file__),
+        "refract_version": __version__,
+        "llama_cpp_commit": info.get("llama_cpp_commit"),
+        "llama_cpp_flavour": info.get("llama_cpp_flavour"),
+        "backends": list(info.get("backends") or []),
+        "system_info": info.get("system_info"),
+        "cpu": cpu_model(),
+        "cpu_flags": hashlib.sha256(" ".join(sorted(flags or ())).encode()).hexdigest(),
+        "threads": int(engine.n_threads),
+        "flash_attn": bool(engine.flash_attn),
+        "n_gpu_layers": int(engine.n_gpu_layers),
+        "seed": int(engine.seed),
+        "fork_switches": dict(engine.fork_switches),
+    }

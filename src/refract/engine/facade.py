@@ -43,6 +43,11 @@ class ReferenceCache:
     Keys are tuples that start with the axis name, then the reference label, then every
     setting the result depends on (prompt texts, n_predict, ctx, ...). Values are whatever the
     axis computed (trajectories, answers, drifts). Thread-safe; the engine owns one.
+
+    With a :class:`~refract.engine.store.ReferenceStore` attached (:meth:`use_store`), the
+    families in :data:`~refract.engine.store.PERSISTED` are also read from and written to disk,
+    keyed by the engine's identity as well; :attr:`events` records what was reused, stored or
+    recomputed (the report says so).
     """
 
     def __init__(self) -> None:
@@ -50,16 +55,57 @@ class ReferenceCache:
         self._lock = threading.RLock()
         self.hits = 0
         self.misses = 0
+        self._store: Any = None
+        self._identity: dict[str, Any] | None = None
+        #: one dict per persistent lookup: entry family, reference, outcome, reason
+        self.events: list[dict[str, Any]] = []
 
-    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-        """The cached value for ``key``; ``compute()`` fills it on the first call."""
+    def use_store(self, store: Any, identity: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Attach ``store`` (None detaches); ``identity`` computes the engine's identity, once
+        per engine."""
+        with self._lock:
+            self._store = store
+            if store is not None and self._identity is None and identity is not None:
+                self._identity = identity()
+
+    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], T], *,
+                       witness: str | None = None) -> T:
+        """The cached value for ``key``; ``compute()`` fills it on the first call. A key of
+        a persisted family is looked up in the attached store first (reused only with the
+        same ``witness``) and stored after it is computed."""
+        from refract.engine.store import MISS, PERSISTED, key_digest
+
         with self._lock:
             if key in self._data:
                 self.hits += 1
                 return self._data[key]  # type: ignore[no-any-return]
+            store, identity = self._store, self._identity
+            digest = None
+            event: dict[str, Any] = {}
+            if store is not None and identity is not None and key and key[0] in PERSISTED:
+                digest = key_digest(identity, key)
+                event = {"entry": key[0], "reference": key[1] if len(key) > 1 else None,
+                         "entry_id": digest[:16]}
+                got, why = store.load(digest, witness)
+                if got is not MISS:
+                    self.hits += 1
+                    self._data[key] = got
+                    self.events.append({**event, "outcome": "reused"})
+                    return got  # type: ignore[no-any-return]
+                if why is not None:
+                    event["recomputed_because"] = why
             self.misses += 1
             value = compute()
             self._data[key] = value
+            if digest is not None and identity is not None:
+                try:
+                    store.save(digest, value, family=str(key[0]), reference=str(key[1]),
+                               identity=identity, witness=witness)
+                    self.events.append({**event, "outcome": "stored"})
+                except (OSError, TypeError, ValueError) as exc:
+                    why = " ".join(str(exc).split()) or type(exc).__name__
+                    log.warning("reference store: could not store %s: %s", key[0], why)
+                    self.events.append({**event, "outcome": "not stored", "reason": why})
             return value
 
     def __contains__(self, key: tuple[Any, ...]) -> bool:
@@ -108,6 +154,7 @@ class Engine:
         self.model_path = path
         self.seed = seed
         self.flash_attn = flash_attn
+        self.n_gpu_layers = n_gpu_layers
         # The TurboQuant fork silently rewrites requested types unless these are off (SPEC §2);
         # the user's own setting wins. Set through os.environ so Python and llama.cpp agree.
         for key in FORK_SWITCHES:

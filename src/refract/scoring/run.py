@@ -170,6 +170,7 @@ def _run(ctx: RunContext, t_start: float,
         _check_kv_types(engine, plan)
     ctx.corpus_tokens, ctx.corpus_used = checked
     check_memory(engine, plan)
+    first_event = _attach_store(engine, opts)
     cands = ctx.candidates
     axes: dict[str, dict[str, Any]] = {c: {} for c in cands}
     ctx.timings = {c: {} for c in cands}
@@ -204,9 +205,15 @@ def _run(ctx: RunContext, t_start: float,
                 axes[c][axis.key] = results[c]
             engine.release()
 
+    store_info = _store_record(engine, opts, first_event)
+    if store_info is not None:
+        extras["reference_store"] = store_info
     reports = [_report(ctx, cfg, axes[cfg.label], {**ctx.shared, **ctx.timings[cfg.label]},
                        extras, floor, t_start)
                for cfg in plan.candidates]
+    if store_info is not None and store_info["reused"]:
+        for report in reports:
+            report["notes"].append(_reuse_note(store_info))
     for report in reports:
         record = decided.get(report["candidate"])
         if record is not None:
@@ -219,6 +226,45 @@ def _run(ctx: RunContext, t_start: float,
                 f"{record['budget_fraction']:.0%} of the budget: {used_p[0]}/{used_p[1]} "
                 f"prompts, {used_c[0]}/{used_c[1]} chunks): {record['reason']}")
     return reports
+
+
+def _attach_store(engine: Engine, opts: ScoreOptions) -> int:
+    """Attach the persistent reference store to the engine's reference cache (or detach it
+    under ``--no-reference-cache``); returns where this run's store events begin."""
+    from refract.engine.environment import engine_identity
+    from refract.engine.store import default_store
+
+    cache = engine.reference_cache
+    if opts.reference_cache:
+        cache.use_store(default_store(), lambda: engine_identity(engine))
+    else:
+        cache.use_store(None)
+    return len(cache.events)
+
+
+def _store_record(engine: Engine, opts: ScoreOptions, first: int) -> dict[str, Any] | None:
+    """The report's ``extras.reference_store``: whether the store was on, and what this run
+    reused from it, stored in it or computed again (and why)."""
+    from refract.engine.store import FAMILY_TEXT, default_store
+
+    if not opts.reference_cache:
+        return {"enabled": False, "reused": [], "stored": [], "events": []}
+    events = [dict(e) for e in engine.reference_cache.events[first:]]
+    return {
+        "enabled": True,
+        "path": str(default_store().root),
+        "reused": [e["entry"] for e in events if e["outcome"] == "reused"],
+        "stored": [e["entry"] for e in events if e["outcome"] == "stored"],
+        "events": events,
+        "what": {e["entry"]: FAMILY_TEXT.get(e["entry"], e["entry"]) for e in events},
+    }
+
+
+def _reuse_note(info: dict[str, Any]) -> str:
+    what = "; ".join(dict.fromkeys(info["what"][e] for e in info["reused"]))
+    return (f"reused from the reference store ({info['path']}): {what}, computed by an earlier "
+            "run on the same model file, build, machine and settings; its numbers equal a "
+            "fresh computation's (--no-reference-cache computes everything again)")
 
 
 def _report(
