@@ -2,7 +2,7 @@
 the first (issue 24's target: <= 0.6x).
 
     python benchmarks/bench_store.py [--model demo] [--chat-template] [--threads 2]
-        [--candidate ctk=q8_0,ctv=q8_0] [--full-budget "--rniah-lengths 2048 ..."]
+        [--candidate ctk=q8_0,ctv=q8_0] [--corpus FILE] [--full-budget "--rniah-lengths ..."]
 
 Runs the real command line (``python -m refract score``, process start-up included) on an
 empty store of its own (``REFRACT_REFERENCE_CACHE_DIR`` in a temporary directory): the first
@@ -44,7 +44,9 @@ def score(args: list[str], env: dict[str, str], out: Path) -> tuple[float, dict[
     cmd = [sys.executable, "-m", "refract", "score", *args, "--json-out", str(out),
            "--no-progress", "--overwrite"]
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"refract score failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return time.perf_counter() - t, json.loads(out.read_text())
 
 
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--candidate", default="ctk=q8_0,ctv=q8_0")
     ap.add_argument("--chat-template", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--corpus", default=None,
+                    help="--corpus (and --rniah-haystack) for both runs, e.g. a WikiText-2 file")
     ap.add_argument("--full-budget", default="--rniah-lengths 2048 --rniah-n-predict 64",
                     help="R-NIAH options for the --full setting ('' skips that setting)")
     ap.add_argument("--skip-default", action="store_true")
@@ -64,6 +68,8 @@ def main() -> None:
         base.append("--chat-template")
     if a.threads:
         base += ["--threads", str(a.threads)]
+    if a.corpus:
+        base += ["--corpus", a.corpus, "--rniah-haystack", a.corpus]
     settings: list[tuple[str, list[str]]] = []
     if not a.skip_default:
         settings.append(("default axes", []))
