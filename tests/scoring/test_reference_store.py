@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import needs_core
+from conftest import needs_core, one_line_error
 from refract.cli import app
 
 FAMILIES = ["gtm-noise-floor", "rniah", "plad"]
@@ -175,6 +175,21 @@ def test_cache_command_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     r = CliRunner().invoke(app, ["cache"])
     assert r.exit_code == 2 and "REFRACT_REFERENCE_CACHE_MAX_MB" in r.stderr
     assert len([x for x in r.stderr.splitlines() if x.strip()]) == 1
+
+
+def test_bad_store_setting_is_refused_before_the_model_loads(
+        files: dict[str, Path], tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+        no_model_load: None) -> None:
+    monkeypatch.setenv("REFRACT_REFERENCE_CACHE_MAX_MB", "-3")
+    r = CliRunner().invoke(app, ["score", "-m", str(tiny_model), "-c", "ctk=q8_0,ctv=q8_0",
+                                 "--prompts", str(files["prompts"]), "--corpus",
+                                 str(files["corpus"])])
+    one_line_error(r, 2, "REFRACT_REFERENCE_CACHE_MAX_MB")
+    # switched off, the store's settings are not read
+    from refract.scoring import prepare_score
+
+    prepare_score(tiny_model, ["ctk=q8_0,ctv=q8_0"], prompts=str(files["prompts"]),
+                  corpus=str(files["corpus"]), reference_cache=False)
 
 
 #: the golden runs' budget on the demo model (tests/golden/runs.py), all four axes

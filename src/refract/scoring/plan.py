@@ -205,6 +205,10 @@ def prepare_score(
         options = ScoreOptions.from_mapping(values)
     opts = options or ScoreOptions()
     ref_cfg, cand_cfgs = check_candidates(candidates, opts.reference)
+    if opts.reference_cache:  # a bad store setting is refused before the model loads
+        from refract.engine.store import default_store
+
+        default_store()
     for what, path in (outputs or {}).items():
         if path is not None and not (what == "--out-dir" and Path(path).is_dir()):
             check_output_path(path, what)  # an existing --out-dir is checked as a directory
