@@ -26,18 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from refract.report.io import measured_content
+
 TARGET = 0.6
 AXIS_KEYS = ("gtm_s", "gtm_noise_floor_s", "kld_s", "rniah_s", "plad_s")
-
-
-def measured(report: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(report))
-    for key in ("timestamp", "timings", "notes", "repro_command", "environment", "extras"):
-        out.pop(key, None)
-    for axis in out["axes"].values():
-        if isinstance(axis, dict):
-            axis.pop("seconds", None)
-    return out
 
 
 def score(args: list[str], env: dict[str, str], out: Path) -> tuple[float, dict[str, Any]]:
@@ -82,7 +74,7 @@ def main() -> None:
             env = {**os.environ, "REFRACT_REFERENCE_CACHE_DIR": str(Path(tmp) / "store")}
             t1, r1 = score(base + extra, env, Path(tmp) / "first.json")
             t2, r2 = score(base + extra, env, Path(tmp) / "second.json")
-        same = measured(r1) == measured(r2)
+        same = measured_content(r1) == measured_content(r2)
         reused = r2["extras"]["reference_store"]["reused"]
         rows.append((name, t1, t2, same))
         print(f"\n{name}: first {t1:.1f} s, second {t2:.1f} s = {t2 / t1:.3f}x "

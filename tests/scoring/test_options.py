@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from conftest import needs_core, one_line_error
 from refract.cli import app
 from refract.options import ScoreOptions, UsageError
+from refract.report.io import measured_content
 
 
 def run(*args: Any) -> Any:
@@ -178,17 +179,6 @@ def test_several_candidates_need_out_dir(files: dict[str, Path], tmp_path: Path)
 # --------------------------------------------------------------------------- engine
 
 
-def _strip_volatile(report: dict[str, Any]) -> dict[str, Any]:
-    """The measured content of a report (no times, no run-wide notes)."""
-    out = json.loads(json.dumps(report, default=str))
-    for key in ("timestamp", "timings", "notes", "repro_command", "environment", "extras"):
-        out.pop(key, None)
-    for axis in out["axes"].values():
-        if isinstance(axis, dict):
-            axis.pop("seconds", None)
-    return out
-
-
 @needs_core
 def test_several_candidates_equal_separate_runs(files: dict[str, Path],
                                                 tiny_model: Path) -> None:
@@ -201,7 +191,7 @@ def test_several_candidates_equal_separate_runs(files: dict[str, Path],
     assert [r["candidate"] for r in together] == cands
     for cand, rep in zip(cands, together, strict=True):
         alone = run_score(tiny_model, cand, **opts)
-        assert _strip_volatile(rep) == _strip_volatile(alone), cand
+        assert measured_content(rep) == measured_content(alone), cand
     assert together[2]["self_check"] is True and together[0]["self_check"] is False
     assert together[0]["axes"]["gtm"]["noise_floor"]["n_prompts"] == 2
 
@@ -390,7 +380,7 @@ def test_several_candidates_equal_separate_runs_on_the_demo_model(demo_model: Pa
     together = run_scores(demo_model, cands, **opts)
     for cand, rep in zip(cands, together, strict=True):
         alone = run_score(demo_model, cand, **opts)
-        assert _strip_volatile(rep) == _strip_volatile(alone), cand
+        assert measured_content(rep) == measured_content(alone), cand
     # the axes measured something real: q4_0 moves the distribution more than q8_0
     assert together[1]["axes"]["kld"]["mean_kld"] > together[0]["axes"]["kld"]["mean_kld"] > 0
 

@@ -18,20 +18,9 @@ from typer.testing import CliRunner
 
 from conftest import needs_core, one_line_error
 from refract.cli import app
+from refract.report.io import measured_content
 
 FAMILIES = ["gtm-noise-floor", "rniah", "plad"]
-
-
-def _measured(report: dict[str, Any]) -> dict[str, Any]:
-    """Everything a report measured (no clocks, environment, notes or store record)."""
-    out = json.loads(json.dumps(report, default=str))
-    for key in ("timestamp", "timings", "notes", "repro_command", "environment", "extras"):
-        out.pop(key, None)
-    for axis in out["axes"].values():
-        if isinstance(axis, dict):
-            axis.pop("seconds", None)
-    out["settings"].pop("reference_cache")  # on or off, asked, not measured
-    return out
 
 
 def _store(report: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +58,12 @@ def test_reused_reference_equals_a_fresh_run(files: dict[str, Path], tiny_model:
     assert info["reused"] == FAMILIES and info["stored"] == []
     assert any("reused from the reference store" in n for n in second["notes"])
     assert second["timings"]["gtm_noise_floor_s"] < first["timings"]["gtm_noise_floor_s"]
-    assert _measured(fresh) == _measured(first) == _measured(second)
+    assert measured_content(fresh) == measured_content(first) == measured_content(second)
     assert second["axes"]["gtm"]["noise_floor"]["n_prompts"] == 2
     # another candidate on the same reference reuses it too
     other = run_score(tiny_model, "ctk=q8_0,ctv=q8_0", **_opts(files))
     assert _store(other)["reused"] == FAMILIES
-    assert _measured(other) == _measured(
+    assert measured_content(other) == measured_content(
         run_score(tiny_model, "ctk=q8_0,ctv=q8_0", **_opts(files, reference_cache=False)))
 
 
@@ -107,7 +96,7 @@ def test_damaged_entry_is_computed_again(files: dict[str, Path], tiny_model: Pat
     again = run_score(tiny_model, "ctk=q4_0,ctv=q4_0", **opts)
     [event] = _store(again)["events"]
     assert event["outcome"] == "stored" and "unreadable" in event["recomputed_because"]
-    assert _measured(again) == _measured(first)
+    assert measured_content(again) == measured_content(first)
     assert _store(run_score(tiny_model, "ctk=q4_0,ctv=q4_0", **opts))["reused"] == [
         "gtm-noise-floor"]
 
@@ -149,13 +138,13 @@ def test_two_processes_score_on_one_store(files: dict[str, Path], tiny_model: Pa
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     reports = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2)]
-    assert _measured(reports[0]) == _measured(reports[1])
+    assert measured_content(reports[0]) == measured_content(reports[1])
     third = tmp_path / "r2.json"
     subprocess.run(_cli(*common, "--json-out", third), env=env, check=True,
                    capture_output=True)
     rep = json.loads(third.read_text())
     assert _store(rep)["reused"] == ["gtm-noise-floor", "plad"]
-    assert _measured(rep) == _measured(reports[0])
+    assert measured_content(rep) == measured_content(reports[0])
 
     listed = subprocess.run(_cli("cache"), env=env, check=True, capture_output=True,
                             text=True).stdout
@@ -214,6 +203,6 @@ def test_demo_model_reused_reference_equals_fresh(demo_model: Path, store_dir: P
     run_score(demo_model, "ctk=q8_0,ctv=q8_0", **opts)
     again = run_score(demo_model, "ctk=q8_0,ctv=q8_0", **opts)
     assert _store(again)["reused"] == FAMILIES
-    assert _measured(again) == _measured(fresh)
+    assert measured_content(again) == measured_content(fresh)
     assert again["axes"]["plad"]["status"] == "ok" and again["axes"]["rniah"]["status"] in (
         "ok", "unscored")

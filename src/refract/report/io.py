@@ -61,6 +61,28 @@ def dumps_report(report: Mapping[str, Any], *, indent: bool = True) -> bytes:
     return data + b"\n" if indent else data
 
 
+#: what differs between two reports of the same measurement: when and how long it ran, on
+#: what, the run-wide notes, and the extras (the reference store's record says which run came
+#: first)
+RUN_KEYS = ("timestamp", "timings", "notes", "repro_command", "environment", "extras")
+
+
+def measured_content(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What a report measured, as its file has it: everything but :data:`RUN_KEYS`, the axes'
+    ``seconds`` and the ``reference_cache`` setting (asked, not measured). Two runs of one
+    measurement -- fresh or reusing the reference store, alone or beside other candidates --
+    are equal here."""
+    out = orjson.loads(dumps_report(report, indent=False))
+    for key in RUN_KEYS:
+        out.pop(key, None)
+    for axis in (out.get("axes") or {}).values():
+        if isinstance(axis, dict):
+            axis.pop("seconds", None)
+    if isinstance(out.get("settings"), dict):
+        out["settings"].pop("reference_cache", None)
+    return dict(out)
+
+
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Serialise ``report`` and write it atomically to ``path``."""
     data = dumps_report(report)  # serialise first: a bad report never touches the target
@@ -133,6 +155,7 @@ __all__ = [
     "atomic_write_bytes",
     "dumps_report",
     "load_report",
+    "measured_content",
     "schema_version",
     "validate_report",
     "write_report",
