@@ -269,11 +269,13 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def zip_bytes(members: dict[str, str]) -> bytes:
-    """A zip archive holding ``members`` (name: text)."""
+    """A zip archive holding ``members`` (name: text); the same bytes for the same members
+    (a fixed timestamp: two archives built across a 2-second clock tick must not differ)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, text in members.items():
-            zf.writestr(name, text)
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), text,
+                        compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 
