@@ -34,6 +34,7 @@ from refract.report.io import (
     atomic_write_bytes,
     dumps_report,
     load_report,
+    measured_content,
     write_report,
 )
 from refract.report.leaderboard import (
@@ -222,6 +223,33 @@ def test_dumps_nan_inf_numpy():
 def test_dumps_unserialisable_raises_report_error():
     with pytest.raises(ReportError):
         dumps_report({"x": object()})
+
+
+def test_measured_content_keeps_what_was_measured_and_drops_the_run():
+    """The comparison every equality test of two runs goes through: it must ignore when, how
+    long and which run, and see any change in what was measured."""
+    report = {
+        "candidate": "ctk=q8_0,ctv=q8_0", "composite": 90.5, "band": "PASS",
+        "settings": {"ctx": 512, "reference_cache": True},
+        "axes": {"kld": {"score": 99.1, "mean_kld": float("nan"), "seconds": 12.0},
+                 "rniah": None},
+        "timestamp": "t1", "timings": {"kld_s": 12.0}, "notes": ["reused"],
+        "repro_command": "refract score", "environment": {"cpu": "a"},
+        "extras": {"reference_store": {"reused": ["gtm-noise-floor"]}},
+    }
+    got = measured_content(report)
+    assert got == {"candidate": "ctk=q8_0,ctv=q8_0", "composite": 90.5, "band": "PASS",
+                   "settings": {"ctx": 512},
+                   "axes": {"kld": {"score": 99.1, "mean_kld": None}, "rniah": None}}
+    assert report["axes"]["kld"]["seconds"] == 12.0 and "extras" in report  # input untouched
+    other_run = {**report, "timestamp": "t2", "timings": {"kld_s": 3.0}, "notes": [],
+                 "environment": {"cpu": "b"}, "extras": {},
+                 "settings": {"ctx": 512, "reference_cache": False},
+                 "axes": {**report["axes"], "kld": {**report["axes"]["kld"], "seconds": 3.0}}}
+    assert measured_content(other_run) == got
+    for changed in ({"composite": 90.4}, {"settings": {"ctx": 256, "reference_cache": True}},
+                    {"axes": {**report["axes"], "kld": {"score": 99.0, "seconds": 12.0}}}):
+        assert measured_content({**report, **changed}) != got, changed
 
 
 def test_write_report_round_trip_and_no_temp_files(tmp_path: Path):
