@@ -19,6 +19,12 @@ before the store existed). ``--store-side`` adds a fourth: one ``refract score``
 an empty store of its own, as a user's scores run by default now (every config after the first
 reuses the noise floor), and prints the sweeps' ratios against it too.
 
+The order resists a machine whose speed drifts (these shared machines drift by 10 % within an
+hour): half of the one-at-a-time scores (every second config) run before the two sweeps and
+the other half after them, so a steady slowdown weighs on both sides alike; with
+``--store-side`` each config's store-on score follows its fresh one. ``--order sequential``
+runs the sweeps first and then every score, as the runs before 2026-12-07 did.
+
 Prints the wall times, the ratios (targets: ≤ 0.35× with pruning, ≤ 0.6× without), the
 survivors, both recommendations, and checks that every survivor's composite and axis scores
 equal its separate score exactly. The budget defaults are smaller than ``refract score``'s
@@ -52,6 +58,24 @@ def _peak_rss() -> int | None:
     return None
 
 
+def runnable(model: str, opts: ScoreOptions, settings: SweepSettings) -> list[str]:
+    """The grid's configs the model can run, as ``run_sweep`` finds them (its own helpers),
+    known before any side runs so that the one-at-a-time side can go around the sweeps."""
+    from refract.engine.facade import Engine
+    from refract.scoring.plan import known_kv_types, prepare_score
+    from refract.sweep.grid import build_grid
+    from refract.sweep.run import _feasible, row_size
+
+    grid = build_grid(known_kv_types() or [], row_size, types=settings.types,
+                      pairs=settings.pairs, reference=opts.reference)
+    plan = prepare_score(model, [e.label for e in grid], opts)
+    engine = Engine(plan.model_path, n_threads=opts.threads)
+    try:
+        return [e.label for e in _feasible(engine, grid)[0]]
+    finally:
+        engine.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="demo")
@@ -64,23 +88,19 @@ def main() -> None:
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--store-side", action="store_true",
                     help="also score one at a time with the reference store on")
+    ap.add_argument("--order", choices=("around", "sequential"), default="around",
+                    help="around: half the separate scores before the sweeps, half after")
     args = ap.parse_args()
     opts = ScoreOptions(threads=args.threads, ctx=args.ctx, chunks=args.chunks,
                         n_predict=args.n_predict, reference_cache=False)
     out: dict[str, Any] = {"settings": vars(args)}
 
-    t = time.perf_counter()
-    pruned = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs))
-    t_pruned = time.perf_counter() - t
-    print(f"sweep (pruning on): {t_pruned:.1f} s, timings {pruned.summary['timings']}",
-          flush=True)
-    t = time.perf_counter()
-    full = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs,
-                                                     prune=False))
-    t_full = time.perf_counter() - t
-    configs = [e["config"] for e in full.summary["configs"] if e["status"] != "skipped"]
-    print(f"grid: {len(full.summary['configs'])} configs, {len(configs)} runnable; "
-          f"sweep {t_pruned:.1f} s (pruned), {t_full:.1f} s (--no-prune)", flush=True)
+    settings = SweepSettings(types=args.types, pairs=args.pairs)
+    configs = runnable(args.model, opts, settings)
+    separate: dict[str, dict[str, Any]] = {}
+    t_one: dict[str, float] = {}
+    t_one_store: dict[str, float] = {}
+    store_dir = tempfile.TemporaryDirectory()
 
     def same(rep: dict[str, Any], c: str) -> bool:
         ref = separate[c]
@@ -88,24 +108,41 @@ def main() -> None:
             (rep["axes"][k] or {}).get("score") == (ref["axes"][k] or {}).get("score")
             for k in ref["axes"])
 
-    separate: dict[str, dict[str, Any]] = {}
-    t = time.perf_counter()
-    for c in configs:
-        t1 = time.perf_counter()
-        separate[c] = run_score(args.model, c, opts)
-        print(f"  score {c}: {time.perf_counter() - t1:.1f} s, composite "
-              f"{separate[c]['composite']}", flush=True)
-    t_sep = time.perf_counter() - t
-    t_store = None
-    if args.store_side:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["REFRACT_REFERENCE_CACHE_DIR"] = tmp
-            t = time.perf_counter()
-            for c in configs:
+    def one_at_a_time(cs: list[str]) -> None:
+        for c in cs:
+            t1 = time.perf_counter()
+            separate[c] = run_score(args.model, c, opts)
+            t_one[c] = time.perf_counter() - t1
+            line = f"  score {c}: {t_one[c]:.1f} s"
+            if args.store_side:
+                os.environ["REFRACT_REFERENCE_CACHE_DIR"] = store_dir.name
+                t1 = time.perf_counter()
                 rep = run_score(args.model, c, opts.replace(reference_cache=True))
+                t_one_store[c] = time.perf_counter() - t1
+                del os.environ["REFRACT_REFERENCE_CACHE_DIR"]
+                line += f", store on {t_one_store[c]:.1f} s"
                 if not same(rep, c):
-                    print(f"  {c}: the store's score differs from the fresh one", flush=True)
-            t_store = time.perf_counter() - t
+                    line += " (the store's score differs from the fresh one)"
+            print(f"{line}, composite {separate[c]['composite']}", flush=True)
+
+    before = configs[::2] if args.order == "around" else []
+    one_at_a_time(before)
+    t = time.perf_counter()
+    pruned = run_sweep(args.model, opts, settings)
+    t_pruned = time.perf_counter() - t
+    print(f"sweep (pruning on): {t_pruned:.1f} s, timings {pruned.summary['timings']}",
+          flush=True)
+    t = time.perf_counter()
+    full = run_sweep(args.model, opts, SweepSettings(types=args.types, pairs=args.pairs,
+                                                     prune=False))
+    t_full = time.perf_counter() - t
+    assert configs == [e["config"] for e in full.summary["configs"] if e["status"] != "skipped"]
+    print(f"grid: {len(full.summary['configs'])} configs, {len(configs)} runnable; "
+          f"sweep {t_pruned:.1f} s (pruned), {t_full:.1f} s (--no-prune)", flush=True)
+    one_at_a_time([c for c in configs if c not in before])
+    store_dir.cleanup()
+    t_sep = sum(t_one.values())
+    t_store = sum(t_one_store.values()) if args.store_side else None
 
     survivors = sorted(pruned.reports)
     exact = all(same(pruned.reports[c], c) for c in survivors)
