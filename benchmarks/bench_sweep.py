@@ -23,7 +23,8 @@ The order resists a machine whose speed drifts (these shared machines drift by 1
 hour): half of the one-at-a-time scores (every second config) run before the two sweeps and
 the other half after them, so a steady slowdown weighs on both sides alike; with
 ``--store-side`` each config's store-on score follows its fresh one. ``--order sequential``
-runs the sweeps first and then every score, as the runs before 2026-12-07 did.
+runs the sweeps first and then every score (the runs before 2026-12-07 did so, and ran the
+store-on scores after all the fresh ones).
 
 Prints the wall times, the ratios (targets: ≤ 0.35× with pruning, ≤ 0.6× without), the
 survivors, both recommendations, and checks that every survivor's composite and axis scores
@@ -101,6 +102,7 @@ def main() -> None:
     t_one: dict[str, float] = {}
     t_one_store: dict[str, float] = {}
     store_dir = tempfile.TemporaryDirectory()
+    store_differs: list[str] = []
 
     def same(rep: dict[str, Any], c: str) -> bool:
         ref = separate[c]
@@ -115,13 +117,20 @@ def main() -> None:
             t_one[c] = time.perf_counter() - t1
             line = f"  score {c}: {t_one[c]:.1f} s"
             if args.store_side:
+                saved = os.environ.get("REFRACT_REFERENCE_CACHE_DIR")
                 os.environ["REFRACT_REFERENCE_CACHE_DIR"] = store_dir.name
-                t1 = time.perf_counter()
-                rep = run_score(args.model, c, opts.replace(reference_cache=True))
-                t_one_store[c] = time.perf_counter() - t1
-                del os.environ["REFRACT_REFERENCE_CACHE_DIR"]
+                try:
+                    t1 = time.perf_counter()
+                    rep = run_score(args.model, c, opts.replace(reference_cache=True))
+                    t_one_store[c] = time.perf_counter() - t1
+                finally:
+                    if saved is None:
+                        del os.environ["REFRACT_REFERENCE_CACHE_DIR"]
+                    else:
+                        os.environ["REFRACT_REFERENCE_CACHE_DIR"] = saved
                 line += f", store on {t_one_store[c]:.1f} s"
                 if not same(rep, c):
+                    store_differs.append(c)
                     line += " (the store's score differs from the fresh one)"
             print(f"{line}, composite {separate[c]['composite']}", flush=True)
 
@@ -159,6 +168,9 @@ def main() -> None:
         print(f"one at a time with the reference store on: {t_store:.1f} s; sweep "
               f"{t_pruned / t_store:.3f}x (pruned), {t_full / t_store:.3f}x (--no-prune)")
     print(f"survivors equal their separate scores exactly: {exact} (no-prune: {exact_full})")
+    if args.store_side:
+        print(f"every store-on score equals its fresh one: {not store_differs}"
+              + (f" (differ: {', '.join(store_differs)})" if store_differs else ""))
     # pruning may not change the answer: every drop is below the band at the confidence on
     # the full budget too (the --no-prune run), the first round's Trajectory is the full one
     full_by = {e["config"]: e for e in full.summary["configs"]}
@@ -183,7 +195,8 @@ def main() -> None:
     print(f"memory plan: {pr['memory']}; process peak RSS {_peak_rss()}")
     out.update(t_pruned=t_pruned, t_full=t_full, t_separate=t_sep, t_separate_store=t_store,
                survivors=survivors,
-               exact=exact, exact_full=exact_full, summary_pruned=pr,
+               exact=exact, exact_full=exact_full, store_differs=store_differs,
+               summary_pruned=pr,
                summary_full=full.summary)
     if args.json_out:
         with open(args.json_out, "w") as fh:
